@@ -1,0 +1,25 @@
+"""A static, cached, offline gallery of what a Keras CNN's filters have learned.
+
+Notebook API (imports Keras on first use, so the CLI can choose the backend first)::
+
+    from gallery import load_model, conv_layers, visualize_filters, feature_maps, grad_cam
+"""
+
+from importlib import import_module
+
+__all__ = ["load_model", "conv_layers", "visualize_filters", "feature_maps", "grad_cam", "GalleryError"]
+
+_HOMES = {
+    "load_model": "models",
+    "conv_layers": "graph",
+    "visualize_filters": "optimize",
+    "feature_maps": "activations",
+    "grad_cam": "cams",
+    "GalleryError": "errors",
+}
+
+
+def __getattr__(name):
+    if name in _HOMES:
+        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module 'gallery' has no attribute {name!r}")

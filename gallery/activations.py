@@ -1,0 +1,64 @@
+"""Forward passes on photos: feature maps of conv layers and class predictions."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from . import grad, graph, preprocess as prep
+from .imaging import resize
+
+
+def input_size(model: keras.Model, fallback: int = 224) -> tuple[int, int]:
+    """The model's fixed input height and width, or ``fallback`` for any-size models."""
+    shape = model.inputs[0].shape
+    h, w = shape[1], shape[2]
+    return (int(h) if h else fallback, int(w) if w else fallback)
+
+
+def model_input(model: keras.Model, photo: np.ndarray, preprocess=None, fallback: int = 224):
+    """A uint8 photo → a preprocessed ``(1, h, w, 3)`` float batch at the model's input size."""
+    h, w = input_size(model, fallback)
+    pixels = resize(photo, h, w).astype("float32")[None]
+    return prep.resolve(preprocess)(ops.convert_to_tensor(pixels))
+
+
+class Activations:
+    """Runs photos through the model once for many conv layers and the classifier."""
+
+    def __init__(self, model: keras.Model, layers: Sequence[str], preprocess=None, fallback: int = 224):
+        self.model = model
+        self.preprocess = preprocess
+        self.fallback = fallback
+        self.paths = [graph.locate(model, name) for name in layers]
+        self._outputs = graph.output_fn(model, self.paths) if self.paths else None
+        self._run = grad.no_grad(self._outputs) if self._outputs else (lambda x: [])
+
+    def feature_maps(self, photo: np.ndarray) -> dict[str, np.ndarray]:
+        """``{layer: float32 (h, w, channels)}`` for one photo."""
+        x = model_input(self.model, photo, self.preprocess, self.fallback)
+        maps = self._run(x)
+        return {p.name: ops.convert_to_numpy(m)[0].astype("float32") for p, m in zip(self.paths, maps)}
+
+    def predictions(self, photo: np.ndarray) -> np.ndarray:
+        """Class probabilities (softmax applied if the model outputs logits)."""
+        x = model_input(self.model, photo, self.preprocess, self.fallback)
+        out = ops.convert_to_numpy(grad.no_grad(lambda t: self.model(t, training=False))(x))[0]
+        out = out.astype("float64")
+        if out.min() < 0 or abs(out.sum() - 1.0) > 1e-3:
+            out = np.exp(out - out.max())
+            out /= out.sum()
+        return out
+
+
+def feature_maps(model, image: np.ndarray, layer: str, *, preprocess=None) -> np.ndarray:
+    """The output of ``layer`` on a uint8 RGB photo: float32 ``(h, w, channels)``."""
+    return Activations(model, [layer], preprocess).feature_maps(image)[graph.locate(model, layer).name]
+
+
+def top_k(probabilities: np.ndarray, names: list[str], k: int = 5) -> list[dict]:
+    order = np.argsort(-probabilities)[:k]
+    return [{"index": int(i), "name": names[i], "probability": float(probabilities[i])} for i in order]

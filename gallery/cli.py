@@ -1,0 +1,122 @@
+"""Command line: parse → validate → config → pipeline.build. Nothing else.
+
+Keras is imported only after the arguments are parsed, so ``--backend`` chooses the
+backend once, before anything loads it, and ``--help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .config import BuildConfig, RenderSettings, default_cache_dir, parse_filter_slice
+from .errors import GalleryError
+
+PREPROCESS = ("caffe", "tf", "torch", "none")
+BACKENDS = ("tensorflow", "jax", "torch")
+CAM_METHODS = ("gradcam", "gradcam++")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer names, got {text!r}")
+    return names
+
+
+def parser() -> argparse.ArgumentParser:
+    defaults = RenderSettings()
+    p = argparse.ArgumentParser(
+        prog="build.py",
+        description="Build a static gallery of every conv filter of a Keras CNN, with feature maps and "
+                    "Grad-CAM on sample photos.",
+    )
+    p.add_argument("--model", default="VGG16", metavar="NAME|PATH",
+                   help="a keras.applications name (VGG16, ResNet50, …) or a .keras/.h5 file (default: VGG16)")
+    p.add_argument("--weights", default="imagenet", metavar="imagenet|PATH",
+                   help="weights for a named model (default: imagenet)")
+    p.add_argument("--preprocess", choices=PREPROCESS,
+                   help="input preprocessing for a model file (known automatically for named models)")
+    p.add_argument("--labels", type=Path, metavar="FILE", help="class names: a JSON list or one name per line")
+    p.add_argument("--layers", type=_names, metavar="a,b", help="conv layers to render (default: all)")
+    p.add_argument("--filters", default=":", metavar="START:STOP", help="filter indices per layer (default: all)")
+    p.add_argument("--size", type=_positive, default=defaults.size, help=f"filter image side in pixels (default: {defaults.size})")
+    p.add_argument("--steps", type=_positive, default=defaults.steps, help=f"optimization steps (default: {defaults.steps})")
+    p.add_argument("--seed", type=_seed, default=defaults.seed, help="random seed (default: 0)")
+    p.add_argument("--batch", type=_positive, default=defaults.batch, help=f"filters per optimization batch (default: {defaults.batch})")
+    p.add_argument("--param", choices=("fourier", "pixel"), default=defaults.parameterization,
+                   help="image parameterization (default: fourier, with decorrelated colour)")
+    p.add_argument("--transforms", choices=("standard", "none"), default=defaults.transforms,
+                   help="robustness transforms during optimization (default: standard)")
+    p.add_argument("--images", nargs="+", type=Path, metavar="PATH",
+                   help="photo files and/or folders (default: bundled sample photos)")
+    p.add_argument("--cam-layers", type=_names, metavar="a,b", help="layers for Grad-CAM (default: the last conv layer)")
+    p.add_argument("--cam-method", choices=CAM_METHODS, default="gradcam", help="CAM method (default: gradcam)")
+    p.add_argument("--top-k", type=_positive, default=5, help="predicted classes per photo (default: 5)")
+    p.add_argument("--out", type=Path, default=Path("site"), help="output folder (default: site/)")
+    p.add_argument("--cache", type=Path, default=default_cache_dir(), help=f"tile cache (default: {default_cache_dir()})")
+    p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: Keras's own setting)")
+    p.add_argument("--unsafe", action="store_true", help="allow model files that carry code (Lambda layers)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
+    render = RenderSettings(size=args.size, steps=args.steps, seed=args.seed, batch=args.batch,
+                            parameterization=args.param, transforms=args.transforms)
+    if args.labels is not None and not args.labels.is_file():
+        raise GalleryError(f"--labels: {str(args.labels)!r} is not a file")
+    return BuildConfig(
+        model=args.model, weights=args.weights, preprocess=args.preprocess, labels=args.labels,
+        layers=args.layers, filters=parse_filter_slice(args.filters), render=render,
+        images=tuple(args.images or ()), out=args.out, cache=args.cache, cam_layers=args.cam_layers,
+        cam_method=args.cam_method, top_k=args.top_k, safe_mode=not args.unsafe,
+        command=shlex.join(["python", "build.py", *argv]),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    if args.backend:
+        if "keras" in sys.modules and sys.modules["keras"].backend.backend() != args.backend:
+            print(f"error: --backend {args.backend}: Keras is already loaded with another backend", file=sys.stderr)
+            return 2
+        os.environ["KERAS_BACKEND"] = args.backend
+    try:
+        config = config_from(args, argv)
+        from . import pipeline
+
+        pipeline.build(config)
+    except GalleryError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished tiles are cached and the next run resumes from them", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,99 @@
+"""Frozen settings: the single home of every default the build uses."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import GalleryError
+
+
+def default_cache_dir() -> Path:
+    """Outside the site, so deleting ``site/`` never throws away optimization work."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cnn-gallery"
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything that changes a filter image (and so is part of its cache key)."""
+
+    size: int = 128
+    steps: int = 128
+    seed: int = 0
+    learning_rate: float = 0.05
+    parameterization: str = "fourier"  # "fourier" (1/f spectrum, decorrelated colour) or "pixel"
+    transforms: str = "standard"  # "standard" (Lucid's robustness set) or "none"
+    batch: int = 32  # filters optimized together in one batch
+
+    def __post_init__(self):
+        for name in ("size", "steps", "batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise GalleryError(f"{name} must be a positive integer, got {value!r}")
+        if self.size < 16:
+            raise GalleryError(f"size must be at least 16 pixels, got {self.size}")
+        if self.parameterization not in ("fourier", "pixel"):
+            raise GalleryError(
+                f"parameterization must be 'fourier' or 'pixel', got {self.parameterization!r}"
+            )
+        if self.transforms not in ("standard", "none"):
+            raise GalleryError(f"transforms must be 'standard' or 'none', got {self.transforms!r}")
+
+    def key(self) -> dict:
+        """The settings that affect the pixels; ``batch`` does not, so it is left out."""
+        return {
+            "size": self.size,
+            "steps": self.steps,
+            "seed": self.seed,
+            "lr": self.learning_rate,
+            "param": self.parameterization,
+            "transforms": self.transforms,
+        }
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    model: str = "VGG16"
+    weights: str | None = "imagenet"
+    preprocess: str | None = None  # None: known for named models, "none" for files
+    labels: Path | None = None
+    layers: tuple[str, ...] | None = None  # None: every conv layer
+    filters: slice = field(default_factory=lambda: slice(None))
+    render: RenderSettings = field(default_factory=RenderSettings)
+    images: tuple[Path, ...] = ()  # empty: the bundled sample photos
+    out: Path = Path("site")
+    cache: Path = field(default_factory=default_cache_dir)
+    cam_layers: tuple[str, ...] | None = None  # None: the last conv layer before the head
+    cam_method: str = "gradcam"
+    top_k: int = 5
+    photo_size: int = 224  # input side for photos when the model accepts any size
+    safe_mode: bool = True
+    command: str = ""  # the command line that produced this build, shown on the pages
+
+
+def parse_filter_slice(text: str) -> slice:
+    """Parse ``'0:64'``, ``':16'``, ``'8:'``, ``'5'`` or ``'0:64:2'`` into a slice."""
+    raw = text.strip()
+    parts = raw.split(":")
+    try:
+        if len(parts) == 1:
+            index = int(parts[0])
+            if index < 0:
+                raise ValueError
+            return slice(index, index + 1)
+        if len(parts) > 3:
+            raise ValueError
+        numbers = [int(p) if p.strip() else None for p in parts]
+    except ValueError:
+        raise GalleryError(
+            f"--filters expects START:STOP[:STEP] with non-negative integers (e.g. 0:64), got {text!r}"
+        ) from None
+    start, stop = numbers[0], numbers[1]
+    step = numbers[2] if len(numbers) == 3 else None
+    if any(n is not None and n < 0 for n in (start, stop)) or (step is not None and step <= 0):
+        raise GalleryError(f"--filters expects non-negative bounds and a positive step, got {text!r}")
+    if start is not None and stop is not None and stop <= start:
+        raise GalleryError(f"--filters range {text!r} is empty: STOP must be greater than START")
+    return slice(start, stop, step)

@@ -1,0 +1,73 @@
+"""The only module that knows the Keras backend: gradients and compilation.
+
+Everything else is written in ``keras.ops`` and runs unchanged on TensorFlow, JAX and
+PyTorch. The backend is whatever Keras chose at import (``KERAS_BACKEND`` or
+``~/.keras/keras.json``); nothing here sets it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+
+BACKEND = keras.backend.backend()
+
+
+def value_and_grad(fn: Callable) -> Callable:
+    """Turn ``fn(x, *args) -> (scalar, aux)`` into ``g(x, *args) -> ((scalar, aux), dfn/dx)``.
+
+    Only ``x`` is differentiated; model weights are constants.
+    """
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        def tf_grad(x, *args):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                value, aux = fn(x, *args)
+            return (value, aux), tape.gradient(value, x)
+
+        return tf_grad
+    if BACKEND == "jax":
+        import jax
+
+        return jax.value_and_grad(fn, has_aux=True)
+    if BACKEND == "torch":
+        import torch
+
+        def torch_grad(x, *args):
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                value, aux = fn(x, *args)
+                (grad,) = torch.autograd.grad(value, x)
+            return (value.detach(), aux.detach()), grad
+
+        return torch_grad
+    raise RuntimeError(f"unsupported Keras backend {BACKEND!r}; use tensorflow, jax or torch")
+
+
+def compile(fn: Callable) -> Callable:
+    """Compile a pure step function once per input signature."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=True)
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
+def no_grad(fn: Callable) -> Callable:
+    """Run inference without recording a graph (only torch records one by default)."""
+    if BACKEND == "torch":
+        import torch
+
+        def wrapped(*args, **kwargs):
+            with torch.no_grad():
+                return fn(*args, **kwargs)
+
+        return wrapped
+    return fn

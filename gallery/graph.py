@@ -1,0 +1,219 @@
+"""Where a conv layer sits in a model, and sub-models that reach it or leave from it.
+
+Layers are named by their path through nested models: ``block5_conv3`` at the top
+level, ``vgg16/block5_conv3`` inside a wrapped backbone. Every function here works for
+functional and sequential models and for backbones nested to any depth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+
+from .errors import GalleryError
+
+CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+
+
+def _is_container(layer) -> bool:
+    return isinstance(layer, keras.Model)
+
+
+def _is_conv(layer) -> bool:
+    # Conv2DTranspose subclasses Conv2D but upsamples; its "filters" are not detectors.
+    return isinstance(layer, CONV_TYPES) and not isinstance(layer, keras.layers.Conv2DTranspose)
+
+
+def conv_layers(model: keras.Model) -> list[str]:
+    """Qualified names of every 2-D conv layer, in graph order, nested models included."""
+    names: list[str] = []
+
+    def walk(container, prefix):
+        for layer in container.layers:
+            if _is_container(layer):
+                walk(layer, f"{prefix}{layer.name}/")
+            elif _is_conv(layer):
+                names.append(prefix + layer.name)
+
+    walk(model, "")
+    return names
+
+
+@dataclass(frozen=True)
+class LayerPath:
+    """The chain of (container, layer) pairs from the outer model down to a layer."""
+
+    steps: tuple[tuple[keras.Model, keras.layers.Layer], ...]
+
+    @property
+    def layer(self) -> keras.layers.Layer:
+        return self.steps[-1][1]
+
+    @property
+    def name(self) -> str:
+        return "/".join(layer.name for _, layer in self.steps)
+
+
+def locate(model: keras.Model, name: str) -> LayerPath:
+    """Find a layer by qualified name; unknown names list what exists."""
+    steps = []
+    container = model
+    parts = name.split("/")
+    for depth, part in enumerate(parts):
+        found = next((layer for layer in container.layers if layer.name == part), None)
+        if found is None or (depth < len(parts) - 1 and not _is_container(found)):
+            available = conv_layers(model)
+            shown = ", ".join(available[:12]) + (" …" if len(available) > 12 else "")
+            raise GalleryError(
+                f"layer {name!r} is not in model {model.name!r}; its conv layers are: {shown}"
+            )
+        steps.append((container, found))
+        container = found
+    return LayerPath(tuple(steps))
+
+
+def _io(layer) -> tuple:
+    """The symbolic input and output of a layer as its container's graph sees them.
+
+    A nested model's own ``.input`` is its inner Input, not the tensor its parent feeds
+    it, so the parent's call node is asked instead.
+    """
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if len(nodes) > 1:
+        raise GalleryError(
+            f"layer {layer.name!r} is called {len(nodes)} times in its model; shared layers "
+            "are not supported"
+        )
+    if nodes:
+        node = nodes[0]
+        return node.input_tensors[0], node.output_tensors[0]
+    return layer.input, layer.output
+
+
+def _graph_inputs(container):
+    inputs = container.inputs
+    if len(inputs) != 1:
+        raise GalleryError(
+            f"model {container.name!r} has {len(inputs)} inputs; only single-input models "
+            "are supported"
+        )
+    return inputs[0]
+
+
+def _runner(submodel: keras.Model) -> Callable:
+    # ``call`` skips the fixed input-shape check of the outer Input, so filter images can
+    # be rendered at any size through the fully convolutional part of the model.
+    return lambda x: submodel.call(x)
+
+
+def _subgraph(inputs, outputs, what: str) -> keras.Model:
+    try:
+        return keras.Model(inputs, outputs)
+    except Exception as exc:
+        raise GalleryError(f"cannot isolate {what}: {exc}") from exc
+
+
+def input_fn(model: keras.Model, path: LayerPath) -> Callable:
+    """``x → the tensor the conv layer receives``, for a batch of model inputs ``x``."""
+    runners = []
+    for container, layer in path.steps:
+        sub = _subgraph(_graph_inputs(container), _io(layer)[0], f"the input of {layer.name!r}")
+        runners.append(_runner(sub))
+
+    def run(x):
+        for step in runners:
+            x = step(x)
+        return x
+
+    return run
+
+
+def output_fn(model: keras.Model, paths: list[LayerPath]) -> Callable:
+    """``x → [output of each layer]`` for model inputs ``x``, top-level layers in one pass."""
+    top = [p for p in paths if len(p.steps) == 1]
+    multi = _subgraph(_graph_inputs(model), [_io(p.layer)[1] for p in top], "conv outputs") if top else None
+    nested = {p.name: input_fn(model, p) for p in paths if len(p.steps) > 1}
+
+    def run(x):
+        results = {}
+        if multi is not None:
+            outs = multi.call(x)
+            outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            results.update({p.name: o for p, o in zip(top, outs)})
+        for p in paths:
+            if p.name in nested:
+                results[p.name] = p.layer(nested[p.name](x))
+        return [results[p.name] for p in paths]
+
+    return run
+
+
+def head_fn(model: keras.Model, path: LayerPath) -> Callable:
+    """``conv output → pre-softmax class scores``: the rest of the model after the layer.
+
+    Grad-CAM (Selvaraju et al., 2017) differentiates the score *before* the softmax. When
+    the model ends in a softmax, the last layer is replaced by its linear part.
+    """
+    final = _final_layer(model)
+    linear_tail = None
+    if final is not None and _is_softmax(final):
+        end = _io(final)[0]
+        linear_tail = _linear_part(final)
+    else:
+        end = model.outputs[0]
+    if len(model.outputs) != 1:
+        raise GalleryError(f"model {model.name!r} has {len(model.outputs)} outputs; Grad-CAM needs one")
+    runners = []
+    for depth in range(len(path.steps) - 1, -1, -1):
+        container, layer = path.steps[depth]
+        target = end if depth == 0 else container.outputs[0]
+        sub = _subgraph(
+            _io(layer)[1], target,
+            f"the part of {container.name!r} after {layer.name!r} (it must depend on that layer alone)",
+        )
+        runners.append(_runner(sub))
+
+    def run(a):
+        for step in runners:
+            a = step(a)
+        return linear_tail(a) if linear_tail is not None else a
+
+    return run
+
+
+def _final_layer(model):
+    out = model.outputs[0]
+    history = getattr(out, "_keras_history", None)
+    return history[0] if history else None
+
+
+def _is_softmax(layer) -> bool:
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    activation = getattr(layer, "activation", None)
+    return activation is not None and getattr(activation, "__name__", "") == "softmax"
+
+
+def _linear_part(layer) -> Callable | None:
+    """The layer without its softmax: identity for Softmax/Activation, the affine map for Dense."""
+    if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
+        return lambda h: h
+    if isinstance(layer, keras.layers.Dense):
+        from keras import ops
+
+        def dense(h):
+            z = ops.matmul(h, layer.kernel)
+            return z + layer.bias if layer.use_bias else z
+
+        return dense
+    raise GalleryError(
+        f"the final layer {layer.name!r} ({type(layer).__name__}) applies softmax in a way "
+        "Grad-CAM cannot undo; the logits are needed"
+    )
+
+
+def has_classifier(model: keras.Model) -> bool:
+    """True when the model ends in a vector of class scores (rank-2 output)."""
+    return len(model.outputs) == 1 and len(model.outputs[0].shape) == 2 and (model.outputs[0].shape[-1] or 0) > 1

@@ -1,0 +1,116 @@
+"""Pixels in, pixels out: normalisation, colormaps, overlays, contact sheets, encoding.
+
+Pure numpy and Pillow; nothing here knows about models. Encoders return bytes so the
+cache decides where and how they are written.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image, ImageOps
+
+FEATURE_COLORMAP = "viridis"
+CAM_COLORMAP = "jet"
+MAX_PIXELS = 64_000_000  # larger photos are refused rather than exhausting memory
+
+
+def normalize_channels(maps: np.ndarray) -> np.ndarray:
+    """Scale each channel of ``(h, w, c)`` maps to ``[0, 1]`` by its own min and max.
+
+    A constant channel maps to zeros, not to NaN.
+    """
+    lo = maps.min(axis=(0, 1), keepdims=True)
+    span = maps.max(axis=(0, 1), keepdims=True) - lo
+    return np.where(span > 0, (maps - lo) / np.where(span > 0, span, 1), 0.0).astype("float32")
+
+
+def colorize(values: np.ndarray, cmap: str = FEATURE_COLORMAP) -> np.ndarray:
+    """Values in ``[0, 1]`` (any shape) → uint8 RGB through a matplotlib colormap."""
+    from matplotlib import colormaps
+
+    rgba = colormaps[cmap](np.clip(values, 0, 1))
+    return (rgba[..., :3] * 255 + 0.5).astype("uint8")
+
+
+def resize(image: np.ndarray, height: int, width: int, smooth: bool = True) -> np.ndarray:
+    """Resize a uint8 image or a float map (bilinear, or nearest when ``smooth`` is False)."""
+    resample = Image.BILINEAR if smooth else Image.NEAREST
+    if image.dtype == np.uint8:
+        return np.asarray(Image.fromarray(image).resize((width, height), resample))
+    return np.asarray(Image.fromarray(image.astype("float32"), mode="F").resize((width, height), resample))
+
+
+def overlay(photo: np.ndarray, heat: np.ndarray, alpha: float = 0.45, cmap: str = CAM_COLORMAP) -> np.ndarray:
+    """Blend a ``[0, 1]`` heatmap (at the photo's size) over the photo."""
+    colored = colorize(heat, cmap).astype("float32")
+    return (photo.astype("float32") * (1 - alpha) + colored * alpha + 0.5).astype("uint8")
+
+
+def sheet_layout(count: int) -> tuple[int, int]:
+    """``(columns, rows)`` of a near-square grid for ``count`` cells."""
+    cols = max(1, math.ceil(math.sqrt(count)))
+    return cols, max(1, math.ceil(count / cols))
+
+
+def cell_size(height: int, lo: int = 48, hi: int = 112) -> int:
+    """Feature-map cells: small maps are enlarged to stay visible, big ones shrunk."""
+    return int(min(max(height, lo), hi))
+
+
+def contact_sheet(cells: np.ndarray, gap: int = 0, background: int = 0) -> np.ndarray:
+    """Tile ``(n, h, w, 3)`` uint8 cells into one near-square grid, row-major."""
+    n, h, w, _ = cells.shape
+    cols, rows = sheet_layout(n)
+    sheet = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), background, dtype="uint8")
+    for i in range(n):
+        r, c = divmod(i, cols)
+        sheet[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = cells[i]
+    return sheet
+
+
+def feature_sheet(maps: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(h, w, c)`` activations → (a colormapped contact sheet, its cell size).
+
+    Each channel is normalised on its own, so weak channels still show their pattern;
+    the absolute scale lives in the manifest's per-channel ranges.
+    """
+    h, w, c = maps.shape
+    size = cell_size(max(h, w))
+    normed = normalize_channels(maps)
+    cells = np.stack([
+        colorize(resize(normed[..., i], size, size, smooth=False)) for i in range(c)
+    ])
+    return contact_sheet(cells), size
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 88) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def to_rgb_uint8(img: Image.Image) -> np.ndarray:
+    """Any Pillow image → uint8 RGB: EXIF orientation honoured, alpha over white, 16-bit scaled."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype="float64")
+        top = arr.max() if arr.max() > 255 else 255
+        img = Image.fromarray((arr / max(top, 1) * 255).astype("uint8"), mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("RGB"))

@@ -1,0 +1,171 @@
+"""Loading models by ``keras.applications`` name or file, and knowing their conventions."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import keras
+
+from .errors import GalleryError
+
+# keras.applications constructor name and its preprocessing convention, by lower-case name.
+APPLICATIONS: dict[str, tuple[str, str]] = {
+    "vgg16": ("VGG16", "caffe"),
+    "vgg19": ("VGG19", "caffe"),
+    "resnet50": ("ResNet50", "caffe"),
+    "resnet101": ("ResNet101", "caffe"),
+    "resnet152": ("ResNet152", "caffe"),
+    "resnet50v2": ("ResNet50V2", "tf"),
+    "resnet101v2": ("ResNet101V2", "tf"),
+    "resnet152v2": ("ResNet152V2", "tf"),
+    "mobilenet": ("MobileNet", "tf"),
+    "mobilenetv2": ("MobileNetV2", "tf"),
+    "mobilenetv3small": ("MobileNetV3Small", "none"),
+    "mobilenetv3large": ("MobileNetV3Large", "none"),
+    "inceptionv3": ("InceptionV3", "tf"),
+    "inceptionresnetv2": ("InceptionResNetV2", "tf"),
+    "xception": ("Xception", "tf"),
+    "densenet121": ("DenseNet121", "torch"),
+    "densenet169": ("DenseNet169", "torch"),
+    "densenet201": ("DenseNet201", "torch"),
+    "nasnetmobile": ("NASNetMobile", "tf"),
+    "nasnetlarge": ("NASNetLarge", "tf"),
+    "efficientnetb0": ("EfficientNetB0", "none"),
+    "efficientnetb1": ("EfficientNetB1", "none"),
+    "efficientnetb2": ("EfficientNetB2", "none"),
+    "efficientnetb3": ("EfficientNetB3", "none"),
+    "efficientnetv2b0": ("EfficientNetV2B0", "none"),
+    "efficientnetv2s": ("EfficientNetV2S", "none"),
+    "convnexttiny": ("ConvNeXtTiny", "none"),
+    "convnextsmall": ("ConvNeXtSmall", "none"),
+}
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def is_model_file(spec: str) -> bool:
+    return str(spec).lower().endswith(MODEL_SUFFIXES) or Path(str(spec)).is_file()
+
+
+def default_preprocess(spec: str) -> str:
+    """The convention a named application expects; model files default to ``none``."""
+    entry = APPLICATIONS.get(str(spec).lower().replace("_", "").replace("-", ""))
+    return entry[1] if entry else "none"
+
+
+def load_model(spec, weights="imagenet", *, safe_mode: bool = True) -> keras.Model:
+    """Load a ``keras.applications`` model by name, or a ``.keras``/``.h5`` file.
+
+    ``weights`` applies to named models: ``"imagenet"``, a path to a weights file, or
+    ``None`` for random initialisation. Offline, with the ImageNet weights not yet in
+    Keras's cache, this raises :class:`GalleryError` naming the file Keras wanted.
+    """
+    if isinstance(spec, keras.Model):
+        return spec
+    text = str(spec)
+    if is_model_file(text):
+        return _load_file(Path(text), safe_mode)
+    key = text.lower().replace("_", "").replace("-", "")
+    if key not in APPLICATIONS:
+        known = ", ".join(name for name, _ in APPLICATIONS.values())
+        raise GalleryError(
+            f"model {text!r} is neither a model file (.keras, .h5) nor a keras.applications "
+            f"name; known names: {known}"
+        )
+    constructor = getattr(keras.applications, APPLICATIONS[key][0])
+    if weights not in (None, "imagenet"):
+        path = Path(str(weights))
+        if not path.is_file():
+            raise GalleryError(f"weights file {str(weights)!r} does not exist")
+        weights = str(path)
+    try:
+        return constructor(weights=weights)
+    except Exception as exc:  # Keras raises a bare Exception for download failures
+        raise _weights_error(APPLICATIONS[key][0], weights, exc) from exc
+
+
+def _load_file(path: Path, safe_mode: bool) -> keras.Model:
+    if not path.is_file():
+        raise GalleryError(f"model file {str(path)!r} does not exist")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
+            raise GalleryError(
+                f"model file {str(path)!r} holds code (a Lambda layer); Keras's safe mode "
+                "refuses to load it. Pass --unsafe if you trust the file"
+            ) from exc
+        raise GalleryError(f"could not load model file {str(path)!r}: {exc}") from exc
+    except Exception as exc:
+        raise GalleryError(f"could not load {str(path)!r} as a Keras model: {exc}") from exc
+    if not isinstance(model, keras.Model):
+        raise GalleryError(f"{str(path)!r} holds a {type(model).__name__}, not a Keras model")
+    return model
+
+
+def _weights_error(name: str, weights, exc: Exception) -> GalleryError:
+    message = str(exc)
+    url = re.search(r"https?://\S+?\.h5", message)
+    if weights == "imagenet" and (url or "URL fetch failure" in message):
+        wanted = url.group(0) if url else "the ImageNet weights"
+        filename = wanted.rsplit("/", 1)[-1]
+        cache = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
+        return GalleryError(
+            f"cannot download the ImageNet weights for {name} (no network?). Keras wanted "
+            f"{wanted}. Either pass the file with --weights PATH, or copy it to "
+            f"{cache / filename} and run again"
+        )
+    return GalleryError(f"could not build {name} with weights {weights!r}: {message}")
+
+
+def fingerprint(model: keras.Model) -> str:
+    """A digest of the architecture and every weight: tiles are keyed by it.
+
+    Any change to the weights (fine-tuning, another checkpoint) gives new tiles; the
+    same weights loaded from a file or by name give the same ones.
+    """
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=16)
+    for layer in _all_layers(model):
+        h.update(f"{type(layer).__name__}:{layer.name};".encode())
+    for weight in model.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        h.update(f"{weight.path}:{value.dtype}:{value.shape};".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def title(spec, model: keras.Model) -> str:
+    """The model's name on pages: the application name, or the file's stem."""
+    if isinstance(spec, keras.Model):
+        return model.name
+    text = str(spec)
+    if is_model_file(text):
+        return Path(text).stem
+    return APPLICATIONS[text.lower().replace("_", "").replace("-", "")][0]
+
+
+def check_supported(model: keras.Model) -> None:
+    """Refuse, with the reason, models the gallery cannot analyse."""
+    if len(model.inputs) != 1:
+        raise GalleryError(f"model {model.name!r} has {len(model.inputs)} inputs; only single-input models are supported")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4:
+        raise GalleryError(f"model {model.name!r} takes inputs of shape {shape}; an image model takes (batch, h, w, c)")
+    if shape[-1] != 3:
+        raise GalleryError(f"model {model.name!r} takes {shape[-1]}-channel images; only RGB (3-channel) models are supported")
+    for layer in model.layers:
+        if getattr(layer, "data_format", "channels_last") == "channels_first":
+            raise GalleryError(f"layer {layer.name!r} is channels_first; only channels_last models are supported")

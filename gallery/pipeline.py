@@ -1,0 +1,108 @@
+"""The order of the stages, nothing else:
+
+model → targets → filter tiles (optimize, cached) → photo tiles (cached) → manifest → site.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import cams, graph, labels, manifest, models, photos as photo_io, site
+from .cache import Cache
+from .config import BuildConfig
+from .errors import GalleryError
+from .optimize import channel_count
+from .tiles import filter_tiles, photo_tiles
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def stage(name: str, timings: dict):
+    log(f"• {name}")
+    start = time.monotonic()
+    yield
+    timings[name] = time.monotonic() - start
+
+
+def select_targets(model, config: BuildConfig) -> dict[str, list[int]]:
+    """``{layer: [filter indices]}`` from ``--layers`` and ``--filters``, validated."""
+    names = graph.conv_layers(model)
+    if not names:
+        raise GalleryError(f"model {model.name!r} has no Conv2D, DepthwiseConv2D or SeparableConv2D layers")
+    chosen = [graph.locate(model, n).name for n in config.layers] if config.layers else names
+    selection = {}
+    for layer in chosen:
+        indices = list(range(channel_count(model, layer)))[config.filters]
+        if indices:
+            selection[layer] = indices
+        else:
+            log(f"  {layer}: no filters in {config.filters.start}:{config.filters.stop} "
+                f"(it has {channel_count(model, layer)}); skipped")
+    if not selection:
+        raise GalleryError("--filters selects no filter in any chosen layer")
+    return selection
+
+
+def build(config: BuildConfig) -> dict:
+    """Run every stage; return the manifest. Raises :class:`GalleryError` for user errors."""
+    timings: dict[str, float] = {}
+    with stage("load model", timings):
+        model = models.load_model(config.model, config.weights, safe_mode=config.safe_mode)
+        models.check_supported(model)
+        preprocess = config.preprocess or models.default_preprocess(config.model)
+        selection = select_targets(model, config)
+        fingerprint = models.fingerprint(model)
+        title = models.title(config.model, model)
+        log(f"  {title}: {len(selection)} conv layers, {sum(map(len, selection.values()))} filters, "
+            f"preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
+    cache = Cache(config.cache)
+    with stage("filter images", timings):
+        tiles = filter_tiles(model, fingerprint, selection, config.render, preprocess, cache)
+    with stage("photos", timings):
+        samples = photo_io.load_photos(config.images)
+        classify = graph.has_classifier(model)
+        names, labels_source, cam_note = None, None, None
+        cam_layers: list[str] = []
+        if classify:
+            classes = int(model.outputs[0].shape[-1])
+            names, labels_source = labels.class_names(classes, config.labels)
+            cam_layers = [graph.locate(model, n).name for n in (config.cam_layers or [cams.default_layer(model)])]
+        else:
+            classes = None
+            cam_note = (f"No Grad-CAM or predictions: {model.name!r} has no classifier head "
+                        f"(its output has shape {tuple(model.outputs[0].shape)}, not one score per class).")
+        results = photo_tiles(model, fingerprint, samples, list(selection), cam_layers, preprocess=preprocess,
+                              cache=cache, top_k=config.top_k, method=config.cam_method,
+                              fallback=config.photo_size)
+    reused = cache.hits
+    with stage("pages", timings):
+        info = manifest.model_entry(model, title=title, source=str(config.model), fingerprint=fingerprint,
+                                    preprocess=preprocess, classes=classes, labels_source=labels_source,
+                                    cam_note=cam_note)
+        settings = {**config.render.key(), "filters": _describe(config.filters),
+                    "cam layers": ", ".join(cam_layers) or "none", "cam method": config.cam_method}
+        data, files = manifest.build(
+            model_info=info, table=manifest.layer_table(model), filter_tiles=tiles,
+            channels={layer: channel_count(model, layer) for layer in selection}, photos=results,
+            class_names=names, cam_method=config.cam_method, settings=settings, command=config.command)
+        written = site.render(data, files, cache, Path(config.out))
+    total = sum(timings.values())
+    log(f"done in {total:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    log(f"cache {config.cache}: {cache.stored} tiles computed, {reused} reused"
+        + (f", {cache.damaged} damaged entries replaced" if cache.damaged else ""))
+    log(f"site {Path(config.out).resolve() / 'index.html'}: {written['pages']} pages and {written['tiles']} tiles "
+        f"written, {written['unchanged']} unchanged")
+    return data
+
+
+def _describe(filters: slice) -> str:
+    start = "" if filters.start is None else filters.start
+    stop = "" if filters.stop is None else filters.stop
+    text = f"{start}:{stop}" + (f":{filters.step}" if filters.step else "")
+    return "all" if text == ":" else text
