@@ -41,11 +41,16 @@ METHODS = {"gradcam": gradcam_weights, "gradcam++": gradcam_pp_weights}
 
 
 def default_layer(model: keras.Model) -> str:
-    """The last conv layer before the head, nested backbones included."""
+    """The last conv layer before the head, nested backbones included.
+
+    When that conv is followed directly by its normalisation and activation (as in
+    EfficientNet's ``top_conv → top_bn → top_activation``), the map is taken after them:
+    those are part of the same unit, and the rectified output is what the head pools.
+    """
     names = graph.conv_layers(model)
     if not names:
         raise GalleryError(f"model {model.name!r} has no conv layers")
-    return names[-1]
+    return graph.follow_pointwise(model, names[-1])
 
 
 class CamEngine:

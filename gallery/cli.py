@@ -89,6 +89,9 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
                             parameterization=args.param, transforms=args.transforms)
     if args.labels is not None and not args.labels.is_file():
         raise GalleryError(f"--labels: {str(args.labels)!r} is not a file")
+    for path in args.images or ():
+        if not path.exists():
+            raise GalleryError(f"--images: {str(path)!r} is neither a file nor a folder")
     return BuildConfig(
         model=args.model, weights=args.weights, preprocess=args.preprocess, labels=args.labels,
         layers=args.layers, filters=parse_filter_slice(args.filters), render=render,

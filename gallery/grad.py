@@ -52,7 +52,7 @@ def compile(fn: Callable) -> Callable:
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, reduce_retracing=True)
+        return tf.function(fn)
     if BACKEND == "jax":
         import jax
 

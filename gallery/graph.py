@@ -88,7 +88,8 @@ def _io(layer) -> tuple:
         )
     if nodes:
         node = nodes[0]
-        return node.input_tensors[0], node.output_tensors[0]
+        inputs = node.input_tensors
+        return (inputs[0] if inputs else None), node.output_tensors[0]
     return layer.input, layer.output
 
 
@@ -169,8 +170,11 @@ def head_fn(model: keras.Model, path: LayerPath) -> Callable:
     for depth in range(len(path.steps) - 1, -1, -1):
         container, layer = path.steps[depth]
         target = end if depth == 0 else container.outputs[0]
+        start = _io(layer)[1]
+        if start is target:  # the layer is its container's output: nothing left to run
+            continue
         sub = _subgraph(
-            _io(layer)[1], target,
+            start, target,
             f"the part of {container.name!r} after {layer.name!r} (it must depend on that layer alone)",
         )
         runners.append(_runner(sub))
@@ -212,6 +216,24 @@ def _linear_part(layer) -> Callable | None:
         f"the final layer {layer.name!r} ({type(layer).__name__}) applies softmax in a way "
         "Grad-CAM cannot undo; the logits are needed"
     )
+
+
+POINTWISE = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU)
+
+
+def follow_pointwise(model: keras.Model, name: str) -> str:
+    """Walk from a layer through the normalisation/activation layers that consume it alone."""
+    path = locate(model, name)
+    container = path.steps[-1][0]
+    prefix = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+    current = path.layer
+    while True:
+        output = _io(current)[1]
+        consumers = [layer for layer in container.layers
+                     if getattr(layer, "_inbound_nodes", None) and _io(layer)[0] is output]
+        if len(consumers) != 1 or not isinstance(consumers[0], POINTWISE):
+            return prefix + current.name
+        current = consumers[0]
 
 
 def has_classifier(model: keras.Model) -> bool:

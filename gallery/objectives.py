@@ -38,7 +38,6 @@ def own_preactivation(layer, x, indices):
     Plain convolutions compute only the selected output channels (the kernel is sliced
     before the convolution), so a batch of B filters costs B channels, not all of them.
     """
-    n = indices.shape[0]
     if isinstance(layer, keras.layers.SeparableConv2D):
         depthwise = ops.depthwise_conv(
             x, layer.depthwise_kernel, layer.strides, layer.padding, layer.data_format, layer.dilation_rate
@@ -60,5 +59,4 @@ def own_preactivation(layer, x, indices):
     if getattr(layer, "use_bias", False) and layer.bias is not None:
         z = z + ops.take(layer.bias, indices, axis=0)
     # z[b, :, :, j] is filter indices[j] on image b; keep the diagonal j == b.
-    diagonal = ops.eye(n, dtype=z.dtype)[:, None, None, :]
-    return ops.sum(z * diagonal, axis=-1)
+    return ops.transpose(ops.diagonal(z, axis1=0, axis2=3), (2, 0, 1))

@@ -1,0 +1,95 @@
+"""Tiny seeded conv models (8×8×3 inputs) and fixtures shared by the tests."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_MODELS = SHARED / "models"
+SHARED_SAMPLES = SHARED / "samples"
+
+
+def _keras():
+    import keras
+
+    keras.utils.set_random_seed(1234)
+    return keras
+
+
+def tiny_classifier(classes: int = 4, softmax: bool = True, name: str = "tiny"):
+    """conv(relu) → conv(relu) → GAP → Dense: a known closed form for Grad-CAM."""
+    keras = _keras()
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax" if softmax else None, name="head")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def tiny_backbone(name: str = "backbone"):
+    """Any-size input, no head: filters and feature maps only."""
+    keras = _keras()
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(x)
+    x = keras.layers.SeparableConv2D(3, 3, padding="same", activation="relu", name="sep")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def tiny_transfer():
+    """A classifier that wraps a whole backbone model, as transfer learning does."""
+    keras = _keras()
+    backbone = tiny_backbone("inner")
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    x = backbone(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="transfer")
+
+
+@pytest.fixture
+def classifier():
+    return tiny_classifier()
+
+
+@pytest.fixture
+def photo():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def photo_dir(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name, shape in (("red fox", (24, 32, 3)), ("b<o>at", (16, 16, 3))):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / f"{name}.png")
+    return folder
+
+
+@pytest.fixture
+def labels_file(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("cat\ndog\n<script>alert(1)</script>\nfish\n", encoding="utf-8")
+    return path
+
+
+def needs_shared():
+    return pytest.mark.skipif(not SHARED_MODELS.is_dir(), reason=f"offline fixtures not found at {SHARED}")
+
+
+def online(host: str = "storage.googleapis.com") -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=2).close()
+        return True
+    except OSError:
+        return False

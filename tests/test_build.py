@@ -1,0 +1,158 @@
+"""End-to-end builds of tiny models into tmp_path, checked file by file."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from PIL import Image
+
+from gallery import pipeline, site
+from gallery.config import BuildConfig, RenderSettings
+
+from .conftest import tiny_backbone, tiny_classifier, tiny_transfer
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name in ("href", "src") and value:
+                self.refs.append(value)
+            if name == "style" and value:
+                self.refs += re.findall(r"url\('([^']+)'\)", value)
+
+
+def check_site(out: Path) -> dict:
+    """Every link and image resolves inside the site; every image decodes; nothing external."""
+    pages = sorted(out.rglob("*.html"))
+    assert pages, "no pages written"
+    images = set()
+    for page in pages:
+        parser = Links()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for ref in parser.refs:
+            parts = urlsplit(ref)
+            assert not parts.scheme and not parts.netloc, f"{page}: external reference {ref}"
+            assert not ref.startswith("/"), f"{page}: absolute path {ref}"
+            if not parts.path:
+                continue
+            target = (page.parent / unquote(parts.path)).resolve()
+            assert target.is_relative_to(out.resolve()), f"{page}: {ref} leaves the site"
+            assert target.is_file(), f"{page}: broken link {ref}"
+            if target.suffix in (".png", ".jpg"):
+                images.add(target)
+    for image in images:
+        with Image.open(image) as img:
+            img.load()
+    return {"pages": len(pages), "images": len(images)}
+
+
+def _config(tmp_path, model_path, **overrides) -> BuildConfig:
+    base = dict(model=str(model_path), preprocess="none", render=RenderSettings(size=16, steps=3, batch=4),
+                out=tmp_path / "site", cache=tmp_path / "cache", command="python build.py --test")
+    base.update(overrides)
+    return BuildConfig(**base)
+
+
+@pytest.fixture
+def classifier_file(tmp_path):
+    path = tmp_path / "tiny.keras"
+    tiny_classifier().save(path)
+    return path
+
+
+def test_build_writes_a_complete_site(tmp_path, classifier_file, photo_dir, labels_file):
+    config = _config(tmp_path, classifier_file, images=(photo_dir,), labels=labels_file)
+    manifest = pipeline.build(config)
+    out = config.out
+    counts = check_site(out)
+    model_dir = out / "tiny"
+    assert (out / "index.html").is_file() and (model_dir / "index.html").is_file()
+    for layer, channels in (("conv1", 6), ("conv2", 5)):
+        assert (model_dir / "layers" / layer / "index.html").is_file()
+        for i in range(channels):
+            assert (model_dir / "layers" / layer / f"{i}.html").is_file()
+            with Image.open(model_dir / "layers" / layer / f"{i}.png") as img:
+                assert img.size == (16, 16)
+    photo_pages = sorted(p.name for p in (model_dir / "photos").glob("*.html"))
+    assert len(photo_pages) == 2
+    assert counts["pages"] == 1 + 1 + 2 + 11 + 2
+    # Names from the labels file, escaped where they reach the page.
+    fox = next(p for p in manifest["photos"] if p["name"] == "red fox")
+    html = (out / fox["page"]).read_text(encoding="utf-8")
+    assert len(fox["predictions"]) == 4 and "Grad-CAM" in html
+    assert "<script>alert(1)</script>" not in html
+    boat = (out / next(p for p in manifest["photos"] if p["name"] == "b<o>at")["page"]).read_text()
+    assert "b&lt;o&gt;at" in boat and "b<o>at" not in boat
+    assert json.loads((model_dir / "manifest.json").read_text())["model"]["name"] == "tiny"
+
+
+def test_rerun_recomputes_nothing_and_steps_only_touch_filters(tmp_path, classifier_file, photo_dir, capsys):
+    config = _config(tmp_path, classifier_file, images=(photo_dir,))
+    pipeline.build(config)
+    capsys.readouterr()
+    pipeline.build(config)
+    err = capsys.readouterr().err
+    assert "0 tiles computed" in err and "0 pages and 0 tiles written" in err
+    more_steps = _config(tmp_path, classifier_file, images=(photo_dir,),
+                         render=RenderSettings(size=16, steps=4, batch=4))
+    pipeline.build(more_steps)
+    err = capsys.readouterr().err
+    assert "11 tiles computed" in err  # the 11 filter images, no photo tile
+    assert "photos:" in err
+
+
+def test_template_change_rerenders_pages_only(tmp_path, classifier_file, photo_dir, capsys, monkeypatch):
+    config = _config(tmp_path, classifier_file, images=(photo_dir,))
+    pipeline.build(config)
+    templates = tmp_path / "templates"
+    shutil.copytree(site.TEMPLATES, templates)
+    layer_page = templates / "layer.html"
+    layer_page.write_text(layer_page.read_text().replace("filters shown.", "filters shown (edited)."))
+    monkeypatch.setattr(site, "TEMPLATES", templates)
+    monkeypatch.setattr(site.render, "__defaults__", (templates,))
+    capsys.readouterr()
+    pipeline.build(config)
+    err = capsys.readouterr().err
+    assert "0 tiles computed" in err and "2 pages and 0 tiles written" in err
+    assert "(edited)" in (config.out / "tiny" / "layers" / "conv1" / "index.html").read_text()
+
+
+def test_headless_model_explains_why_there_is_no_gradcam(tmp_path, photo_dir):
+    path = tmp_path / "backbone.keras"
+    tiny_backbone().save(path)
+    config = _config(tmp_path, path, images=(photo_dir,), filters=slice(0, 2))
+    manifest = pipeline.build(config)
+    check_site(config.out)
+    page = (config.out / manifest["photos"][0]["page"]).read_text()
+    assert "no classifier head" in page and "Grad-CAM for" not in page
+    assert [len(layer["filters"]) for layer in manifest["layers"]] == [2, 2, 2]
+
+
+def test_nested_transfer_model_builds(tmp_path, photo_dir):
+    path = tmp_path / "transfer.keras"
+    tiny_transfer().save(path)
+    config = _config(tmp_path, path, images=(photo_dir,), layers=("inner/sep",))
+    manifest = pipeline.build(config)
+    check_site(config.out)
+    assert manifest["layers"][0]["name"] == "inner/sep"
+    assert manifest["photos"][0]["cams"][0]["layer"] == "inner/sep"
+
+
+def test_second_model_joins_the_index(tmp_path, classifier_file, photo_dir):
+    pipeline.build(_config(tmp_path, classifier_file, images=(photo_dir,), filters=slice(0, 1)))
+    other = tmp_path / "other.keras"
+    tiny_backbone().save(other)
+    pipeline.build(_config(tmp_path, other, images=(photo_dir,), filters=slice(0, 1)))
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "tiny/index.html" in index and "other/index.html" in index
+    check_site(tmp_path / "site")

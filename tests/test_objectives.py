@@ -1,0 +1,43 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from gallery.objectives import channel, negative, neuron, own_preactivation
+
+
+def _linear(layer, x):
+    """The layer's output with its activation removed, computed by Keras itself."""
+    saved = layer.activation
+    layer.activation = keras.activations.linear
+    try:
+        return ops.convert_to_numpy(layer(x))
+    finally:
+        layer.activation = saved
+
+
+@pytest.mark.parametrize("make", [
+    lambda: keras.layers.Conv2D(5, 3, padding="same", activation="relu"),
+    lambda: keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+    lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu"),
+    lambda: keras.layers.SeparableConv2D(4, 3, padding="same", activation="relu"),
+])
+def test_own_preactivation_is_the_diagonal_of_the_linear_output(make):
+    layer = make()
+    rng = np.random.default_rng(0)
+    x = ops.convert_to_tensor(rng.normal(size=(3, 9, 9, 3)).astype("float32"))
+    layer.build(x.shape)
+    if getattr(layer, "bias", None) is not None:
+        layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
+    indices = np.array([2, 0, 3], "int32")
+    ours = ops.convert_to_numpy(own_preactivation(layer, x, ops.convert_to_tensor(indices)))
+    full = _linear(layer, x)
+    for b, f in enumerate(indices):
+        np.testing.assert_allclose(ours[b], full[b, :, :, f], atol=1e-4)
+
+
+def test_objectives_closed_forms():
+    z = ops.convert_to_tensor(np.arange(2 * 3 * 3, dtype="float32").reshape(2, 3, 3))
+    np.testing.assert_allclose(ops.convert_to_numpy(channel(z)), [4.0, 13.0])
+    np.testing.assert_allclose(ops.convert_to_numpy(neuron(z)), [4.0, 13.0])
+    np.testing.assert_allclose(ops.convert_to_numpy(negative(channel)(z)), [-4.0, -13.0])

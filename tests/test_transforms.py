@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+from keras import ops
+
+from gallery import transforms
+
+
+def _run(fn, x):
+    return ops.convert_to_numpy(fn(ops.convert_to_tensor(x)))
+
+
+def test_pad_adds_grey_border():
+    x = np.zeros((1, 4, 4, 3), "float32")
+    y = _run(transforms.pad(2), x)
+    assert y.shape == (1, 8, 8, 3)
+    assert np.all(y[:, :2] == 0.5) and np.all(y[:, 2:6, 2:6] == 0)
+
+
+def test_integer_jitter_is_an_exact_shift():
+    rng = np.random.default_rng(3)
+    x = rng.random((1, 10, 10, 3)).astype("float32")
+    m = transforms.jitter(2)(np.random.default_rng(0), 10)
+    dx, dy = int(m[0, 2]), int(m[1, 2])
+    y = _run(transforms.warp(ops.convert_to_tensor(m[None].astype("float32"))), x)
+    # Output pixel (r, c) reads input pixel (r + dy, c + dx) wherever that is inside.
+    for r in range(10):
+        for c in range(10):
+            if 0 <= r + dy < 10 and 0 <= c + dx < 10:
+                np.testing.assert_allclose(y[0, r, c], x[0, r + dy, c + dx], atol=1e-6)
+            else:
+                np.testing.assert_allclose(y[0, r, c], 0.5)
+
+
+def test_composed_matrices_equal_sequential_warps():
+    """Two integer shifts warped one after the other equal one warp by M1·M2."""
+    x = np.random.default_rng(1).random((1, 12, 12, 3)).astype("float32")
+    m1 = np.array([[1, 0, 1], [0, 1, -2], [0, 0, 1]], "float32")
+    m2 = np.array([[1, 0, 2], [0, 1, 1], [0, 0, 1]], "float32")
+    sequential = _run(transforms.compose([transforms.warp(ops.convert_to_tensor(m1[None])),
+                                          transforms.warp(ops.convert_to_tensor(m2[None]))]), x)
+    combined = _run(transforms.warp(ops.convert_to_tensor((m1 @ m2)[None])), x)
+    inside = np.s_[:, 3:-3, 3:-3]  # away from the fill, both are exact
+    np.testing.assert_allclose(sequential[inside], combined[inside], atol=1e-6)
+
+
+def test_rotation_and_scale_fix_the_centre():
+    for sampler in (transforms.rotate([30]), transforms.scale([1.2])):
+        m = sampler(np.random.default_rng(0), 9)
+        centre = np.array([4.0, 4.0, 1.0])
+        np.testing.assert_allclose(m @ centre, centre, atol=1e-9)
+
+
+def test_rotation_matrix_closed_form():
+    m = transforms.rotate([90])(np.random.default_rng(0), 1)  # size 1: centre at origin
+    np.testing.assert_allclose(m, [[0, 1, 0], [-1, 0, 0], [0, 0, 1]], atol=1e-12)
+
+
+def test_sample_matrices_are_seeded():
+    samplers = transforms.standard_geometric()
+    a = transforms.sample_matrices(samplers, np.random.default_rng(7), 5, 32)
+    b = transforms.sample_matrices(samplers, np.random.default_rng(7), 5, 32)
+    assert a.shape == (5, 3, 3)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind,padding", [("standard", transforms.PAD), ("none", 0)])
+def test_named_pipelines(kind, padding):
+    pad, samplers = transforms.pipeline(kind)
+    assert pad == padding and (len(samplers) > 0) == (kind == "standard")
