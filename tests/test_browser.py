@@ -1,0 +1,113 @@
+"""The built site as a person sees it: headless Chromium from file://, offline."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gallery import pipeline
+from gallery.config import BuildConfig, RenderSettings
+
+from .conftest import tiny_classifier
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists() and shutil.which("chromium") is None,
+                       reason="Debian's chromium is not installed (apt-get install chromium)"),
+]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    model = tmp / "tiny.keras"
+    tiny_classifier().save(model)
+    from PIL import Image
+    import numpy as np
+
+    photos = tmp / "photos"
+    photos.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(photos / "noise.png")
+    labels = tmp / "labels.txt"
+    labels.write_text("cat\ndog\n</script><script>window.pwned=1</script>\nfish\n")
+    config = BuildConfig(model=str(model), preprocess="none", labels=labels, images=(photos,),
+                         render=RenderSettings(size=16, steps=2), out=tmp / "site", cache=tmp / "cache")
+    pipeline.build(config)
+    return config.out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
+                                     args=ARGS)
+        yield instance
+        instance.close()
+
+
+def _watched_page(browser, **kwargs):
+    page = browser.new_page(**kwargs)
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
+    page.on("request", lambda r: problems.append(f"external request: {r.url}") if not r.url.startswith(("file://", "data:")) else None)
+    return page, problems
+
+
+def _images_decoded(page) -> list[str]:
+    return page.evaluate("""() => Array.from(document.images)
+        .filter(img => { img.loading = 'eager'; return true; })
+        .filter(img => img.complete && img.naturalWidth === 0).map(img => img.src)""")
+
+
+def test_click_through_the_site(built, browser):
+    page, problems = _watched_page(browser)
+    page.goto((built / "index.html").as_uri())
+    page.click("text=tiny")
+    assert page.url.endswith("tiny/index.html")
+    page.click("h3 >> text=conv2")
+    assert page.url.endswith("layers/conv2/index.html")
+    page.click("text=#1")
+    page.wait_for_url("**/layers/conv2/1.html")
+    for key, target in (("ArrowRight", "2.html"), ("ArrowLeft", "1.html"), ("ArrowUp", "index.html")):
+        page.wait_for_load_state("load")  # the key handler is attached once the page has loaded
+        page.keyboard.press(key)
+        page.wait_for_url(f"**/layers/conv2/{target}")
+    page.goto((built / "tiny" / "index.html").as_uri())
+    page.click(".card >> text=noise")
+    page.wait_for_url("**/photos/noise.html")
+    page.wait_for_load_state("load")
+    assert page.locator(".preds li").count() == 4
+    assert page.locator(".cams img").count() == 4
+    # Clicking a channel of a feature-map sheet opens that filter's page.
+    sheet = page.locator("img.sheet-img").nth(1)
+    sheet.scroll_into_view_if_needed()
+    box = sheet.bounding_box()
+    page.mouse.click(box["x"] + 2, box["y"] + 2)
+    page.wait_for_url("**/layers/conv2/0.html")
+    page.wait_for_load_state("load")
+    assert not _images_decoded(page)
+    assert page.evaluate("() => window.pwned === undefined")
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("viewport,scheme", [({"width": 1280, "height": 900}, "light"),
+                                             ({"width": 390, "height": 844}, "dark")])
+def test_every_page_loads_cleanly(built, browser, viewport, scheme):
+    page, problems = _watched_page(browser, viewport=viewport, color_scheme=scheme)
+    for html in sorted(built.rglob("*.html")):
+        page.goto(html.as_uri())
+        page.wait_for_load_state("load")
+        page.evaluate("() => Array.from(document.images).forEach(i => i.loading = 'eager')")
+        page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+        assert not _images_decoded(page), html
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{html} scrolls sideways on a {viewport['width']}px screen"
+    assert not problems, problems
