@@ -55,11 +55,3 @@ def resolve(preprocess) -> Callable:
         f"preprocess must be one of {', '.join(NAMES)} or a callable, got {preprocess!r}"
     )
 
-
-def name_of(preprocess) -> str:
-    """A stable name for cache keys; callables are keyed by their qualified name."""
-    if preprocess is None:
-        return "none"
-    if isinstance(preprocess, str):
-        return preprocess.lower()
-    return f"callable:{getattr(preprocess, '__module__', '?')}.{getattr(preprocess, '__qualname__', '?')}"
