@@ -14,7 +14,18 @@ import json
 import os
 import sys
 import tempfile
+import time
+from collections import defaultdict
 from pathlib import Path
+
+from .errors import GalleryError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: builds are not locked against each other
+    fcntl = None
+
+TEMP_SUFFIX = ".tmp"
 
 
 def digest(data: bytes) -> str:
@@ -30,7 +41,7 @@ def make_key(**parts) -> str:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder and ``os.replace``: never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -52,6 +63,7 @@ class Cache:
         self.misses = 0
         self.damaged = 0
         self.stored = 0
+        self.used: set[str] = set()
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         folder = self.root / "objects" / key[:2]
@@ -71,16 +83,20 @@ class Cache:
         if not isinstance(record, dict) or record.get("digest") != digest(data):
             return self._damaged(key, "payload does not match its digest")
         self.hits += 1
+        self.used.add(key)
         return data, record.get("meta", {})
 
     def has(self, key: str) -> bool:
         return self._paths(key)[1].is_file()
 
-    def put(self, key: str, data: bytes, meta: dict | None = None) -> None:
+    def put(self, key: str, data: bytes, meta: dict | None = None, about: dict | None = None) -> None:
+        """Store a payload; ``about`` (kind, model, …) is kept for ``--cache-info``."""
         data_path, record_path = self._paths(key)
         self.stored += 1
+        self.used.add(key)
         write_atomic(data_path, data)
-        record = {"digest": digest(data), "size": len(data), "meta": meta or {}}
+        record = {"digest": digest(data), "size": len(data), "meta": meta or {}, "about": about or {},
+                  "created": round(time.time())}
         write_atomic(record_path, json.dumps(record, sort_keys=True).encode("utf-8"))
 
     def _damaged(self, key: str, why: str):
@@ -93,3 +109,103 @@ class Cache:
             except FileNotFoundError:
                 pass
         return None
+
+    def records(self):
+        """``(key, record)`` for every entry whose record can be read."""
+        for record_path in sorted((self.root / "objects").glob("*/*.json")):
+            try:
+                yield record_path.stem, json.loads(record_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                yield record_path.stem, {}
+
+    def info(self) -> dict:
+        """Entries and bytes by kind and by model fingerprint."""
+        by_kind: dict = defaultdict(lambda: [0, 0])
+        by_model: dict = defaultdict(lambda: [0, 0])
+        for _, record in self.records():
+            about = record.get("about", {}) if isinstance(record, dict) else {}
+            size = int(record.get("size", 0)) if isinstance(record, dict) else 0
+            for table, name in ((by_kind, about.get("kind", "unknown")), (by_model, about.get("model", "none"))):
+                table[name][0] += 1
+                table[name][1] += size
+        return {"kinds": dict(by_kind), "models": dict(by_model)}
+
+    def report(self) -> str:
+        """What ``--cache-info`` prints."""
+        info = self.info()
+        lines = [f"cache {self.root}"]
+        for title, table in (("by kind", info["kinds"]), ("by model fingerprint", info["models"])):
+            lines.append(f"  {title}:")
+            for name, (count, size) in sorted(table.items(), key=lambda kv: -kv[1][1]):
+                lines.append(f"    {name[:16]:<16} {count:>8} entries {size / 1e6:>10.2f} MB")
+        if not info["kinds"]:
+            lines.append("  (empty)")
+        return "\n".join(lines)
+
+    def prune(self, keep: set[str]) -> tuple[int, int]:
+        """Delete every entry not in ``keep``; return ``(entries, bytes)`` removed."""
+        removed = freed = 0
+        for key, record in list(self.records()):
+            if key in keep:
+                continue
+            freed += int(record.get("size", 0)) if isinstance(record, dict) else 0
+            for path in self._paths(key):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+            removed += 1
+        return removed, freed
+
+
+def sweep_temporaries(folder: Path) -> int:
+    """Remove half-written files that a killed build left behind; call with the lock held."""
+    count = 0
+    if Path(folder).is_dir():
+        for path in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
+            try:
+                path.unlink()
+                count += 1
+            except OSError:
+                pass
+    return count
+
+
+class FolderLock:
+    """An exclusive lock on a folder for the length of a build.
+
+    ``flock`` is released by the kernel when the process dies, even by ``kill -9``, so a
+    crashed build never leaves a stale lock behind.
+    """
+
+    NAME = ".cnn-gallery.lock"
+
+    def __init__(self, folder, role: str):
+        self.folder = Path(folder)
+        self.role = role
+        self.fd = None
+
+    def __enter__(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            return self
+        path = self.folder / self.NAME
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode("ascii", "replace").strip() or "?"
+            os.close(self.fd)
+            self.fd = None
+            raise GalleryError(
+                f"another build (pid {holder}) holds the {self.role} folder {str(self.folder)!r}; "
+                f"wait for it to finish, or use another {'--out' if self.role == 'output' else '--cache'}"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode("ascii"), 0)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None

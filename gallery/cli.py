@@ -47,9 +47,15 @@ def _names(text: str) -> tuple[str, ...]:
     return names
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, no usage dump: the flag, the value and what was expected."""
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     defaults = RenderSettings()
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="build.py",
         description="Build a static gallery of every conv filter of a Keras CNN, with feature maps and "
                     "Grad-CAM on sample photos.",
@@ -78,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive, default=5, help="predicted classes per photo (default: 5)")
     p.add_argument("--out", type=Path, default=Path("site"), help="output folder (default: site/)")
     p.add_argument("--cache", type=Path, default=default_cache_dir(), help=f"tile cache (default: {default_cache_dir()})")
+    p.add_argument("--cache-info", action="store_true", help="list what the cache holds, by kind and model, and exit")
+    p.add_argument("--prune", action="store_true",
+                   help="after the build, delete cache entries this build did not use (other models and settings)")
     p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: Keras's own setting)")
     p.add_argument("--unsafe", action="store_true", help="allow model files that carry code (Lambda layers)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -96,7 +105,7 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         model=args.model, weights=args.weights, preprocess=args.preprocess, labels=args.labels,
         layers=args.layers, filters=parse_filter_slice(args.filters), render=render,
         images=tuple(args.images or ()), out=args.out, cache=args.cache, cam_layers=args.cam_layers,
-        cam_method=args.cam_method, top_k=args.top_k, safe_mode=not args.unsafe,
+        cam_method=args.cam_method, top_k=args.top_k, safe_mode=not args.unsafe, prune=args.prune,
         command=shlex.join(["python", "build.py", *argv]),
     )
 
@@ -111,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["KERAS_BACKEND"] = args.backend
     try:
         config = config_from(args, argv)
+        if args.cache_info:
+            from .cache import Cache
+
+            print(Cache(config.cache).report())
+            return 0
         from . import pipeline
 
         pipeline.build(config)

@@ -70,6 +70,7 @@ class BuildConfig:
     top_k: int = 5
     photo_size: int = 224  # input side for photos when the model accepts any size
     safe_mode: bool = True
+    prune: bool = False  # after the build, drop cache entries it did not use
     command: str = ""  # the command line that produced this build, shown on the pages
 
 

@@ -102,13 +102,20 @@ def decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def to_rgb_uint8(img: Image.Image) -> np.ndarray:
-    """Any Pillow image → uint8 RGB: EXIF orientation honoured, alpha over white, 16-bit scaled."""
+def to_rgb_uint8(img: Image.Image, max_side: int | None = None) -> np.ndarray:
+    """Any Pillow image → uint8 RGB.
+
+    EXIF orientation is honoured, transparency is composited over white, 16-bit samples
+    are scaled from 0..65535, CMYK and palettes are converted, and images larger than
+    ``max_side`` are shrunk keeping their aspect ratio.
+    """
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if max_side and max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.LANCZOS)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype="float64")
-        top = arr.max() if arr.max() > 255 else 255
-        img = Image.fromarray((arr / max(top, 1) * 255).astype("uint8"), mode="L")
+        top = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype("uint8"), mode="L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

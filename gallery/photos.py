@@ -14,6 +14,8 @@ from PIL import Image, UnidentifiedImageError
 from .errors import GalleryError
 from .imaging import MAX_PIXELS, to_rgb_uint8
 
+MAX_SIDE = 1024  # photos are analysed at a few hundred pixels; larger ones are shrunk on load
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 # CC0 / public-domain photos that scikit-image ships inside its wheel, so the default
@@ -48,8 +50,9 @@ def read_photo(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                img.draft("RGB", (2 * MAX_SIDE, 2 * MAX_SIDE))  # JPEGs decode at reduced scale
                 img.load()
-                pixels = to_rgb_uint8(img)
+                pixels = to_rgb_uint8(img, MAX_SIDE)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise GalleryError(f"{str(path)!r} is not a readable image ({exc})") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -72,14 +75,18 @@ def load_photos(paths) -> list[Photo]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+            for other in sorted(set(entries) - set(files)):
+                print(f"warning: skipping {str(other)!r}: not an image file name "
+                      f"({', '.join(sorted(IMAGE_SUFFIXES))})", file=sys.stderr)
             if not files:
                 raise GalleryError(f"folder {str(path)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             for file in files:
                 try:
                     photos.append(Photo(_unique(file.stem, seen), read_photo(file)))
                 except GalleryError as exc:
-                    print(f"warning: skipping {exc}", file=sys.stderr)
+                    print(f"warning: skipping a photo: {exc}", file=sys.stderr)
         elif path.is_file():
             photos.append(Photo(_unique(path.stem, seen), read_photo(path)))
         else:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import cams, graph, labels, manifest, models, photos as photo_io, site
-from .cache import Cache
+from .cache import Cache, FolderLock, sweep_temporaries
 from .config import BuildConfig
 from .errors import GalleryError
 from .optimize import channel_count
@@ -50,7 +50,20 @@ def select_targets(model, config: BuildConfig) -> dict[str, list[int]]:
 
 
 def build(config: BuildConfig) -> dict:
-    """Run every stage; return the manifest. Raises :class:`GalleryError` for user errors."""
+    """Run every stage; return the manifest. Raises :class:`GalleryError` for user errors.
+
+    The cache and output folders are locked for the whole build, and files that a killed
+    build left half-written are swept away first.
+    """
+    with FolderLock(config.cache, "cache"), FolderLock(config.out, "output"):
+        for folder in (config.cache, config.out):
+            swept = sweep_temporaries(folder)
+            if swept:
+                log(f"removed {swept} half-written files left in {folder} by an interrupted build")
+        return _build(config)
+
+
+def _build(config: BuildConfig) -> dict:
     timings: dict[str, float] = {}
     with stage("load model", timings):
         model = models.load_model(config.model, config.weights, safe_mode=config.safe_mode)
@@ -98,6 +111,9 @@ def build(config: BuildConfig) -> dict:
         + (f", {cache.damaged} damaged entries replaced" if cache.damaged else ""))
     log(f"site {Path(config.out).resolve() / 'index.html'}: {written['pages']} pages and {written['tiles']} tiles "
         f"written, {written['unchanged']} unchanged")
+    if config.prune:
+        removed, freed = cache.prune(cache.used)
+        log(f"pruned {removed} cache entries ({freed / 1e6:.1f} MB) that this build did not use")
     return data
 
 

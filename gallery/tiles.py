@@ -60,7 +60,8 @@ def filter_tiles(model, fingerprint: str, selection: dict[str, list[int]], setti
                     images, acts = renderer.render(batch, on_step=lambda _s, n=len(batch): bar.advance(n, note))
                     for i, image, act in zip(batch, images, acts):
                         key = keys[layer][i]
-                        cache.put(key, imaging.encode_png(image), {"activation": float(act)})
+                        cache.put(key, imaging.encode_png(image), {"activation": float(act)},
+                                  about={"kind": "filter", "model": fingerprint, "layer": layer})
                         found[layer][i] = FilterTile(i, key, float(act))
     return {layer: [found[layer][i] for i in indices] for layer, indices in selection.items()}
 
@@ -118,7 +119,7 @@ def _one_photo(photo, layers, cam_layers, common, cache, lazy, top_k, method, cl
     shown = imaging.resize(photo.pixels, max(1, round(h * scale)), max(1, round(w * scale)))
     image_key = make_key(kind="photo", photo=photo.digest, side=PHOTO_SIDE)
     if cache.get(image_key) is None:
-        cache.put(image_key, imaging.encode_jpeg(shown))
+        cache.put(image_key, imaging.encode_jpeg(shown), about={"kind": "photo"})
     result = PhotoTiles(photo.name, image_key, (shown.shape[1], shown.shape[0]))
 
     feature_keys = {layer: make_key(kind="features", photo=photo.digest, layer=layer, **common) for layer in layers}
@@ -132,7 +133,7 @@ def _one_photo(photo, layers, cam_layers, common, cache, lazy, top_k, method, cl
             layout = {"cols": cols, "rows": rows, "cell": cell, "channels": int(maps[layer].shape[-1]),
                       "peak": [round(float(v), 4) for v in maps[layer].max(axis=(0, 1))]}
             data = imaging.encode_png(sheet)
-            cache.put(feature_keys[layer], data, layout)
+            cache.put(feature_keys[layer], data, layout, about={"kind": "features", "model": common["model"]})
             entries[layer] = (data, layout)
     result.features = {layer: (feature_keys[layer], entries[layer][1]) for layer in layers}
 
@@ -144,17 +145,21 @@ def _one_photo(photo, layers, cam_layers, common, cache, lazy, top_k, method, cl
         probs = lazy.activations.predictions(photo.pixels)
         order = np.argsort(-probs)[:TOP_STORED]
         stored = [{"index": int(i), "probability": float(probs[i])} for i in order]
-        cache.put(pred_key, json.dumps(stored).encode("utf-8"))
+        cache.put(pred_key, json.dumps(stored).encode("utf-8"), about={"kind": "predictions", "model": common["model"]})
     else:
         stored = json.loads(entry[0])
     result.predictions = stored[:top_k]
     classes = [p["index"] for p in result.predictions]
     for layer in cam_layers:
         keys = [make_key(kind="cam", photo=photo.digest, layer=layer, method=method, cls=c, **common) for c in classes]
-        if any(cache.get(k) is None for k in keys):
-            heat = lazy.cam(layer)(photo.pixels, classes)
+        missing = {k for k in keys if cache.get(k) is None}
+        if missing:
+            heat = lazy.cam(layer)(photo.pixels, classes)  # one backward pass serves every class
             for k, m in zip(keys, heat):
+                if k not in missing:
+                    continue
                 heat_shown = imaging.resize(m, shown.shape[0], shown.shape[1])
-                cache.put(k, imaging.encode_jpeg(imaging.overlay(shown, heat_shown)))
+                cache.put(k, imaging.encode_jpeg(imaging.overlay(shown, heat_shown)),
+                          about={"kind": "cam", "model": common["model"]})
         result.cams[layer] = list(zip(classes, keys))
     return result

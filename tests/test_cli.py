@@ -43,12 +43,18 @@ def _run(argv, capsys):
     (["--preprocess", "bgr"], "invalid choice: 'bgr'"),
     (["--labels", "missing.txt"], "--labels: 'missing.txt' is not a file"),
     (["--images", "no/such/dir"], "'no/such/dir' is neither a file nor a folder"),
+    (["--seed", "-1"], "--seed: expected a non-negative integer, got '-1'"),
+    (["--layers", ","], "--layers: expected comma-separated layer names"),
+    (["--model", "x.keras", "--bogus"], "unrecognized arguments: --bogus"),
+    (["--weights", "missing.h5"], "weights file 'missing.h5' does not exist"),
+    (["--cam-method", "lime"], "invalid choice: 'lime'"),
 ])
 def test_bad_invocations(argv, message, capsys, tmp_path):
     code, err = _run([*argv, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: ")
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -68,6 +74,23 @@ def test_label_count_mismatch(capsys, tmp_path, model_file):
     code, err = _run(["--model", model_file, "--steps", "1", "--size", "16", "--filters", "0:1",
                       "--labels", labels, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
     assert code == 2 and "has 2 names but the model has 4 classes" in err
+
+
+def test_bad_labels_file(capsys, tmp_path, model_file):
+    labels = tmp_path / "l.json"
+    labels.write_text("[1, 2, 3, 4]")
+    code, err = _run(["--model", model_file, "--steps", "1", "--size", "16", "--filters", "0:1",
+                      "--labels", labels, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
+    assert code == 2 and "must hold a JSON list of strings" in err
+    labels.write_text("{broken")
+    code, err = _run(["--model", model_file, "--steps", "1", "--size", "16", "--filters", "0:1",
+                      "--labels", labels, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
+    assert code == 2 and "is not valid JSON" in err
+
+
+def test_a_folder_is_not_a_model(capsys, tmp_path):
+    code, err = _run(["--model", tmp_path, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "is neither a model file" in err
 
 
 def test_not_a_model_file(capsys, tmp_path):
