@@ -26,6 +26,8 @@ except ImportError:  # not POSIX: builds are not locked against each other
     fcntl = None
 
 TEMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def digest(data: bytes) -> str:
@@ -47,6 +49,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files must be readable
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -81,13 +81,18 @@ class CamEngine:
 
         def cams(a, onehot):
             (_, scores), g = value_and_grad(a, onehot)
-            weights = weigh(a, g)[:, None, None, :]
-            return ops.relu(ops.sum(weights * a, axis=-1)), scores
+            weights = weigh(a, g)
+            return ops.relu(ops.sum(weights[:, None, None, :] * a, axis=-1)), weights
 
         self._cams = grad.compile(cams)
 
     def __call__(self, photo: np.ndarray, classes: Sequence[int]) -> np.ndarray:
         """``(len(classes), H, W)`` float32 maps in ``[0, 1]`` at the photo's own size."""
+        return self.explain(photo, classes)[0]
+
+    def explain(self, photo: np.ndarray, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(maps, contributions)``: the maps of :meth:`__call__`, and for each class each
+        channel's share of the map before the ReLU, ``α_k · mean_ij A_ij^k``."""
         x = model_input(self.model, photo, self.preprocess, self.fallback)
         a = self._features(x)
         n = len(classes)
@@ -97,12 +102,14 @@ class CamEngine:
             if not 0 <= int(c) < classes_count:
                 raise GalleryError(f"class index {c} is outside 0..{classes_count - 1}")
         onehot = ops.convert_to_tensor(np.eye(classes_count, dtype="float32")[list(classes)])
-        maps, _ = self._cams(a, onehot)
+        maps, weights = self._cams(a, onehot)
         maps = ops.convert_to_numpy(maps).astype("float32")
+        mean_activation = ops.convert_to_numpy(ops.mean(a[:1], axis=(1, 2))).astype("float32")
+        contributions = ops.convert_to_numpy(weights).astype("float32") * mean_activation
         height, width = photo.shape[:2]
         out = np.stack([resize(m, height, width) for m in maps])
         top = out.max(axis=(1, 2), keepdims=True)
-        return np.where(top > 0, out / np.where(top > 0, top, 1), 0).astype("float32")
+        return np.where(top > 0, out / np.where(top > 0, top, 1), 0).astype("float32"), contributions
 
 
 def grad_cam(model, image: np.ndarray, class_index: int, *, layer: str | None = None,

@@ -53,6 +53,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
+def _methods(text: str) -> tuple[str, ...]:
+    methods = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [m for m in methods if m not in CAM_METHODS]
+    if not methods or unknown:
+        raise argparse.ArgumentTypeError(f"expected methods from {', '.join(CAM_METHODS)}, got {text!r}")
+    return methods
+
+
 def parser() -> argparse.ArgumentParser:
     defaults = RenderSettings()
     p = _Parser(
@@ -80,7 +88,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", type=Path, metavar="PATH",
                    help="photo files and/or folders (default: bundled sample photos)")
     p.add_argument("--cam-layers", type=_names, metavar="a,b", help="layers for Grad-CAM (default: the last conv layer)")
-    p.add_argument("--cam-method", choices=CAM_METHODS, default="gradcam", help="CAM method (default: gradcam)")
+    p.add_argument("--cam-method", type=_methods, default=("gradcam",), metavar="gradcam,gradcam++",
+                   help="CAM methods, comma-separated (default: gradcam)")
     p.add_argument("--top-k", type=_positive, default=5, help="predicted classes per photo (default: 5)")
     p.add_argument("--out", type=Path, default=Path("site"), help="output folder (default: site/)")
     p.add_argument("--cache", type=Path, default=default_cache_dir(), help=f"tile cache (default: {default_cache_dir()})")
@@ -105,7 +114,7 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         model=args.model, weights=args.weights, preprocess=args.preprocess, labels=args.labels,
         layers=args.layers, filters=parse_filter_slice(args.filters), render=render,
         images=tuple(args.images or ()), out=args.out, cache=args.cache, cam_layers=args.cam_layers,
-        cam_method=args.cam_method, top_k=args.top_k, safe_mode=not args.unsafe, prune=args.prune,
+        cam_methods=args.cam_method, top_k=args.top_k, safe_mode=not args.unsafe, prune=args.prune,
         command=shlex.join(["python", "build.py", *argv]),
     )
 

@@ -66,7 +66,7 @@ class BuildConfig:
     out: Path = Path("site")
     cache: Path = field(default_factory=default_cache_dir)
     cam_layers: tuple[str, ...] | None = None  # None: the last conv layer before the head
-    cam_method: str = "gradcam"
+    cam_methods: tuple[str, ...] = ("gradcam",)
     top_k: int = 5
     photo_size: int = 224  # input side for photos when the model accepts any size
     safe_mode: bool = True

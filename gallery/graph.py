@@ -236,6 +236,22 @@ def follow_pointwise(model: keras.Model, name: str) -> str:
         current = consumers[0]
 
 
+def conv_source(model: keras.Model, name: str) -> str | None:
+    """The conv layer whose channels ``name`` carries: itself, or the conv before a
+    chain of normalisation and activation layers (``top_activation`` → ``top_conv``)."""
+    path = locate(model, name)
+    prefix = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+    layer = path.layer
+    while not _is_conv(layer):
+        if not isinstance(layer, POINTWISE):
+            return None
+        history = getattr(_io(layer)[0], "_keras_history", None)
+        if not history:
+            return None
+        layer = history[0]
+    return prefix + layer.name
+
+
 def has_classifier(model: keras.Model) -> bool:
     """True when the model ends in a vector of class scores (rank-2 output)."""
     return len(model.outputs) == 1 and len(model.outputs[0].shape) == 2 and (model.outputs[0].shape[-1] or 0) > 1

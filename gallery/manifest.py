@@ -72,23 +72,41 @@ def model_entry(model, *, title: str, source: str, fingerprint: str, preprocess:
 
 
 def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: dict[str, int],
-          photos: list, class_names: list[str] | None, cam_method: str, settings: dict,
-          command: str) -> tuple[dict, dict[str, str]]:
+          photos: list, class_names: list[str] | None, settings: dict, command: str,
+          circuits: dict | None = None, cam_sources: dict | None = None) -> tuple[dict, dict[str, str]]:
     """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds."""
     base = model_info["slug"]
     files: dict[str, str] = {}
+    circuits = circuits or {}
+    rendered = {name: {t.index for t in tiles} for name, tiles in filter_tiles.items()}
+
+    def link(layer: str | None, index: int) -> dict:
+        """A filter's page and thumbnail, when this build rendered it."""
+        if layer is None or index not in rendered.get(layer, ()):
+            return {"page": None, "thumb": None}
+        stem = f"{base}/layers/{slug(layer)}/{index}"
+        return {"page": f"{stem}.html", "thumb": f"{stem}.thumb.jpg"}
+
+    def name_of(index: int) -> str:
+        return class_names[index] if class_names else f"class {index}"
+
     layers = []
     for name, tiles in filter_tiles.items():
-        lslug = slug(name)
-        folder = f"{base}/layers/{lslug}"
+        folder = f"{base}/layers/{slug(name)}"
+        source, inputs = circuits.get(name, (None, {}))
         filters = []
         for tile in tiles:
-            image = f"{folder}/{tile.index}.png"
-            files[image] = tile.key
-            filters.append({"index": tile.index, "activation": round(tile.activation, 4),
-                            "image": image, "page": f"{folder}/{tile.index}.html"})
-        layers.append({"name": name, "slug": lslug, "channels": channels[name], "page": f"{folder}/index.html",
-                       "filters": filters})
+            image, thumb = f"{folder}/{tile.index}.png", f"{folder}/{tile.index}.thumb.jpg"
+            files[image], files[thumb] = tile.key, tile.thumb
+            filters.append({
+                "index": tile.index, "activation": round(tile.activation, 4), "dead": tile.activation <= 0,
+                "image": image, "thumb": thumb, "page": f"{folder}/{tile.index}.html",
+                "inputs": [{"index": i, "strength": w, **link(source, i)}
+                           for i, w in inputs.get(tile.index, [])],
+            })
+        layers.append({"name": name, "slug": slug(name), "channels": channels[name], "page": f"{folder}/index.html",
+                       "dir": f"{folder}/", "upstream": source, "filters": filters,
+                       "dead": sum(f["dead"] for f in filters)})
 
     photo_entries = []
     for p in photos:
@@ -102,21 +120,26 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
             files[sheet] = key
             layer_dir = f"{base}/layers/{slug(layer_name)}/"
             features.append({"layer": layer_name, "layer_dir": layer_dir, "layer_page": layer_dir + "index.html",
-                             "image": sheet, **{k: layout[k] for k in ("cols", "rows", "cell", "channels")},
-                             "peak": layout.get("peak", [])})
-        predictions = [{"index": pr["index"], "probability": pr["probability"],
-                        "name": class_names[pr["index"]] if class_names else f"class {pr['index']}"}
-                       for pr in p.predictions]
+                             "image": sheet, **{k: layout[k] for k in ("cols", "rows", "cell", "channels", "map")},
+                             "peak": layout["peak"], "at": layout["at"]})
         cams = []
-        for layer_name, entries in p.cams.items():
-            for cls, key in entries:
-                path = f"{folder}/cam-{slug(layer_name)}-{cls}.jpg"
-                files[path] = key
-                cams.append({"layer": layer_name, "class": cls, "image": path, "method": cam_method,
-                             "name": class_names[cls] if class_names else f"class {cls}"})
-        photo_entries.append({"name": p.name, "slug": pslug, "image": image, "width": p.size[0],
-                              "height": p.size[1], "page": f"{base}/photos/{pslug}.html",
-                              "predictions": predictions, "cams": cams, "features": features})
+        for cam in p.cams:
+            path = f"{folder}/cam-{slug(cam['layer'])}-{cam['method']}-{cam['class']}.jpg"
+            files[path] = cam["key"]
+            cams.append({"layer": cam["layer"], "method": cam["method"], "class": cam["class"], "image": path,
+                         "name": name_of(cam["class"])})
+        contributions = [
+            {"layer": layer, "source": (cam_sources or {}).get(layer),
+             "channels": [{"index": k, "share": v, **link((cam_sources or {}).get(layer), k)}
+                          for k, v in top]}
+            for layer, top in p.contributions.items()
+        ]
+        photo_entries.append({
+            "name": p.name, "slug": pslug, "image": image, "width": p.size[0], "height": p.size[1],
+            "page": f"{base}/photos/{pslug}.html", "features": features, "cams": cams,
+            "predictions": [{**pr, "name": name_of(pr["index"])} for pr in p.predictions],
+            "contributions": contributions,
+        })
 
     manifest = {
         "schema": SCHEMA,

@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import cams, graph, labels, manifest, models, photos as photo_io, site
+from . import cams, circuits, graph, labels, manifest, models, photos as photo_io, site
 from .cache import Cache, FolderLock, sweep_temporaries
 from .config import BuildConfig
 from .errors import GalleryError
@@ -91,7 +91,7 @@ def _build(config: BuildConfig) -> dict:
             cam_note = (f"No Grad-CAM or predictions: {model.name!r} has no classifier head "
                         f"(its output has shape {tuple(model.outputs[0].shape)}, not one score per class).")
         results = photo_tiles(model, fingerprint, samples, list(selection), cam_layers, preprocess=preprocess,
-                              cache=cache, top_k=config.top_k, method=config.cam_method,
+                              cache=cache, top_k=config.top_k, methods=config.cam_methods,
                               fallback=config.photo_size)
     reused = cache.hits
     with stage("pages", timings):
@@ -99,11 +99,13 @@ def _build(config: BuildConfig) -> dict:
                                     preprocess=preprocess, classes=classes, labels_source=labels_source,
                                     cam_note=cam_note)
         settings = {**config.render.key(), "filters": _describe(config.filters),
-                    "cam layers": ", ".join(cam_layers) or "none", "cam method": config.cam_method}
+                    "cam layers": ", ".join(cam_layers) or "none", "cam methods": ", ".join(config.cam_methods)}
         data, files = manifest.build(
             model_info=info, table=manifest.layer_table(model), filter_tiles=tiles,
             channels={layer: channel_count(model, layer) for layer in selection}, photos=results,
-            class_names=names, cam_method=config.cam_method, settings=settings, command=config.command)
+            class_names=names, settings=settings, command=config.command,
+            circuits={layer: circuits.strongest_inputs(model, layer) for layer in selection},
+            cam_sources={layer: graph.conv_source(model, layer) for layer in cam_layers})
         written = site.render(data, files, cache, Path(config.out))
     total = sum(timings.values())
     log(f"done in {total:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))

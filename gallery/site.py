@@ -45,8 +45,8 @@ def _root(page: str) -> str:
     return "../" * page.count("/")
 
 
-def models_in(out: Path, current: dict) -> list[dict]:
-    """Every model already built into ``out`` plus the current one, for the site index."""
+def manifests_in(out: Path, current: dict) -> list[dict]:
+    """Every model already built into ``out``, with the current one in its place."""
     found = {current["model"]["slug"]: current}
     for path in sorted(out.glob("*/manifest.json")):
         try:
@@ -54,36 +54,90 @@ def models_in(out: Path, current: dict) -> list[dict]:
             found.setdefault(other["model"]["slug"], other)
         except (OSError, ValueError, KeyError, TypeError):
             continue
+    return sorted(found.values(), key=lambda m: m["model"]["name"].lower())
+
+
+def model_cards(manifests: list[dict]) -> list[dict]:
     return [
         {"model": m["model"], "page": m["page"], "layers": len(m["layers"]),
          "filters": sum(len(layer["filters"]) for layer in m["layers"]), "photos": len(m["photos"]),
-         "thumb": next((layer["filters"][0]["image"] for layer in reversed(m["layers"]) if layer["filters"]), None)}
-        for m in found.values()
+         "thumbs": [layer["filters"][0]["thumb"] for layer in m["layers"] if layer["filters"]][-4:]}
+        for m in manifests
     ]
 
 
-def pages(manifest: dict, out: Path) -> list[tuple[str, str, dict]]:
+def search_index(manifests: list[dict]) -> dict:
+    """What the client-side search looks through: models, layers (with their filters),
+    photos and the classes predicted on them. Plain data; paths are site-relative."""
+    entries, layers = [], []
+    for m in manifests:
+        model = m["model"]["name"]
+        entries.append({"k": "model", "l": model, "u": m["page"], "d": f"{len(m['layers'])} layers"})
+        for layer in m["layers"]:
+            entries.append({"k": "layer", "l": layer["name"], "u": layer["page"], "d": model})
+            layers.append({"n": layer["name"], "m": model, "u": layer["dir"],
+                           "f": [f["index"] for f in layer["filters"]]})
+        for photo in m["photos"]:
+            entries.append({"k": "photo", "l": photo["name"], "u": photo["page"], "d": model})
+            for pred in photo["predictions"]:
+                entries.append({"k": "class", "l": pred["name"], "u": photo["page"],
+                                "d": f"{photo['name']} · {100 * pred['probability']:.1f}% · {model}"})
+    return {"entries": entries, "layers": layers}
+
+
+def search_script(index: dict) -> bytes:
+    # ASCII-only JSON escapes U+2028/9 and every non-ASCII name; "<\/" keeps it inert even inline.
+    text = json.dumps(index, ensure_ascii=True, separators=(",", ":")).replace("</", "<\\/")
+    return f"window.GALLERY_SEARCH = {text};\n".encode("ascii")
+
+
+def crop_style(photo: dict, at: list[float], map_size: list[int]) -> str:
+    """CSS that shows the part of a photo around a unit, from the published photo itself.
+
+    The crop is square, a fraction of the photo's short side that grows as the map
+    shrinks (deeper layers see more of the photo).
+    """
+    w, h = photo["width"], photo["height"]
+    side = min(max(4.0 / max(map_size), 0.15), 0.6) * min(w, h)
+    fw, fh = min(side / w, 1.0), min(side / h, 1.0)
+    left = min(max(at[1] - fw / 2, 0.0), 1.0 - fw)
+    top = min(max(at[0] - fh / 2, 0.0), 1.0 - fh)
+    px = 0.0 if fw >= 1 else 100 * left / (1 - fw)
+    py = 0.0 if fh >= 1 else 100 * top / (1 - fh)
+    return (f"background-size:{100 / fw:.2f}% {100 / fh:.2f}%;"
+            f"background-position:{px:.2f}% {py:.2f}%")
+
+
+def pages(manifest: dict, out: Path, manifests: list[dict] | None = None) -> list[tuple[str, str, dict]]:
     """``(site path, template, context)`` for every page; contexts are plain data."""
+    manifests = manifests if manifests is not None else manifests_in(out, manifest)
     common = {"manifest": manifest, "model": manifest["model"], "settings": manifest["settings"],
               "versions": manifest["versions"], "command": manifest["command"]}
-    result = [("index.html", "index.html", {**common, "models": models_in(out, manifest)}),
+    result = [("index.html", "index.html", {**common, "models": model_cards(manifests)}),
               (manifest["page"], "model.html", common)]
     for layer in manifest["layers"]:
         result.append((layer["page"], "layer.html", {**common, "layer": layer}))
-        features = [
-            {"photo": p, "sheet": next(f for f in p["features"] if f["layer"] == layer["name"])}
-            for p in manifest["photos"] if any(f["layer"] == layer["name"] for f in p["features"])
-        ]
+        sheets = [(p, next((f for f in p["features"] if f["layer"] == layer["name"]), None)) for p in manifest["photos"]]
+        sheets = [(p, sheet) for p, sheet in sheets if sheet is not None]
         filters = layer["filters"]
         for i, f in enumerate(filters):
+            top = sorted(sheets, key=lambda ps: -ps[1]["peak"][f["index"]])
             result.append((f["page"], "filter.html", {
-                **common, "layer": layer, "filter": f, "features": features,
+                **common, "layer": layer, "filter": f, "upstream": layer["upstream"],
+                "features": [{"photo": p, "sheet": sheet} for p, sheet in sheets],
+                "top": [{"photo": p, "peak": sheet["peak"][f["index"]],
+                         "crop": crop_style(p, sheet["at"][f["index"]], sheet["map"])} for p, sheet in top],
                 "prev": filters[i - 1] if i > 0 else None,
                 "next": filters[i + 1] if i + 1 < len(filters) else None,
             }))
     linked = {layer["name"]: ",".join(str(f["index"]) for f in layer["filters"]) for layer in manifest["layers"]}
     for photo in manifest["photos"]:
-        result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked}))
+        groups: dict = {}
+        for cam in photo["cams"]:
+            groups.setdefault((cam["layer"], cam["method"]), []).append(cam)
+        cam_groups = [{"layer": k[0], "method": k[1], "maps": v} for k, v in groups.items()]
+        result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked,
+                                                     "cam_groups": cam_groups}))
     return result
 
 
@@ -103,8 +157,10 @@ def render(manifest: dict, files: dict[str, str], cache: Cache, out: Path,
             _write_if_changed(out / "static" / asset.relative_to(static), asset.read_bytes())
     model_dir = out / manifest["model"]["slug"]
     _write_if_changed(model_dir / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
+    manifests = manifests_in(out, manifest)
+    _write_if_changed(out / "search.js", search_script(search_index(manifests)))
     env = environment(templates)
-    for site_path, template, context in pages(manifest, out):
+    for site_path, template, context in pages(manifest, out, manifests):
         try:
             html = env.get_template(template).render(root=_root(site_path), page=site_path, **context)
         except Exception as exc:

@@ -107,7 +107,7 @@ def test_rerun_recomputes_nothing_and_steps_only_touch_filters(tmp_path, classif
                          render=RenderSettings(size=16, steps=4, batch=4))
     pipeline.build(more_steps)
     err = capsys.readouterr().err
-    assert "11 tiles computed" in err  # the 11 filter images, no photo tile
+    assert "22 tiles computed" in err  # the 11 filter images and their thumbnails, no photo tile
     assert "photos:" in err
 
 

@@ -29,7 +29,8 @@ from .conftest import tiny_classifier
 from .test_build import check_site
 
 ROOT = Path(__file__).resolve().parents[1]
-TILES_PER_BUILD = 11 + 1 + 2 + 1 + 4  # filters, photo, two feature sheets, predictions, four CAMs
+# filters and their thumbnails, the photo, two feature sheets, predictions, four CAMs, contributions
+TILES_PER_BUILD = 11 + 11 + 1 + 2 + 1 + 4 + 1
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_kill_9_then_rerun_finishes_without_redoing_work(setup, moment, capsys):
     proc = _start(argv)
     triggers = {
         "filters": lambda: len(_records(tmp / "cache")) >= 3,
-        "photos": lambda: len(_records(tmp / "cache")) >= 12,
+        "photos": lambda: len(_records(tmp / "cache")) >= 23,
         "pages": lambda: any((tmp / "site").rglob("*.html")) if (tmp / "site").is_dir() else False,
     }
     _wait(triggers[moment], proc)
@@ -140,7 +141,7 @@ def test_cache_info_and_prune(setup, capsys):
     out = capsys.readouterr().out
     assert re.search(r"filter\s+22 entries", out) and re.search(r"cam\s+4 entries", out)
     assert main([*_argv(tmp, model, photos, steps=3), "--prune"]) == 0
-    assert "pruned 11 cache entries" in capsys.readouterr().err
+    assert "pruned 22 cache entries" in capsys.readouterr().err
     assert len(_records(tmp / "cache")) == TILES_PER_BUILD
 
 

@@ -1,19 +1,131 @@
-// Keyboard navigation and clickable feature-map sheets. No network access of any kind:
-// everything a page needs is in its own HTML.
+// Search, sorting, keyboard navigation and clickable feature-map sheets. Everything a page
+// needs comes from its own HTML and from search.js (a plain script, since browsers refuse
+// fetch() from file:// pages); nothing is requested from anywhere else.
 (function () {
   "use strict";
-  document.addEventListener("keydown", function (event) {
-    if (event.altKey || event.ctrlKey || event.metaKey) return;
+  var root = document.body.dataset.root || "";
+
+  function typing(event) {
     var tag = (event.target && event.target.tagName) || "";
-    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT";
+  }
+
+  // Arrow keys (or j/k/u) follow the links marked with data-key; "/" focuses the search.
+  document.addEventListener("keydown", function (event) {
+    if (event.altKey || event.ctrlKey || event.metaKey || typing(event)) return;
+    if (event.key === "/") {
+      var box = document.getElementById("search");
+      if (box) { event.preventDefault(); box.focus(); }
+      return;
+    }
     var keys = { ArrowLeft: "ArrowLeft", ArrowRight: "ArrowRight", ArrowUp: "ArrowUp", j: "ArrowRight", k: "ArrowLeft", u: "ArrowUp" };
-    var wanted = keys[event.key];
-    if (!wanted) return;
-    var link = document.querySelector('a[data-key="' + wanted + '"]');
-    if (link) { window.location.href = link.href; }
+    var link = keys[event.key] && document.querySelector('a[data-key="' + keys[event.key] + '"]');
+    if (link) window.location.href = link.href;
   });
 
-  // A contact sheet is one image; map a click on it to the channel under the pointer.
+  // --- search -------------------------------------------------------------------------
+  var data = window.GALLERY_SEARCH || { entries: [], layers: [] };
+  var input = document.getElementById("search");
+  var list = document.getElementById("search-results");
+  var selected = -1;
+
+  function norm(text) { return String(text).toLowerCase(); }
+
+  // "block3_conv1 12", "block3_conv1/12" or "block3_conv1#12" jump to a filter.
+  function filterJumps(query) {
+    var m = /^\s*(.+?)\s*[\s\/#:]\s*(\d+)\s*$/.exec(query);
+    if (!m) return [];
+    var name = norm(m[1]), index = +m[2], found = [];
+    data.layers.forEach(function (layer) {
+      if (norm(layer.n).indexOf(name) !== -1 && layer.f.indexOf(index) !== -1) {
+        found.push({ k: "filter", l: layer.n + " #" + index, u: layer.u + index + ".html", d: layer.m });
+      }
+    });
+    return found;
+  }
+
+  function matches(query) {
+    var q = norm(query.trim());
+    if (!q) return [];
+    var scored = [];
+    data.entries.forEach(function (entry) {
+      var at = norm(entry.l).indexOf(q);
+      if (at !== -1) scored.push([at === 0 ? 0 : 1, entry.l.length, entry]);
+    });
+    scored.sort(function (a, b) { return a[0] - b[0] || a[1] - b[1]; });
+    var seen = {};
+    return filterJumps(query).concat(scored.map(function (s) { return s[2]; })).filter(function (e) {
+      var key = e.k + "|" + e.l + "|" + e.u;
+      if (seen[key]) return false;
+      seen[key] = true;
+      return true;
+    }).slice(0, 30);
+  }
+
+  function show(results) {
+    list.textContent = "";
+    selected = results.length ? 0 : -1;
+    results.forEach(function (entry, i) {
+      var li = document.createElement("li");
+      li.setAttribute("role", "option");
+      li.setAttribute("aria-selected", i === 0 ? "true" : "false");
+      var a = document.createElement("a");
+      a.href = root + entry.u;
+      var label = document.createElement("span");
+      label.textContent = entry.l;  // textContent: names are never parsed as HTML
+      var kind = document.createElement("span");
+      kind.className = "kind";
+      kind.textContent = entry.k + (entry.d ? " · " + entry.d : "");
+      a.appendChild(label);
+      a.appendChild(kind);
+      li.appendChild(a);
+      list.appendChild(li);
+    });
+    list.hidden = results.length === 0;
+  }
+
+  function move(step) {
+    var items = list.querySelectorAll("li");
+    if (!items.length) return;
+    if (selected >= 0) items[selected].setAttribute("aria-selected", "false");
+    selected = (selected + step + items.length) % items.length;
+    items[selected].setAttribute("aria-selected", "true");
+    items[selected].scrollIntoView({ block: "nearest" });
+  }
+
+  if (input && list) {
+    input.addEventListener("input", function () { show(matches(input.value)); });
+    input.addEventListener("keydown", function (event) {
+      if (event.key === "ArrowDown") { event.preventDefault(); move(1); }
+      else if (event.key === "ArrowUp") { event.preventDefault(); move(-1); }
+      else if (event.key === "Escape") { list.hidden = true; input.blur(); }
+      else if (event.key === "Enter") {
+        var items = list.querySelectorAll("li a");
+        if (selected >= 0 && items[selected]) window.location.href = items[selected].href;
+      }
+    });
+    document.addEventListener("click", function (event) {
+      if (!event.target.closest || !event.target.closest(".search")) list.hidden = true;
+    });
+  }
+
+  // --- sorting a layer's filters --------------------------------------------------------
+  var tiles = document.getElementById("tiles");
+  Array.prototype.forEach.call(document.querySelectorAll("[data-sort]"), function (button) {
+    button.addEventListener("click", function () {
+      var key = button.dataset.sort;
+      var items = Array.prototype.slice.call(tiles.children);
+      items.sort(function (a, b) {
+        return key === "activation" ? b.dataset.activation - a.dataset.activation : a.dataset.index - b.dataset.index;
+      });
+      items.forEach(function (item) { tiles.appendChild(item); });
+      document.querySelectorAll("[data-sort]").forEach(function (other) {
+        other.setAttribute("aria-pressed", other === button ? "true" : "false");
+      });
+    });
+  });
+
+  // --- a contact sheet is one image; a click opens the channel under the pointer ----------
   Array.prototype.forEach.call(document.querySelectorAll("img.sheet-img"), function (img) {
     var cols = +img.dataset.cols, rows = +img.dataset.rows, channels = +img.dataset.channels;
     var linked = {};
