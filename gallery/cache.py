@@ -40,15 +40,20 @@ def make_key(**parts) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=20).hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and ``os.replace``: never half a file."""
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write via a temporary file in the same folder and ``os.replace``: never half a file.
+
+    ``durable`` also flushes the bytes to disk before the rename, so even a power cut
+    cannot leave an empty file under the final name; a killed process cannot either way.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files must be readable
         os.replace(tmp, path)
     except BaseException:

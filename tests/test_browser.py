@@ -112,3 +112,62 @@ def test_every_page_loads_cleanly(built, browser, viewport, scheme):
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"{html} scrolls sideways on a {viewport['width']}px screen"
     assert not problems, problems
+
+
+@pytest.fixture(scope="module")
+def shared_site(tmp_path_factory):
+    from .conftest import SHARED_MODELS, SHARED_SAMPLES
+
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(f"offline fixtures not found at {SHARED_MODELS}")
+    tmp = tmp_path_factory.mktemp("shared-site")
+    quick = RenderSettings(size=32, steps=2)
+    for model, extra in (
+        ("efficientnet_lite0_imagenet.keras", dict(labels=SHARED_MODELS / "imagenet_classes.json",
+                                                   layers=("stem_conv", "top_conv"), filters=slice(0, 4))),
+        ("vgg16_hed_notop.keras", dict(preprocess="caffe", layers=("block1_conv1", "block5_conv3"),
+                                       filters=slice(0, 3))),
+    ):
+        pipeline.build(BuildConfig(model=str(SHARED_MODELS / model), render=quick, images=(SHARED_SAMPLES,),
+                                   out=tmp / "site", cache=tmp / "cache", **extra))
+    return tmp / "site"
+
+
+def test_multi_model_site_search_and_navigation(shared_site, browser):
+    page, problems = _watched_page(browser)
+    page.goto((shared_site / "index.html").as_uri())
+    assert page.locator(".card-title").all_text_contents() == ["efficientnet_lite0_imagenet", "vgg16_hed_notop"]
+    # A class name finds the photo it was predicted on.
+    page.fill("#search", "egyptian")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/efficientnet_lite0_imagenet/photos/cat.html")
+    page.wait_for_load_state("load")
+    assert "Egyptian cat" in page.locator(".preds li").first.inner_text()
+    # "layer index" jumps straight to a filter, from any depth of the site.
+    page.keyboard.press("/")
+    page.keyboard.type("block5_conv3 2")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/vgg16_hed_notop/layers/block5_conv3/2.html")
+    page.wait_for_load_state("load")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url("**/block5_conv3/1.html")
+    page.wait_for_load_state("load")
+    assert page.locator(".crops li").count() == 6  # the six sample photos, strongest first
+    assert page.locator(".inputs li a").count() == 0  # block5_conv2 was not rendered: no links
+    # Sorting a layer by activation reorders its tiles.
+    page.goto((shared_site / "efficientnet_lite0_imagenet" / "layers" / "top_conv" / "index.html").as_uri())
+    page.click("button[data-sort=activation]")
+    values = [float(v) for v in page.eval_on_selector_all("#tiles li", "els => els.map(e => e.dataset.activation)")]
+    assert values == sorted(values, reverse=True)
+    assert not _broken_images(page)
+    assert not problems, problems
+
+
+def test_every_shared_page_loads_cleanly(shared_site, browser):
+    page, problems = _watched_page(browser, viewport={"width": 390, "height": 844}, color_scheme="dark")
+    for html in sorted(shared_site.rglob("*.html")):
+        page.goto(html.as_uri())
+        page.wait_for_load_state("load")
+        assert not _broken_images(page), html
+        assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 1, html
+    assert not problems, problems
