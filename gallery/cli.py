@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 
-from .config import BuildConfig, RenderSettings, default_cache_dir, parse_filter_slice
+from .config import BuildConfig, RenderSettings, default_cache_dir, parse_filter_slice, public_command
 from .errors import GalleryError
 
 PREPROCESS = ("caffe", "tf", "torch", "none")
@@ -115,7 +114,7 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         layers=args.layers, filters=parse_filter_slice(args.filters), render=render,
         images=tuple(args.images or ()), out=args.out, cache=args.cache, cam_layers=args.cam_layers,
         cam_methods=args.cam_method, top_k=args.top_k, safe_mode=not args.unsafe, prune=args.prune,
-        command=shlex.join(["python", "build.py", *argv]),
+        command=public_command(argv),
     )
 
 

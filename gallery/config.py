@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,33 @@ def default_cache_dir() -> Path:
     """Outside the site, so deleting ``site/`` never throws away optimization work."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "cnn-gallery"
+
+
+def public_path(path) -> str:
+    """How a local path appears on published pages.
+
+    Pages are meant to be put online, so they must not reveal the builder's folders
+    (``/home/alice/...``): a path under the working directory is shown relative to it,
+    any other absolute path by its file name alone.
+    """
+    text = str(path)
+    if not os.path.isabs(text):
+        return text
+    try:
+        return str(Path(text).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return f"\u2026/{Path(text).name}"
+
+
+def public_command(argv: list[str]) -> str:
+    """The command line of a build, with its paths made :func:`public_path`."""
+    def scrub(arg: str) -> str:
+        if arg.startswith("--") and "=" in arg:
+            flag, value = arg.split("=", 1)
+            return f"{flag}={public_path(value)}"
+        return public_path(arg)
+
+    return shlex.join(["python", "build.py", *map(scrub, argv)])
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from .config import public_path
 from .errors import GalleryError
 
 IMAGENET_INDEX = "imagenet_class_index.json"
@@ -66,7 +67,7 @@ def class_names(num_classes: int, labels_file=None) -> tuple[list[str], str]:
                 f"labels file {str(labels_file)!r} has {len(names)} names but the model has "
                 f"{num_classes} classes"
             )
-        return names, str(labels_file)
+        return names, public_path(labels_file)
     if num_classes == 1000:
         names = keras_imagenet_labels()
         if names:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import cams, circuits, graph, labels, manifest, models, photos as photo_io, site
 from .cache import Cache, FolderLock, sweep_temporaries
-from .config import BuildConfig
+from .config import BuildConfig, public_path
 from .errors import GalleryError
 from .optimize import channel_count
 from .tiles import filter_tiles, photo_tiles
@@ -95,7 +95,7 @@ def _build(config: BuildConfig) -> dict:
                               fallback=config.photo_size)
     reused = cache.hits
     with stage("pages", timings):
-        info = manifest.model_entry(model, title=title, source=str(config.model), fingerprint=fingerprint,
+        info = manifest.model_entry(model, title=title, source=public_path(config.model), fingerprint=fingerprint,
                                     preprocess=preprocess, classes=classes, labels_source=labels_source,
                                     cam_note=cam_note)
         settings = {**config.render.key(), "filters": _describe(config.filters),

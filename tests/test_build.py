@@ -96,6 +96,24 @@ def test_build_writes_a_complete_site(tmp_path, classifier_file, photo_dir, labe
     assert json.loads((model_dir / "manifest.json").read_text())["model"]["name"] == "tiny"
 
 
+def test_published_files_do_not_reveal_local_folders(tmp_path, classifier_file, photo_dir, labels_file, monkeypatch):
+    from gallery import cli
+
+    home = tmp_path / "home" / "alice"
+    home.mkdir(parents=True)
+    monkeypatch.chdir(home)  # the model, labels and photos all lie outside the working directory
+    args = ["--model", str(classifier_file), "--preprocess", "none", "--labels", str(labels_file),
+            "--images", str(photo_dir), "--size", "16", "--steps", "2",
+            "--out", str(tmp_path / "site"), f"--cache={tmp_path / 'cache'}"]
+    assert cli.main(args) == 0
+    written = [f for f in (tmp_path / "site").rglob("*") if f.suffix in (".html", ".json", ".js")]
+    assert written
+    for file in written:
+        assert str(tmp_path) not in file.read_text(encoding="utf-8"), file
+    page = (tmp_path / "site" / "tiny" / "index.html").read_text(encoding="utf-8")
+    assert "\u2026/tiny.keras" in page and f"\u2026/{labels_file.name}" in page
+
+
 def test_rerun_recomputes_nothing_and_steps_only_touch_filters(tmp_path, classifier_file, photo_dir, capsys):
     config = _config(tmp_path, classifier_file, images=(photo_dir,))
     pipeline.build(config)
