@@ -21,8 +21,13 @@ def input_size(model: keras.Model, fallback: int = 224) -> tuple[int, int]:
 
 def model_input(model: keras.Model, photo: np.ndarray, preprocess=None, fallback: int = 224):
     """A uint8 photo → a preprocessed ``(1, h, w, 3)`` float batch at the model's input size."""
+    return model_inputs(model, [photo], preprocess, fallback)
+
+
+def model_inputs(model: keras.Model, photos: Sequence[np.ndarray], preprocess=None, fallback: int = 224):
+    """uint8 photos of any sizes → one preprocessed ``(B, h, w, 3)`` batch at the input size."""
     h, w = input_size(model, fallback)
-    pixels = resize(photo, h, w).astype("float32")[None]
+    pixels = np.stack([resize(photo, h, w) for photo in photos]).astype("float32")
     return prep.resolve(preprocess)(ops.convert_to_tensor(pixels))
 
 

@@ -1,14 +1,18 @@
 """Class activation maps over one shared pipeline; each method is one weighting function.
 
-The pipeline (after pytorch-grad-cam's design): run the photo to the chosen conv layer
-``A`` (``(h, w, k)``), differentiate the pre-softmax class score ``y_c`` with respect
-to ``A``, turn ``(A, ∂y_c/∂A)`` into channel weights ``α_k`` with the method's
-function, and return ``ReLU(Σ_k α_k A_k)``, upsampled to the photo and scaled to
-``[0, 1]``. All requested classes share one backward pass.
+The pipeline (after pytorch-grad-cam's design): run the photos to the chosen conv layer
+``A`` (``(h, w, k)``), hand the evidence about ``A`` to the method's function, which turns
+it into channel weights ``α_k`` for each requested class, and return
+``ReLU(Σ_k α_k A_k)``, upsampled to the photo and scaled to ``[0, 1]``.
+
+The evidence is computed only when a method asks for it: the gradient of the pre-softmax
+class scores (one backward pass shared by all classes and a batch of photos), or the
+class probabilities of the photo masked by each channel (Score-CAM's batched forwards).
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Sequence
 
 import keras
@@ -16,28 +20,41 @@ import numpy as np
 from keras import ops
 
 from . import grad, graph
-from .activations import model_input
+from .activations import model_inputs
 from .errors import GalleryError
 from .imaging import resize
 
+MASK_BATCH = 32  # masked photos per forward pass in Score-CAM
 
-def gradcam_weights(a, g):
+
+def gradcam_weights(ev: "Evidence"):
     """Grad-CAM (Selvaraju et al., ICCV 2017): ``α_k = mean_ij ∂y_c/∂A_ij^k``."""
-    return ops.mean(g, axis=(1, 2))
+    return ops.mean(ev.grads, axis=(2, 3))
 
 
-def gradcam_pp_weights(a, g):
+def gradcam_pp_weights(ev: "Evidence"):
     """Grad-CAM++ (Chattopadhay et al., WACV 2018), with the exponential-score identity:
 
     ``α_ij^k = g² / (2 g² + Σ_ab A_ab^k g³)`` and ``w_k = Σ_ij α_ij^k · ReLU(g_ij^k)``.
     """
+    g = ev.grads
     g2, g3 = g * g, g * g * g
-    denominator = 2.0 * g2 + ops.sum(a, axis=(1, 2), keepdims=True) * g3
+    denominator = 2.0 * g2 + ops.sum(ev.a, axis=(1, 2), keepdims=True)[:, None] * g3
     alpha = g2 / ops.where(ops.abs(denominator) > 1e-12, denominator, 1e-12)
-    return ops.sum(alpha * ops.relu(g), axis=(1, 2))
+    return ops.sum(alpha * ops.relu(g), axis=(2, 3))
 
 
-METHODS = {"gradcam": gradcam_weights, "gradcam++": gradcam_pp_weights}
+def scorecam_weights(ev: "Evidence"):
+    """Score-CAM (Wang et al., CVPR-W 2020): ``α_k = p_c(X ∘ H_k) − p_c(X_b)``.
+
+    ``H_k`` is channel ``k`` upsampled to the input and min-max scaled to ``[0, 1]``;
+    ``p_c`` is the softmax probability of class ``c``; ``X_b`` is the all-zero input.
+    No gradient is involved, so the map cannot suffer from saturated or noisy gradients.
+    """
+    return ev.masked_scores
+
+
+METHODS = {"gradcam": gradcam_weights, "gradcam++": gradcam_pp_weights, "scorecam": scorecam_weights}
 
 
 def default_layer(model: keras.Model) -> str:
@@ -53,8 +70,46 @@ def default_layer(model: keras.Model) -> str:
     return graph.follow_pointwise(model, names[-1])
 
 
+class Evidence:
+    """What a weighting function may look at, for ``B`` photos and ``n`` classes each.
+
+    ``a``: the layer's output ``(B, h, w, k)``; ``grads``: ``∂y_c/∂A`` as
+    ``(B, n, h, w, k)``; ``masked_scores``: Score-CAM's ``(B, n, k)``. Each is computed
+    on first use, so a method pays only for what it reads.
+    """
+
+    def __init__(self, engine: "CamEngine", x, a, classes: np.ndarray):
+        self.engine, self.x, self.a, self.classes = engine, x, a, classes
+
+    @cached_property
+    def grads(self):
+        b, n = self.classes.shape
+        repeated = ops.repeat(self.a, n, axis=0)
+        onehot = ops.convert_to_tensor(np.eye(self.engine.classes, dtype="float32")[self.classes.reshape(-1)])
+        g = self.engine._grads(repeated, onehot)
+        return ops.reshape(g, (b, n, *g.shape[1:]))
+
+    @cached_property
+    def masked_scores(self):
+        engine, k = self.engine, int(self.a.shape[-1])
+        baseline = engine._probabilities(ops.zeros_like(self.x[:1]))[0]
+        rows = []
+        for i in range(int(self.a.shape[0])):
+            probs = []
+            for start in range(0, k, MASK_BATCH):
+                # Fixed-size chunks (zero-padded at the end) keep one compiled signature.
+                chunk = self.a[i:i + 1, :, :, start:start + MASK_BATCH]
+                pad = MASK_BATCH - int(chunk.shape[-1])
+                if pad:
+                    chunk = ops.pad(chunk, [(0, 0), (0, 0), (0, 0), (0, pad)])
+                probs.append(engine._masked(self.x[i:i + 1], chunk)[:MASK_BATCH - pad])
+            p = ops.concatenate(probs, axis=0) - baseline  # (k, classes)
+            rows.append(ops.transpose(ops.take(p, ops.convert_to_tensor(self.classes[i]), axis=1)))
+        return ops.stack(rows)
+
+
 class CamEngine:
-    """Grad-CAM family maps for one model and layer; the compiled pass is reused."""
+    """CAM-family maps for one model, layer and method; compiled passes are reused."""
 
     def __init__(self, model: keras.Model, layer: str | None = None, method: str = "gradcam",
                  preprocess=None, fallback: int = 224):
@@ -62,57 +117,79 @@ class CamEngine:
             raise GalleryError(f"CAM method must be one of {', '.join(METHODS)}, got {method!r}")
         if not graph.has_classifier(model):
             raise GalleryError(f"model {model.name!r} has no classifier head, so there are no classes to explain")
-        self.model = model
+        self.model, self.method, self.weigh = model, method, METHODS[method]
         self.path = graph.locate(model, layer or default_layer(model))
         self.layer = self.path.name
         self.preprocess = preprocess
         self.fallback = fallback
+        self.classes = int(model.outputs[0].shape[-1])
         to_input = graph.input_fn(model, self.path)
         conv = self.path.layer
-        self._features = grad.no_grad(lambda x: conv(to_input(x)))
         head = graph.head_fn(model, self.path)
-        weigh = METHODS[method]
+        self._features = grad.no_grad(lambda x: conv(to_input(x)))
 
         def class_score(a, onehot):
             scores = ops.sum(head(a) * onehot, axis=-1)
             return ops.sum(scores), scores
 
         value_and_grad = grad.value_and_grad(class_score)
+        self._grads = grad.compile(lambda a, onehot: value_and_grad(a, onehot)[1])
+        self._probabilities = grad.no_grad(grad.compile(lambda x: ops.softmax(head(conv(to_input(x))), axis=-1)))
 
-        def cams(a, onehot):
-            (_, scores), g = value_and_grad(a, onehot)
-            weights = weigh(a, g)
-            return ops.relu(ops.sum(weights[:, None, None, :] * a, axis=-1)), weights
+        def masked(x, channels):
+            """Softmax scores of ``x`` masked by each of ``channels`` (``(1, h, w, m)``)."""
+            up = ops.image.resize(channels, x.shape[1:3], interpolation="bilinear")[0]
+            low = ops.min(up, axis=(0, 1), keepdims=True)
+            span = ops.max(up, axis=(0, 1), keepdims=True) - low
+            masks = ops.where(span > 0, (up - low) / ops.where(span > 0, span, 1.0), 0.0)
+            batch = x * ops.transpose(masks, (2, 0, 1))[..., None]
+            return ops.softmax(head(conv(to_input(batch))), axis=-1)
 
-        self._cams = grad.compile(cams)
+        self._masked = grad.no_grad(grad.compile(masked))
 
     def __call__(self, photo: np.ndarray, classes: Sequence[int]) -> np.ndarray:
         """``(len(classes), H, W)`` float32 maps in ``[0, 1]`` at the photo's own size."""
         return self.explain(photo, classes)[0]
 
     def explain(self, photo: np.ndarray, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """``(maps, contributions)``: the maps of :meth:`__call__`, and for each class each
-        channel's share of the map before the ReLU, ``α_k · mean_ij A_ij^k``."""
-        x = model_input(self.model, photo, self.preprocess, self.fallback)
+        """``(maps, contributions)`` for one photo; see :meth:`explain_batch`."""
+        maps, contributions = self.explain_batch([photo], [classes])
+        return maps[0], contributions[0]
+
+    def explain_batch(self, photos: Sequence[np.ndarray], classes: Sequence[Sequence[int]]):
+        """For each photo, ``(maps, contributions)`` lists over the photos.
+
+        ``maps[i]``: ``(n, H_i, W_i)`` float32 in ``[0, 1]`` at photo ``i``'s size.
+        ``contributions[i]``: ``(n, k)``, each channel's share of the map before the ReLU,
+        ``α_k · mean_ij A_ij^k``. The photos go through the model as one batch; every
+        photo must ask for the same number of classes.
+        """
+        wanted = np.asarray([list(c) for c in classes], dtype="int64")
+        if wanted.ndim != 2 or len(wanted) != len(photos):
+            raise GalleryError("give each photo the same number of classes to explain")
+        bad = wanted[(wanted < 0) | (wanted >= self.classes)]
+        if bad.size:
+            raise GalleryError(f"class index {int(bad[0])} is outside 0..{self.classes - 1}")
+        x = model_inputs(self.model, photos, self.preprocess, self.fallback)
         a = self._features(x)
-        n = len(classes)
-        a = ops.repeat(a, n, axis=0)
-        classes_count = int(self.model.outputs[0].shape[-1])
-        for c in classes:
-            if not 0 <= int(c) < classes_count:
-                raise GalleryError(f"class index {c} is outside 0..{classes_count - 1}")
-        onehot = ops.convert_to_tensor(np.eye(classes_count, dtype="float32")[list(classes)])
-        maps, weights = self._cams(a, onehot)
+        weights = self.weigh(Evidence(self, x, a, wanted))  # (B, n, k)
+        maps = ops.relu(ops.sum(weights[:, :, None, None, :] * a[:, None], axis=-1))
         maps = ops.convert_to_numpy(maps).astype("float32")
-        mean_activation = ops.convert_to_numpy(ops.mean(a[:1], axis=(1, 2))).astype("float32")
-        contributions = ops.convert_to_numpy(weights).astype("float32") * mean_activation
-        height, width = photo.shape[:2]
-        out = np.stack([resize(m, height, width) for m in maps])
-        top = out.max(axis=(1, 2), keepdims=True)
-        return np.where(top > 0, out / np.where(top > 0, top, 1), 0).astype("float32"), contributions
+        mean_activation = ops.convert_to_numpy(ops.mean(a, axis=(1, 2))).astype("float32")
+        contributions = ops.convert_to_numpy(weights).astype("float32") * mean_activation[:, None, :]
+        out = []
+        for photo, photo_maps in zip(photos, maps):
+            height, width = photo.shape[:2]
+            up = np.stack([resize(m, height, width) for m in photo_maps])
+            top = up.max(axis=(1, 2), keepdims=True)
+            out.append(np.where(top > 0, up / np.where(top > 0, top, 1), 0).astype("float32"))
+        return out, list(contributions)
 
 
 def grad_cam(model, image: np.ndarray, class_index: int, *, layer: str | None = None,
              method: str = "gradcam", preprocess=None) -> np.ndarray:
-    """A class activation map for ``class_index``: float32 in ``[0, 1]`` at the photo's size."""
+    """A class activation map for ``class_index``: float32 in ``[0, 1]`` at the photo's size.
+
+    ``method`` is ``"gradcam"``, ``"gradcam++"`` or ``"scorecam"``.
+    """
     return CamEngine(model, layer, method, preprocess)(image, [class_index])[0]

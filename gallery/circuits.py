@@ -34,7 +34,7 @@ def upstream_conv(model: keras.Model, name: str) -> str | None:
         layer = history[0]
         if graph._is_conv(layer):
             return prefix + layer.name
-        if not isinstance(layer, CHANNEL_PRESERVING) or len(getattr(layer, "_inbound_nodes", [])) != 1:
+        if not isinstance(layer, CHANNEL_PRESERVING) or len(graph.calls(layer)) != 1:
             return None
         tensor = graph._io(layer)[0]
     return None

@@ -16,7 +16,7 @@ from .errors import GalleryError
 
 PREPROCESS = ("caffe", "tf", "torch", "none")
 BACKENDS = ("tensorflow", "jax", "torch")
-CAM_METHODS = ("gradcam", "gradcam++")
+CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
 
 
 def _positive(text: str) -> int:
@@ -87,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", type=Path, metavar="PATH",
                    help="photo files and/or folders (default: bundled sample photos)")
     p.add_argument("--cam-layers", type=_names, metavar="a,b", help="layers for Grad-CAM (default: the last conv layer)")
-    p.add_argument("--cam-method", type=_methods, default=("gradcam",), metavar="gradcam,gradcam++",
+    p.add_argument("--cam-method", type=_methods, default=("gradcam",), metavar="gradcam,gradcam++,scorecam",
                    help="CAM methods, comma-separated (default: gradcam)")
     p.add_argument("--top-k", type=_positive, default=5, help="predicted classes per photo (default: 5)")
     p.add_argument("--out", type=Path, default=Path("site"), help="output folder (default: site/)")

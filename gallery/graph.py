@@ -74,13 +74,18 @@ def locate(model: keras.Model, name: str) -> LayerPath:
     return LayerPath(tuple(steps))
 
 
+def calls(layer) -> list:
+    """The layer's call nodes in its model's own graph (not those of our subgraphs)."""
+    return [n for n in getattr(layer, "_inbound_nodes", []) if not getattr(n, CLONED, False)]
+
+
 def _io(layer) -> tuple:
     """The symbolic input and output of a layer as its container's graph sees them.
 
     A nested model's own ``.input`` is its inner Input, not the tensor its parent feeds
     it, so the parent's call node is asked instead.
     """
-    nodes = getattr(layer, "_inbound_nodes", [])
+    nodes = calls(layer)
     if len(nodes) > 1:
         raise GalleryError(
             f"layer {layer.name!r} is called {len(nodes)} times in its model; shared layers "
@@ -109,18 +114,32 @@ def _runner(submodel: keras.Model) -> Callable:
     return lambda x: submodel.call(x)
 
 
-def _subgraph(inputs, outputs, what: str) -> keras.Model:
+CLONED = "_gallery_cloned"
+
+
+def _subgraph(container, inputs, outputs, what: str) -> keras.Model:
+    """A model from ``inputs`` to ``outputs``, tensors of ``container``'s graph.
+
+    Keras builds a model that starts at an intermediate tensor by re-calling the layers
+    after it, which appends call nodes to them. Those nodes are marked, so the layers
+    still read as called once (:func:`_io`) and later analyses of the model still work.
+    """
+    before = {id(layer): len(layer._inbound_nodes) for layer in container.layers}
     try:
         return keras.Model(inputs, outputs)
     except Exception as exc:
         raise GalleryError(f"cannot isolate {what}: {exc}") from exc
+    finally:
+        for layer in container.layers:
+            for node in layer._inbound_nodes[before.get(id(layer), 0):]:
+                setattr(node, CLONED, True)
 
 
 def input_fn(model: keras.Model, path: LayerPath) -> Callable:
     """``x → the tensor the conv layer receives``, for a batch of model inputs ``x``."""
     runners = []
     for container, layer in path.steps:
-        sub = _subgraph(_graph_inputs(container), _io(layer)[0], f"the input of {layer.name!r}")
+        sub = _subgraph(container, _graph_inputs(container), _io(layer)[0], f"the input of {layer.name!r}")
         runners.append(_runner(sub))
 
     def run(x):
@@ -134,7 +153,7 @@ def input_fn(model: keras.Model, path: LayerPath) -> Callable:
 def output_fn(model: keras.Model, paths: list[LayerPath]) -> Callable:
     """``x → [output of each layer]`` for model inputs ``x``, top-level layers in one pass."""
     top = [p for p in paths if len(p.steps) == 1]
-    multi = _subgraph(_graph_inputs(model), [_io(p.layer)[1] for p in top], "conv outputs") if top else None
+    multi = _subgraph(model, _graph_inputs(model), [_io(p.layer)[1] for p in top], "conv outputs") if top else None
     nested = {p.name: input_fn(model, p) for p in paths if len(p.steps) > 1}
 
     def run(x):
@@ -174,7 +193,7 @@ def head_fn(model: keras.Model, path: LayerPath) -> Callable:
         if start is target:  # the layer is its container's output: nothing left to run
             continue
         sub = _subgraph(
-            start, target,
+            container, start, target,
             f"the part of {container.name!r} after {layer.name!r} (it must depend on that layer alone)",
         )
         runners.append(_runner(sub))
@@ -230,7 +249,7 @@ def follow_pointwise(model: keras.Model, name: str) -> str:
     while True:
         output = _io(current)[1]
         consumers = [layer for layer in container.layers
-                     if getattr(layer, "_inbound_nodes", None) and _io(layer)[0] is output]
+                     if calls(layer) and _io(layer)[0] is output]
         if len(consumers) != 1 or not isinstance(consumers[0], POINTWISE):
             return prefix + current.name
         current = consumers[0]

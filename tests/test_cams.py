@@ -71,3 +71,73 @@ def test_unknown_method_and_class_are_refused():
         CamEngine(tiny_classifier(), method="magic")
     with pytest.raises(GalleryError, match="class index 9"):
         CamEngine(tiny_classifier())(_photo(), [9])
+
+
+def test_gradcam_plus_plus_matches_its_closed_form_on_a_gap_dense_head():
+    """With a GAP+Dense head the gradient is the constant g_k = W_kc/(hw) over the map, so
+    w_k = Σ_ij g²·ReLU(g) / (2g² + S_k g³) = hw·ReLU(g_k) / (2 + S_k g_k), S_k = Σ_ij A_ij^k."""
+    model = tiny_classifier(softmax=False)
+    photo = _photo(seed=4)
+    a = feature_maps(model, photo, "conv2").astype("float64")
+    hw = a.shape[0] * a.shape[1]
+    w = ops.convert_to_numpy(model.get_layer("head").kernel).astype("float64")
+    for c in range(4):
+        g = w[:, c] / hw
+        s = a.sum(axis=(0, 1))
+        weights = np.where(g != 0, hw * np.maximum(g, 0) / (2 + s * g), 0)
+        expected = np.maximum(a @ weights, 0)
+        ours = grad_cam(model, photo, c, layer="conv2", method="gradcam++")
+        if expected.max() == 0:
+            assert ours.max() == 0
+            continue
+        np.testing.assert_allclose(ours, expected / expected.max(), atol=1e-4)
+
+
+def test_scorecam_matches_masked_forward_passes_done_by_hand():
+    """α_k = p_c(X ∘ H_k) − p_c(0), with H_k the min-max scaled channel (here already at input size)."""
+    model = tiny_classifier(softmax=True)
+    photo = _photo(seed=5)
+    a = feature_maps(model, photo, "conv2")
+    x = photo.astype("float32")[None]
+    baseline = ops.convert_to_numpy(model(np.zeros_like(x)))[0]
+    for c in range(4):
+        alphas = []
+        for k in range(a.shape[-1]):
+            m = a[..., k]
+            h = (m - m.min()) / (m.max() - m.min()) if m.max() > m.min() else np.zeros_like(m)
+            alphas.append(ops.convert_to_numpy(model(x * h[None, :, :, None]))[0, c] - baseline[c])
+        expected = np.maximum(a @ np.asarray(alphas), 0)
+        ours = grad_cam(model, photo, c, layer="conv2", method="scorecam")
+        if expected.max() == 0:
+            assert ours.max() == 0
+            continue
+        np.testing.assert_allclose(ours, expected / expected.max(), atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "scorecam"])
+def test_a_batch_of_photos_gives_each_photo_its_own_maps(method):
+    model = tiny_classifier()
+    engine = CamEngine(model, "conv1", method)
+    photos = [_photo(seed=s) for s in range(3)] + [np.random.default_rng(9).integers(0, 256, (13, 20, 3), dtype=np.uint8)]
+    classes = [[0, 2], [1, 3], [3, 0], [2, 1]]
+    maps, shares = engine.explain_batch(photos, classes)
+    for photo, wanted, batch_maps, batch_shares in zip(photos, classes, maps, shares):
+        alone_maps, alone_shares = engine.explain(photo, wanted)
+        assert batch_maps.shape == (2, *photo.shape[:2])
+        np.testing.assert_allclose(batch_maps, alone_maps, atol=1e-5)
+        np.testing.assert_allclose(batch_shares, alone_shares, rtol=1e-4, atol=1e-6)
+
+
+def test_many_engines_on_one_model_leave_its_graph_readable():
+    """Keras appends call nodes when it isolates the head; later analyses must not see them."""
+    from gallery import graph
+
+    model = tiny_transfer()
+    for method in ("gradcam", "gradcam++", "scorecam", "gradcam"):
+        CamEngine(model, None, method)(_photo(), [0])
+    assert default_layer(model) == "inner/sep"
+    assert graph.conv_source(model, "inner/sep") == "inner/sep"
+    model = tiny_classifier()
+    for layer in ("conv1", "conv2", "conv1"):
+        CamEngine(model, layer)(_photo(), [1])
+    assert default_layer(model) == "conv2"

@@ -57,3 +57,73 @@ def test_vgg16_hed_filters_and_feature_maps(tmp_path):
     assert [s["layer"] for s in sheets] == ["block1_conv1", "block5_conv3"]
     assert [s["channels"] for s in sheets] == [64, 512]
     assert "no classifier head" in (config.out / manifest["photos"][0]["page"]).read_text()
+
+
+@pytest.fixture(scope="module")
+def efficientnet():
+    return load_model(str(SHARED_MODELS / "efficientnet_lite0_imagenet.keras"))
+
+
+@pytest.fixture(scope="module")
+def samples():
+    from gallery.imaging import resize
+    from gallery.photos import load_photos
+
+    return {p.name: resize(p.pixels, 224, 224) for p in load_photos([SHARED_SAMPLES])}
+
+
+def test_efficientnet_cams_match_the_closed_form_of_its_gap_dense_head(efficientnet, samples):
+    """top_activation → GAP → Dense(softmax): ∂logit_c/∂A_ij^k = W_kc/(hw), so Grad-CAM is
+    ReLU(A·W_c) and Grad-CAM++ weighs channel k by hw·ReLU(g_k)/(2 + S_k g_k)."""
+    from keras import ops
+
+    from gallery import feature_maps, grad_cam
+
+    w = ops.convert_to_numpy(efficientnet.get_layer("predictions").kernel).astype("float64")
+    photo = samples["cat"]
+    a = feature_maps(efficientnet, photo, "top_activation").astype("float64")  # (7, 7, 1280)
+    hw = a.shape[0] * a.shape[1]
+    c = 285  # Egyptian cat
+    g = w[:, c] / hw
+    for method, weights in (("gradcam", g), ("gradcam++", np.where(g != 0, hw * np.maximum(g, 0) / (2 + a.sum((0, 1)) * g), 0))):
+        expected = np.maximum(a @ weights, 0)
+        expected = np.asarray(Image.fromarray((expected / expected.max()).astype("float32"), "F").resize((224, 224), Image.BILINEAR))
+        ours = grad_cam(efficientnet, photo, c, method=method)
+        np.testing.assert_allclose(ours, expected / expected.max(), atol=2e-3, err_msg=method)
+
+
+def _kept(photo, heat, keep_top: bool, fraction=0.25):
+    """The photo with only the fraction of pixels the map ranks highest (or lowest); the rest blurred."""
+    from PIL import ImageFilter
+
+    order = np.argsort(heat.ravel())
+    n = int(fraction * heat.size)
+    keep = np.zeros(heat.size, bool)
+    keep[order[-n:] if keep_top else order[:n]] = True
+    blurred = np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(12)))
+    return np.where(keep.reshape(heat.shape)[..., None], photo, blurred)
+
+
+@pytest.mark.parametrize("method,names", [
+    ("gradcam", None), ("gradcam++", None),
+    ("scorecam", ("cat", "camera", "coffee")),  # 1,280 masked forwards per photo: a subset keeps CI quick
+])
+def test_cams_are_faithful_keeping_their_top_pixels_keeps_the_class(efficientnet, samples, method, names):
+    """Keep the quarter of the pixels a map ranks highest, or the quarter it ranks lowest:
+    the class probability must survive far better in the first case."""
+    from gallery.activations import Activations
+    from gallery.cams import CamEngine
+
+    predict = Activations(efficientnet, []).predictions
+    engine = CamEngine(efficientnet, None, method)
+    top, bottom = [], []
+    for name, photo in samples.items():
+        if names and name not in names:
+            continue
+        c = int(predict(photo).argmax())
+        heat = engine(photo, [c])[0]
+        top.append(predict(_kept(photo, heat, True))[c])
+        bottom.append(predict(_kept(photo, heat, False))[c])
+    top, bottom = np.asarray(top), np.asarray(bottom)
+    assert top.mean() > 5 * bottom.mean(), (top, bottom)
+    assert (top > bottom).mean() >= 0.6, (top, bottom)
