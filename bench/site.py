@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Site budgets at full VGG16 scale, with synthetic tiles (no model work):
 
-    python bench/site.py [--photos 4] [--size 128] [--out /tmp/site-bench]
+    python bench/site.py [--photos 4] [--pool 0] [--size 128] [--out /tmp/site-bench]
 
 Prints, for 13 layers and 4,224 filters:
   * seconds to render the whole site (tiles copied from the cache, every page), then
@@ -31,7 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from gallery import imaging, manifest, site  # noqa: E402
 from gallery.cache import Cache, make_key  # noqa: E402
-from gallery.tiles import THUMB_SIDE, FilterTile, PhotoTiles, _feature_sheet  # noqa: E402
+from gallery.examples import TopExamples, peaks  # noqa: E402
+from gallery.filter_tiles import THUMB_SIDE, FilterTile  # noqa: E402
+from gallery.photo_tiles import PhotoResults, PhotoTiles  # noqa: E402
 
 # (name, channels, map side at a 224 input)
 VGG16 = [("block1_conv1", 64, 224), ("block1_conv2", 64, 224), ("block2_conv1", 128, 112),
@@ -50,7 +52,7 @@ def texture(rng, size):
     return (image * 255).astype("uint8")
 
 
-def synthetic(cache: Cache, photos: int, size: int):
+def synthetic(cache: Cache, photos: int, size: int, pool: int = 0):
     rng = np.random.default_rng(0)
     pool = []
     for _ in range(24):  # distinct images, reused under different keys
@@ -65,18 +67,24 @@ def synthetic(cache: Cache, photos: int, size: int):
             cache.put(key, png, {"activation": 1.0})
             cache.put(tkey, thumb)
             tiles[name].append(FilterTile(i, key, tkey, float(rng.normal(5, 5))))
-    shots = []
-    for p in range(photos):
+    shots = PhotoResults([], TopExamples(8))
+    images = [imaging.encode_jpeg(texture(rng, 480)[:, :, ::-1]) for _ in range(8)]
+    for p in range(photos + pool):
         photo_key = make_key(b="photo", p=p)
-        cache.put(photo_key, imaging.encode_jpeg(texture(rng, 480)[:, :, ::-1]))
-        result = PhotoTiles(f"photo {p}", photo_key, (480, 480))
+        cache.put(photo_key, images[p % len(images)])
+        result = PhotoTiles(f"photo {p}", photo_key, (480, 480), paged=p < photos)
         for name, channels, side in VGG16:
             maps = np.maximum(rng.normal(size=(side, side, channels)).astype("float32"), 0)
-            sheet, layout = _feature_sheet(maps)
-            key = make_key(b="features", p=p, l=name)
-            cache.put(key, sheet, layout)
-            result.features[name] = (key, layout)
-        shots.append(result)
+            found, layout, key = peaks(maps), {}, None
+            if result.paged:
+                sheet, cell = imaging.feature_sheet(maps)
+                cols, rows = imaging.sheet_layout(channels)
+                layout = {"cols": cols, "rows": rows, "cell": cell, "channels": channels}
+                key = make_key(b="features", p=p, l=name)
+                cache.put(key, imaging.encode_png(sheet), layout)
+                result.features[name] = (key, {**layout, **found})
+            shots.examples.add(name, p, found)
+        shots.photos.append(result)
     return tiles, shots
 
 
@@ -102,7 +110,8 @@ def first_screen_ms(page_path: Path) -> float | None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=4)
+    parser.add_argument("--photos", type=int, default=4, help="photos with pages")
+    parser.add_argument("--pool", type=int, default=0, help="more photos that only rank the filters' top photos")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -111,9 +120,10 @@ def main():
     shutil.rmtree(out, ignore_errors=True)
     cache = Cache(work / "cache")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; synthetic VGG16: "
-          f"{sum(c for _, c, _ in VGG16)} filters at {args.size} px, {args.photos} photos")
+          f"{sum(c for _, c, _ in VGG16)} filters at {args.size} px, {args.photos} photos with pages, "
+          f"{args.pool} more in the pool")
     start = time.perf_counter()
-    tiles, shots = synthetic(cache, args.photos, args.size)
+    tiles, shots = synthetic(cache, args.photos, args.size, args.pool)
     print(f"synthetic tiles made in {time.perf_counter() - start:.1f}s (not part of the budget)")
     info = {"name": "VGG16", "slug": "vgg16", "source": "synthetic", "keras_name": "vgg16", "fingerprint": "0" * 32,
             "params": 138357544, "input_shape": "224×224×3", "preprocess": "caffe", "classes": None,

@@ -44,18 +44,25 @@ class Activations:
 
     def feature_maps(self, photo: np.ndarray) -> dict[str, np.ndarray]:
         """``{layer: float32 (h, w, channels)}`` for one photo."""
-        x = model_input(self.model, photo, self.preprocess, self.fallback)
+        return {name: maps[0] for name, maps in self.feature_maps_batch([photo]).items()}
+
+    def feature_maps_batch(self, photos: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """``{layer: float32 (B, h, w, channels)}``: one forward pass for the whole batch."""
+        x = model_inputs(self.model, photos, self.preprocess, self.fallback)
         maps = self._run(x)
-        return {p.name: ops.convert_to_numpy(m)[0].astype("float32") for p, m in zip(self.paths, maps)}
+        return {p.name: ops.convert_to_numpy(m).astype("float32") for p, m in zip(self.paths, maps)}
 
     def predictions(self, photo: np.ndarray) -> np.ndarray:
         """Class probabilities (softmax applied if the model outputs logits)."""
-        x = model_input(self.model, photo, self.preprocess, self.fallback)
-        out = ops.convert_to_numpy(grad.no_grad(lambda t: self.model(t, training=False))(x))[0]
-        out = out.astype("float64")
-        if out.min() < 0 or abs(out.sum() - 1.0) > 1e-3:
-            out = np.exp(out - out.max())
-            out /= out.sum()
+        return self.predictions_batch([photo])[0]
+
+    def predictions_batch(self, photos: Sequence[np.ndarray]) -> np.ndarray:
+        """``(B, classes)`` probabilities, one forward pass for the batch."""
+        x = model_inputs(self.model, photos, self.preprocess, self.fallback)
+        out = ops.convert_to_numpy(grad.no_grad(lambda t: self.model(t, training=False))(x)).astype("float64")
+        if out.min() < 0 or np.any(np.abs(out.sum(axis=-1) - 1.0) > 1e-3):
+            out = np.exp(out - out.max(axis=-1, keepdims=True))
+            out /= out.sum(axis=-1, keepdims=True)
         return out
 
 

@@ -29,6 +29,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _pages(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of photos or 'all', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of photos (0 or more) or 'all', got {text!r}")
+    return value
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -90,6 +102,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cam-method", type=_methods, default=("gradcam",), metavar="gradcam,gradcam++,scorecam",
                    help="CAM methods, comma-separated (default: gradcam)")
     p.add_argument("--top-k", type=_positive, default=5, help="predicted classes per photo (default: 5)")
+    p.add_argument("--photo-pages", type=_pages, default=48, metavar="N|all",
+                   help="photos that get their own page with feature maps and CAMs; every photo still ranks "
+                        "the filters' top photos (default: 48)")
+    p.add_argument("--examples", type=_positive, default=8, metavar="N",
+                   help="top photos shown on each filter page, with crops (default: 8)")
     p.add_argument("--out", type=Path, default=Path("site"), help="output folder (default: site/)")
     p.add_argument("--cache", type=Path, default=default_cache_dir(), help=f"tile cache (default: {default_cache_dir()})")
     p.add_argument("--cache-info", action="store_true", help="list what the cache holds, by kind and model, and exit")
@@ -113,7 +130,7 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         model=args.model, weights=args.weights, preprocess=args.preprocess, labels=args.labels,
         layers=args.layers, filters=parse_filter_slice(args.filters), render=render,
         images=tuple(args.images or ()), out=args.out, cache=args.cache, cam_layers=args.cam_layers,
-        cam_methods=args.cam_method, top_k=args.top_k, safe_mode=not args.unsafe, prune=args.prune,
+        cam_methods=args.cam_method, top_k=args.top_k, photo_pages=args.photo_pages, examples=args.examples, safe_mode=not args.unsafe, prune=args.prune,
         command=public_command(argv),
     )
 

@@ -96,6 +96,8 @@ class BuildConfig:
     cam_layers: tuple[str, ...] | None = None  # None: the last conv layer before the head
     cam_methods: tuple[str, ...] = ("gradcam",)
     top_k: int = 5
+    photo_pages: int | None = 48  # photos that get a page of their own; None: all of them
+    examples: int = 8  # top photos shown per filter, ranked over every photo
     photo_size: int = 224  # input side for photos when the model accepts any size
     safe_mode: bool = True
     prune: bool = False  # after the build, drop cache entries it did not use

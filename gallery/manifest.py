@@ -14,7 +14,7 @@ import keras
 from . import graph
 from .slugs import slug
 
-SCHEMA = 1
+SCHEMA = 2  # 2: photos are split into a pool (every photo) and pages; filters carry their top photos
 
 
 def versions() -> dict[str, str]:
@@ -72,11 +72,20 @@ def model_entry(model, *, title: str, source: str, fingerprint: str, preprocess:
 
 
 def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: dict[str, int],
-          photos: list, class_names: list[str] | None, settings: dict, command: str,
+          photos, class_names: list[str] | None, settings: dict, command: str,
           circuits: dict | None = None, cam_sources: dict | None = None) -> tuple[dict, dict[str, str]]:
-    """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds."""
+    """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds.
+
+    ``photos`` is a :class:`~gallery.photo_tiles.PhotoResults`. Every photo is in the
+    ``pool`` (filters' top photos point into it by index); paged ones are also in
+    ``photos``. A pool photo's image is published only if a page or a top list shows it.
+    """
     base = model_info["slug"]
     files: dict[str, str] = {}
+    pool, shown = _pool(base, photos.photos, photos.examples.photos())
+    for entry, tiles in zip(pool, photos.photos):
+        if entry["image"]:
+            files[entry["image"]] = tiles.image_key
     circuits = circuits or {}
     rendered = {name: {t.index for t in tiles} for name, tiles in filter_tiles.items()}
 
@@ -103,17 +112,19 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
                 "image": image, "thumb": thumb, "page": f"{folder}/{tile.index}.html",
                 "inputs": [{"index": i, "strength": w, **link(source, i)}
                            for i, w in inputs.get(tile.index, [])],
+                "top": photos.examples.top(name, tile.index),
             })
         layers.append({"name": name, "slug": slug(name), "channels": channels[name], "page": f"{folder}/index.html",
                        "dir": f"{folder}/", "upstream": source, "filters": filters,
-                       "dead": sum(f["dead"] for f in filters)})
+                       "dead": sum(f["dead"] for f in filters), "map": photos.examples.maps.get(name)})
 
     photo_entries = []
-    for p in photos:
+    for p, entry in zip(photos.photos, pool):
+        if not p.paged:
+            continue
         pslug = slug(p.name)
         folder = f"{base}/photos/{pslug}"
-        image = f"{folder}/photo.jpg"
-        files[image] = p.image_key
+        image = entry["image"]
         features = []
         for layer_name, (key, layout) in p.features.items():
             sheet = f"{folder}/features-{slug(layer_name)}.png"
@@ -121,7 +132,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
             layer_dir = f"{base}/layers/{slug(layer_name)}/"
             features.append({"layer": layer_name, "layer_dir": layer_dir, "layer_page": layer_dir + "index.html",
                              "image": sheet, **{k: layout[k] for k in ("cols", "rows", "cell", "channels", "map")},
-                             "peak": layout["peak"], "at": layout["at"]})
+                             "peak": layout["peak"]})
         cams = []
         for cam in p.cams:
             path = f"{folder}/cam-{slug(cam['layer'])}-{cam['method']}-{cam['class']}.jpg"
@@ -148,8 +159,24 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
         "layers": layers,
         "table": table,
         "photos": photo_entries,
+        "pool": pool,
+        "pool_shown": shown,
         "settings": settings,
         "versions": versions(),
         "command": command,
     }
     return manifest, files
+
+
+def _pool(base: str, tiles: list, wanted: set[int]) -> tuple[list[dict], int]:
+    """Every photo as ``{name, image, width, height, page}``; ``image`` and ``page`` are
+    ``None`` where nothing shows the photo. Also how many images are published."""
+    pool = []
+    for i, t in enumerate(tiles):
+        pslug = slug(t.name)
+        published = t.paged or i in wanted
+        folder = f"{base}/photos/{pslug}" if t.paged else f"{base}/photos/pool"
+        pool.append({"name": t.name, "width": t.size[0], "height": t.size[1],
+                     "image": (f"{folder}/photo.jpg" if t.paged else f"{folder}/{pslug}.jpg") if published else None,
+                     "page": f"{base}/photos/{pslug}.html" if t.paged else None})
+    return pool, sum(1 for p in pool if p["image"])

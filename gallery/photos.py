@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +24,62 @@ DEFAULT_SAMPLES = ("chelsea", "coffee", "rocket", "astronaut")
 DEFAULT_TITLES = {"chelsea": "cat", "coffee": "coffee", "rocket": "rocket", "astronaut": "astronaut"}
 
 
-@dataclass(frozen=True)
+READER = "photo-reader-1"  # bump when read_photo's output for the same file changes
+
+
+@dataclass(frozen=True, eq=False)
 class Photo:
+    """A sample photo, decoded only when its pixels are needed.
+
+    Folders of thousands of photos are scanned without decoding them: the digest comes
+    from the file's bytes, so a rebuild that finds every tile cached reads no pixels, and
+    a build holds only one batch of decoded photos at a time.
+    """
+
     name: str  # shown on pages; unique within a build
-    pixels: np.ndarray  # uint8 RGB (h, w, 3)
+    digest: str
+    path: Path | None = None
+    array: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_array(cls, name: str, pixels: np.ndarray) -> "Photo":
+        h = hashlib.blake2b(digest_size=16)
+        h.update(str(pixels.shape).encode())
+        h.update(np.ascontiguousarray(pixels).tobytes())
+        return cls(name, h.hexdigest(), array=pixels)
+
+    @classmethod
+    def from_file(cls, name: str, path: Path) -> "Photo":
+        h = hashlib.blake2b(READER.encode(), digest_size=16)
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return cls(name, h.hexdigest(), path=path)
 
     @property
-    def digest(self) -> str:
-        h = hashlib.blake2b(digest_size=16)
-        h.update(str(self.pixels.shape).encode())
-        h.update(np.ascontiguousarray(self.pixels).tobytes())
-        return h.hexdigest()
+    def pixels(self) -> np.ndarray:
+        """uint8 RGB ``(h, w, 3)``; decoded from the file on every call, never kept."""
+        return self.array if self.array is not None else read_photo(self.path)
 
 
 def default_photos() -> list[Photo]:
     import skimage.data
 
-    return [Photo(DEFAULT_TITLES[name], getattr(skimage.data, name)()) for name in DEFAULT_SAMPLES]
+    return [Photo.from_array(DEFAULT_TITLES[name], getattr(skimage.data, name)()) for name in DEFAULT_SAMPLES]
+
+
+def check_photo(path: Path) -> None:
+    """Read a file's header only: it must be an image of a sane size. Decoding comes later."""
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path):
+                pass
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise GalleryError(f"{str(path)!r} is not a readable image ({exc})") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise GalleryError(f"{str(path)!r} is too large ({exc})") from exc
 
 
 def read_photo(path: Path) -> np.ndarray:
@@ -63,10 +102,11 @@ def read_photo(path: Path) -> np.ndarray:
 
 
 def load_photos(paths) -> list[Photo]:
-    """Photos from files and folders (folders non-recursively, sorted by name).
+    """Photos from files and folders (folders non-recursively, sorted by name), not yet decoded.
 
-    Unreadable files inside folders are skipped with a warning; a file named directly
-    that cannot be read is an error. Duplicate names get a numeric suffix.
+    Files inside folders that are not images are skipped with a warning; a file named
+    directly that is not one is an error. A file whose header is fine but whose data is
+    broken is found when it is decoded, and skipped then. Duplicate names get a suffix.
     """
     if not paths:
         return default_photos()
@@ -84,11 +124,13 @@ def load_photos(paths) -> list[Photo]:
                 raise GalleryError(f"folder {str(path)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             for file in files:
                 try:
-                    photos.append(Photo(_unique(file.stem, seen), read_photo(file)))
-                except GalleryError as exc:
+                    check_photo(file)
+                    photos.append(Photo.from_file(_unique(file.stem, seen), file))
+                except (GalleryError, OSError) as exc:
                     print(f"warning: skipping a photo: {exc}", file=sys.stderr)
         elif path.is_file():
-            photos.append(Photo(_unique(path.stem, seen), read_photo(path)))
+            check_photo(path)
+            photos.append(Photo.from_file(_unique(path.stem, seen), path))
         else:
             raise GalleryError(f"--images: {str(path)!r} is neither a file nor a folder")
     if not photos:

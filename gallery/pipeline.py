@@ -15,7 +15,8 @@ from .cache import Cache, FolderLock, sweep_temporaries
 from .config import BuildConfig, public_path
 from .errors import GalleryError
 from .optimize import channel_count
-from .tiles import filter_tiles, photo_tiles
+from .filter_tiles import filter_tiles
+from .photo_tiles import photo_tiles
 
 
 def log(message: str) -> None:
@@ -92,13 +93,16 @@ def _build(config: BuildConfig) -> dict:
                         f"(its output has shape {tuple(model.outputs[0].shape)}, not one score per class).")
         results = photo_tiles(model, fingerprint, samples, list(selection), cam_layers, preprocess=preprocess,
                               cache=cache, top_k=config.top_k, methods=config.cam_methods,
-                              fallback=config.photo_size)
+                              fallback=config.photo_size, pages=config.photo_pages, examples=config.examples)
+        if not results.photos:
+            raise GalleryError("none of the photos could be read")
     reused = cache.hits
     with stage("pages", timings):
         info = manifest.model_entry(model, title=title, source=public_path(config.model), fingerprint=fingerprint,
                                     preprocess=preprocess, classes=classes, labels_source=labels_source,
                                     cam_note=cam_note)
         settings = {**config.render.key(), "filters": _describe(config.filters),
+                    "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
                     "cam layers": ", ".join(cam_layers) or "none", "cam methods": ", ".join(config.cam_methods)}
         data, files = manifest.build(
             model_info=info, table=manifest.layer_table(model), filter_tiles=tiles,

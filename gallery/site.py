@@ -93,6 +93,9 @@ def search_script(index: dict) -> bytes:
     return f"window.GALLERY_SEARCH = {text};\n".encode("ascii")
 
 
+FEATURE_MAPS_SHOWN = 12  # a filter page shows its feature maps on the photos it likes best
+
+
 def crop_style(photo: dict, at: list[float], map_size: list[int]) -> str:
     """CSS that shows the part of a photo around a unit, from the published photo itself.
 
@@ -123,12 +126,12 @@ def pages(manifest: dict, out: Path, manifests: list[dict] | None = None) -> lis
         sheets = [(p, sheet) for p, sheet in sheets if sheet is not None]
         filters = layer["filters"]
         for i, f in enumerate(filters):
-            top = sorted(sheets, key=lambda ps: -ps[1]["peak"][f["index"]])
+            strongest = sorted(sheets, key=lambda ps: -ps[1]["peak"][f["index"]])[:FEATURE_MAPS_SHOWN]
             result.append((f["page"], "filter.html", {
                 **common, "layer": layer, "filter": f, "upstream": layer["upstream"],
-                "features": [{"photo": p, "sheet": sheet} for p, sheet in sheets],
-                "top": [{"photo": p, "peak": sheet["peak"][f["index"]],
-                         "crop": crop_style(p, sheet["at"][f["index"]], sheet["map"])} for p, sheet in top],
+                "features": [{"photo": p, "sheet": sheet} for p, sheet in strongest],
+                "top": [{"photo": manifest["pool"][t["photo"]], "peak": t["peak"],
+                         "crop": crop_style(manifest["pool"][t["photo"]], t["at"], layer["map"])} for t in f["top"]],
                 "prev": filters[i - 1] if i > 0 else None,
                 "next": filters[i + 1] if i + 1 < len(filters) else None,
             }))

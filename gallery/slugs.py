@@ -8,7 +8,7 @@ import unicodedata
 
 MAX_STEM = 64
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
-_RESERVED = {"index", "static", "photos", "layers", "manifest"}
+_RESERVED = {"index", "static", "photos", "layers", "manifest", "pool"}
 
 
 def slug(name: str) -> str:

@@ -47,7 +47,7 @@ def _run(argv, capsys):
     (["--layers", ","], "--layers: expected comma-separated layer names"),
     (["--model", "x.keras", "--bogus"], "unrecognized arguments: --bogus"),
     (["--weights", "missing.h5"], "weights file 'missing.h5' does not exist"),
-    (["--cam-method", "lime"], "--cam-method: expected methods from gradcam, gradcam++, got 'lime'"),
+    (["--cam-method", "lime"], "--cam-method: expected methods from gradcam, gradcam++, scorecam, got 'lime'"),
 ])
 def test_bad_invocations(argv, message, capsys, tmp_path):
     code, err = _run([*argv, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)

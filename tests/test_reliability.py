@@ -29,8 +29,9 @@ from .conftest import tiny_classifier
 from .test_build import check_site
 
 ROOT = Path(__file__).resolve().parents[1]
-# filters and their thumbnails, the photo, two feature sheets, predictions, four CAMs, contributions
-TILES_PER_BUILD = 11 + 11 + 1 + 2 + 1 + 4 + 1
+# filters and their thumbnails, the photo, two layers' peaks and feature sheets, predictions,
+# four CAMs, contributions
+TILES_PER_BUILD = 11 + 11 + 1 + 2 + 2 + 1 + 4 + 1
 
 
 @pytest.fixture
