@@ -19,36 +19,26 @@ BACKENDS = ("tensorflow", "jax", "torch")
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
 
 
+def _integer(text: str, minimum: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _pages(text: str) -> int | None:
-    if text.strip().lower() == "all":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of photos or 'all', got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of photos (0 or more) or 'all', got {text!r}")
-    return value
+    return _integer(text, 1, "a positive integer")
 
 
 def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+    return _integer(text, 0, "a non-negative integer")
+
+
+def _pages(text: str) -> int | None:
+    return None if text.strip().lower() == "all" else _integer(text, 0, "a number of photos (0 or more) or 'all'")
 
 
 def _names(text: str) -> tuple[str, ...]:

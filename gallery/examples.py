@@ -64,7 +64,3 @@ class TopExamples:
         return [{"photo": int(p), "peak": round(float(s), 4), "at": [round(float(v), 4) for v in a]}
                 for s, p, a in zip(self._score[layer][channel], self._photo[layer][channel], self._at[layer][channel])
                 if p >= 0]
-
-    def photos(self) -> set[int]:
-        """Every photo that some filter ranks among its top ``k``."""
-        return {int(p) for ids in self._photo.values() for p in ids.ravel() if p >= 0}

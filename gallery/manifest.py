@@ -82,7 +82,9 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
     """
     base = model_info["slug"]
     files: dict[str, str] = {}
-    pool, shown = _pool(base, photos.photos, photos.examples.photos())
+    ranked = {t["photo"] for name, tiles in filter_tiles.items() for tile in tiles
+              for t in photos.examples.top(name, tile.index)}
+    pool, shown = _pool(base, photos.photos, ranked)
     for entry, tiles in zip(pool, photos.photos):
         if entry["image"]:
             files[entry["image"]] = tiles.image_key

@@ -48,6 +48,9 @@ def _run(argv, capsys):
     (["--model", "x.keras", "--bogus"], "unrecognized arguments: --bogus"),
     (["--weights", "missing.h5"], "weights file 'missing.h5' does not exist"),
     (["--cam-method", "lime"], "--cam-method: expected methods from gradcam, gradcam++, scorecam, got 'lime'"),
+    (["--photo-pages", "some"], "--photo-pages: expected a number of photos (0 or more) or 'all', got 'some'"),
+    (["--photo-pages", "-2"], "--photo-pages: expected a number of photos (0 or more) or 'all', got '-2'"),
+    (["--examples", "0"], "--examples: expected a positive integer, got '0'"),
 ])
 def test_bad_invocations(argv, message, capsys, tmp_path):
     code, err = _run([*argv, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
@@ -136,3 +139,11 @@ def test_help_is_instant_and_lists_the_contract():
     for flag in ("--model", "--weights", "--preprocess", "--labels", "--layers", "--filters", "--size",
                  "--steps", "--seed", "--images", "--out", "--cache"):
         assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("value,expected", [("all", None), ("ALL", None), ("0", 0), ("12", 12)])
+def test_photo_pages_accepts_counts_and_all(value, expected):
+    from gallery.cli import config_from, parser
+
+    argv = ["--photo-pages", value]
+    assert config_from(parser().parse_args(argv), argv).photo_pages == expected
