@@ -52,7 +52,7 @@ def texture(rng, size):
     return (image * 255).astype("uint8")
 
 
-def synthetic(cache: Cache, photos: int, size: int, pool: int = 0):
+def synthetic(cache: Cache, photos: int, size: int, extra: int = 0):
     rng = np.random.default_rng(0)
     pool = []
     for _ in range(24):  # distinct images, reused under different keys
@@ -69,7 +69,7 @@ def synthetic(cache: Cache, photos: int, size: int, pool: int = 0):
             tiles[name].append(FilterTile(i, key, tkey, float(rng.normal(5, 5))))
     shots = PhotoResults([], TopExamples(8))
     images = [imaging.encode_jpeg(texture(rng, 480)[:, :, ::-1]) for _ in range(8)]
-    for p in range(photos + pool):
+    for p in range(photos + extra):
         photo_key = make_key(b="photo", p=p)
         cache.put(photo_key, images[p % len(images)])
         result = PhotoTiles(f"photo {p}", photo_key, (480, 480), paged=p < photos)
