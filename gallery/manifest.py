@@ -84,7 +84,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
     files: dict[str, str] = {}
     ranked = {t["photo"] for name, tiles in filter_tiles.items() for tile in tiles
               for t in photos.examples.top(name, tile.index)}
-    pool, shown = _pool(base, photos.photos, ranked)
+    pool = _pool(base, photos.photos, ranked)
     for entry, tiles in zip(pool, photos.photos):
         if entry["image"]:
             files[entry["image"]] = tiles.image_key
@@ -162,7 +162,6 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
         "table": table,
         "photos": photo_entries,
         "pool": pool,
-        "pool_shown": shown,
         "settings": settings,
         "versions": versions(),
         "command": command,
@@ -170,9 +169,9 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
     return manifest, files
 
 
-def _pool(base: str, tiles: list, wanted: set[int]) -> tuple[list[dict], int]:
+def _pool(base: str, tiles: list, wanted: set[int]) -> list[dict]:
     """Every photo as ``{name, image, width, height, page}``; ``image`` and ``page`` are
-    ``None`` where nothing shows the photo. Also how many images are published."""
+    ``None`` where nothing shows the photo."""
     pool = []
     for i, t in enumerate(tiles):
         pslug = slug(t.name)
@@ -181,4 +180,4 @@ def _pool(base: str, tiles: list, wanted: set[int]) -> tuple[list[dict], int]:
         pool.append({"name": t.name, "width": t.size[0], "height": t.size[1],
                      "image": (f"{folder}/photo.jpg" if t.paged else f"{folder}/{pslug}.jpg") if published else None,
                      "page": f"{base}/photos/{pslug}.html" if t.paged else None})
-    return pool, sum(1 for p in pool if p["image"])
+    return pool

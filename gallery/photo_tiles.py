@@ -74,7 +74,17 @@ class _Batch:
     def __init__(self, photos):
         self.photos = photos
         self._pixels: dict[int, np.ndarray] = {}
+        self._shown: dict[int, np.ndarray] = {}
         self.broken: set[int] = set()
+
+    def shown(self, i: int) -> np.ndarray:
+        """The photo as published (at most ``PHOTO_SIDE``), made once per photo."""
+        if i not in self._shown:
+            pixels = self.pixels(i)
+            h, w = pixels.shape[:2]
+            scale = min(1.0, PHOTO_SIDE / max(h, w))
+            self._shown[i] = imaging.resize(pixels, max(1, round(h * scale)), max(1, round(w * scale)))
+        return self._shown[i]
 
     def pixels(self, i: int) -> np.ndarray | None:
         if i not in self._pixels and i not in self.broken:
@@ -97,8 +107,8 @@ def photo_tiles(model, fingerprint: str, photos, layers: list[str], cam_layers: 
         for start in range(0, len(photos), batch):
             chunk = _Batch(photos[start:start + batch])
             paged = [pages is None or start + i < pages for i in range(len(chunk.photos))]
-            done = _images(chunk, cache)
-            _features(chunk, done, paged, layers, common, cache, lazy)
+            done = _images(chunk, paged, cache)
+            _features(chunk, done, layers, common, cache, lazy)
             if cam_layers:
                 _predictions_and_cams([i for i, t in enumerate(done) if t and t.paged], done, chunk, cam_layers,
                                       methods, common, cache, lazy, top_k)
@@ -113,35 +123,33 @@ def photo_tiles(model, fingerprint: str, photos, layers: list[str], cam_layers: 
     return results
 
 
-def _images(chunk: _Batch, cache: Cache) -> list[PhotoTiles | None]:
+def _images(chunk: _Batch, paged: list[bool], cache: Cache) -> list[PhotoTiles | None]:
     """The published image of each photo (its size is kept with it); ``None`` if unreadable."""
     done = []
     for i, photo in enumerate(chunk.photos):
         key = make_key(kind="photo", photo=photo.digest, side=PHOTO_SIDE)
         entry = cache.get(key)
         if entry is None or "size" not in entry[1]:
-            pixels = chunk.pixels(i)
-            if pixels is None:
+            if chunk.pixels(i) is None:
                 done.append(None)
                 continue
-            shown = _shown(pixels)
+            shown = chunk.shown(i)
             cache.put(key, imaging.encode_jpeg(shown), {"size": [shown.shape[1], shown.shape[0]]},
                       about={"kind": "photo"})
             entry = (None, {"size": [shown.shape[1], shown.shape[0]]})
-        done.append(PhotoTiles(photo.name, key, tuple(entry[1]["size"])))
+        done.append(PhotoTiles(photo.name, key, tuple(entry[1]["size"]), paged=paged[i]))
     return done
 
 
-def _features(chunk, done, paged, layers, common, cache, lazy) -> None:
+def _features(chunk, done, layers, common, cache, lazy) -> None:
     """Peaks of every layer for every photo, and feature sheets for paged ones; one
     forward pass for all the photos of the batch that miss any of them."""
     wanted = {}
     for i, (tiles, photo) in enumerate(zip(done, chunk.photos)):
         if tiles is None:
             continue
-        tiles.paged = paged[i]
         keys = {layer: (make_key(kind="peaks", photo=photo.digest, layer=layer, **common),
-                        make_key(kind="features", photo=photo.digest, layer=layer, **common) if paged[i] else None)
+                        make_key(kind="features", photo=photo.digest, layer=layer, **common) if tiles.paged else None)
                 for layer in layers}
         wanted[i] = keys
         for layer, (peak_key, sheet_key) in keys.items():
@@ -161,63 +169,63 @@ def _features(chunk, done, paged, layers, common, cache, lazy) -> None:
             layout = {}
             if sheet_key:
                 sheet, cell = imaging.feature_sheet(maps[layer][row])
-                cols, rows = imaging.sheet_layout(sheet_channels := maps[layer].shape[-1])
-                layout = {"cols": cols, "rows": rows, "cell": cell, "channels": int(sheet_channels)}
+                channels = int(maps[layer].shape[-1])
+                cols, rows = imaging.sheet_layout(channels)
+                layout = {"cols": cols, "rows": rows, "cell": cell, "channels": channels}
                 cache.put(sheet_key, imaging.encode_png(sheet), layout,
                           about={"kind": "features", "model": common["model"]})
             done[i].features[layer] = (sheet_key, {**layout, **found})
-
-
-def _shown(pixels: np.ndarray) -> np.ndarray:
-    h, w = pixels.shape[:2]
-    scale = min(1.0, PHOTO_SIDE / max(h, w))
-    return imaging.resize(pixels, max(1, round(h * scale)), max(1, round(w * scale)))
 
 
 def _predictions_and_cams(rows, done, chunk, cam_layers, methods, common, cache, lazy, top_k) -> None:
     """Top classes, and a CAM per class, CAM layer and method, for the paged photos;
     one batched forward for the predictions and one batched pass per layer and method."""
     pred_keys = {i: make_key(kind="predictions", photo=chunk.photos[i].digest, **common) for i in rows}
-    stored = {i: cache.get(k) for i, k in pred_keys.items()}
+    stored = {}
+    for i, key in pred_keys.items():
+        entry = cache.get(key)
+        stored[i] = json.loads(entry[0]) if entry else None
     missing = [i for i in rows if stored[i] is None and chunk.pixels(i) is not None]
     if missing:
         for i, probs in zip(missing, lazy.activations.predictions_batch([chunk.pixels(i) for i in missing])):
             order = np.argsort(-probs)[:TOP_STORED]
-            top = [{"index": int(c), "probability": float(probs[c])} for c in order]
-            cache.put(pred_keys[i], json.dumps(top).encode("utf-8"),
+            stored[i] = [{"index": int(c), "probability": float(probs[c])} for c in order]
+            cache.put(pred_keys[i], json.dumps(stored[i]).encode("utf-8"),
                       about={"kind": "predictions", "model": common["model"]})
-            stored[i] = (json.dumps(top).encode("utf-8"), {})
     rows = [i for i in rows if stored[i] is not None]
     for i in rows:
-        done[i].predictions = json.loads(stored[i][0])[:top_k]
+        done[i].predictions = stored[i][:top_k]
     for layer in cam_layers:
         for method in methods:
-            keys, contrib_keys, todo = {}, {}, []
+            keys, contrib_keys, shares, todo = {}, {}, {}, []
             for i in rows:
                 classes = [p["index"] for p in done[i].predictions]
                 about = dict(photo=chunk.photos[i].digest, layer=layer, method=method, **common)
                 keys[i] = [make_key(kind="cam", cls=c, **about) for c in classes]
                 contrib_keys[i] = make_key(kind="contributions", cls=classes[0], **about)
-                if any(cache.get(k) is None for k in keys[i]) or cache.get(contrib_keys[i]) is None:
+                entry = cache.get(contrib_keys[i])
+                if entry is None or any(cache.get(k) is None for k in keys[i]):
                     todo.append(i)
+                else:
+                    shares[i] = json.loads(entry[0])
             todo = [i for i in todo if chunk.pixels(i) is not None]
             if todo:
-                heats, shares = lazy.cam(layer, method).explain_batch(
+                heats, contributions = lazy.cam(layer, method).explain_batch(
                     [chunk.pixels(i) for i in todo], [[p["index"] for p in done[i].predictions] for i in todo])
-                for i, heat, share in zip(todo, heats, shares):
-                    shown = _shown(chunk.pixels(i))
+                for i, heat, share in zip(todo, heats, contributions):
+                    shown = chunk.shown(i)
                     for k, m in zip(keys[i], heat):
                         overlay = imaging.overlay(shown, imaging.resize(m, shown.shape[0], shown.shape[1]))
                         cache.put(k, imaging.encode_jpeg(overlay), about={"kind": "cam", "model": common["model"]})
                     order = np.argsort(-share[0])[:TOP_CHANNELS]
-                    top = [[int(c), round(float(share[0][c]), 5)] for c in order]
-                    cache.put(contrib_keys[i], json.dumps(top).encode("utf-8"),
+                    shares[i] = [[int(c), round(float(share[0][c]), 5)] for c in order]
+                    cache.put(contrib_keys[i], json.dumps(shares[i]).encode("utf-8"),
                               about={"kind": "contributions", "model": common["model"]})
             for i in rows:
-                if i in chunk.broken:
+                if i not in shares:  # unreadable after all
                     continue
                 classes = [p["index"] for p in done[i].predictions]
                 done[i].cams += [{"layer": layer, "method": method, "class": c, "key": k}
                                  for c, k in zip(classes, keys[i])]
                 if method == methods[0]:
-                    done[i].contributions[layer] = json.loads(cache.get(contrib_keys[i])[0])
+                    done[i].contributions[layer] = shares[i]
