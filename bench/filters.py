@@ -52,6 +52,25 @@ def keras_io_baseline(model, layer_name, size, steps, filters):
         np.asarray(image)
 
 
+def tf_keras_vis_baseline(model, layer_name, size, steps, filters):
+    """tf-keras-vis ActivationMaximization (its defaults: Adam, jitter, rotation, TV and
+    norm regularizers), one filter per call, on the model cut at the layer."""
+    import keras
+    from tf_keras_vis.activation_maximization import ActivationMaximization
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    inputs = keras.Input((size, size, 3))
+    x = inputs
+    for layer in model.layers[1:]:
+        x = layer(x)
+        if layer.name == layer_name:
+            break
+    maximizer = ActivationMaximization(keras.Model(inputs, x), model_modifier=[ReplaceToLinear()])
+    for index in filters:
+        maximizer(CategoricalScore(index), steps=steps)
+
+
 def timed(fn, repeats=1):
     best = float("inf")
     for _ in range(repeats):
@@ -78,6 +97,7 @@ def main():
     from gallery import load_model
     from gallery.config import RenderSettings
     from gallery.optimize import FilterRenderer
+    from gallery.config import HALF_THEN_FULL
 
     model = load_model(str(args.model))
     filters = list(range(args.filters))
@@ -85,12 +105,10 @@ def main():
           f"keras {keras.__version__} backend {keras.backend.backend()}")
     print(f"layer {args.layer}, size {args.size}, steps {args.steps}, {len(filters)} filters")
 
-    def ours(batch):
-        settings = RenderSettings(size=args.size, steps=args.steps, batch=batch)
+    def ours(batch, **options):
+        settings = RenderSettings(size=args.size, steps=args.steps, batch=batch, **options)
         renderer = FilterRenderer(model, args.layer, settings, args.preprocess)
-        warm = RenderSettings(size=args.size, steps=1, batch=batch)
-        FilterRenderer(model, args.layer, warm, args.preprocess)  # build graphs outside the timing
-        renderer.render(filters[:batch])  # compile at this batch size
+        renderer.render(filters[:batch])  # compile every stage outside the timing
 
         def run():
             for start in range(0, len(filters), batch):
@@ -98,15 +116,23 @@ def main():
         return run
 
     results = {}
-    results["gallery"] = timed(ours(len(filters))) / len(filters)
-    results["gallery, batch 1"] = timed(ours(1)) / len(filters)
+    n = len(filters)
+    results["gallery"] = timed(ours(n, scales=HALF_THEN_FULL)) / n
+    results["gallery, full-size steps"] = timed(ours(n)) / n
+    results["gallery, Lucid's padded canvas"] = timed(ours(n, transforms="lucid")) / n
+    results["gallery, batch 1"] = timed(ours(1, scales=HALF_THEN_FULL)) / n
     if keras.backend.backend() == "tensorflow":
         keras_io_baseline(model, args.layer, args.size, 1, filters[:1])  # trace once
-        results["keras-io loop"] = timed(lambda: keras_io_baseline(model, args.layer, args.size, args.steps, filters)) / len(filters)
+        results["keras-io loop"] = timed(lambda: keras_io_baseline(model, args.layer, args.size, args.steps, filters)) / n
+        try:
+            tf_keras_vis_baseline(model, args.layer, args.size, 1, filters[:1])
+            results["tf-keras-vis"] = timed(lambda: tf_keras_vis_baseline(model, args.layer, args.size, args.steps, filters[:2])) / 2
+        except ImportError:
+            print("tf-keras-vis is not installed (pip install tf-keras-vis); skipping it")
     base = results["gallery"]
-    print(f"{'method':<20} {'s/filter':>9} {'vs gallery':>11}")
+    print(f"{'method':<32} {'s/filter':>9} {'gallery is faster by':>21}")
     for name, seconds in results.items():
-        print(f"{name:<20} {seconds:9.3f} {seconds / base:10.2f}x")
+        print(f"{name:<32} {seconds:9.3f} {seconds / base:20.2f}x")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@ import os
 import sys
 from pathlib import Path
 
-from .config import BuildConfig, RenderSettings, default_cache_dir, parse_filter_slice, public_command
+from . import presets
+from .config import (DIVERSE_COPIES, STEP_TRANSFORMS, VARIANT_NAMES, BuildConfig, RenderSettings, default_cache_dir,
+                     parse_filter_slice, public_command)
 from .errors import GalleryError
+from .presets import PRESETS
 
 PREPROCESS = ("caffe", "tf", "torch", "none")
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -48,6 +51,25 @@ def _names(text: str) -> tuple[str, ...]:
     return names
 
 
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        scales = ()
+    if not scales or any(not 0 < s <= 1 for s in scales) or scales[-1] != 1:
+        raise argparse.ArgumentTypeError(f"expected fractions in (0, 1] ending with 1, such as 0.5,1, got {text!r}")
+    return scales
+
+
+def _variants(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if names == ("none",):
+        return ()
+    if not names or any(n not in VARIANT_NAMES for n in names):
+        raise argparse.ArgumentTypeError(f"expected 'none' or names from {', '.join(VARIANT_NAMES)}, got {text!r}")
+    return names
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line, no usage dump: the flag, the value and what was expected."""
@@ -78,14 +100,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, metavar="FILE", help="class names: a JSON list or one name per line")
     p.add_argument("--layers", type=_names, metavar="a,b", help="conv layers to render (default: all)")
     p.add_argument("--filters", default=":", metavar="START:STOP", help="filter indices per layer (default: all)")
-    p.add_argument("--size", type=_positive, default=defaults.size, help=f"filter image side in pixels (default: {defaults.size})")
-    p.add_argument("--steps", type=_positive, default=defaults.steps, help=f"optimization steps (default: {defaults.steps})")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default",
+                   help="preview, default or high: tile size, steps, schedule, batch and variants, each "
+                        "tuned for CPUs and for GPUs; the flags below override it (default: default)")
+    p.add_argument("--size", type=_positive, help=f"filter image side in pixels (default: {defaults.size} on a CPU, "
+                                                  f"{PRESETS['default']['gpu']['size']} on a GPU)")
+    p.add_argument("--steps", type=_positive, help=f"optimization steps (default: {defaults.steps} on a CPU, "
+                                                   f"{PRESETS['default']['gpu']['steps']} on a GPU)")
+    p.add_argument("--scales", type=_scales, metavar="0.5,1",
+                   help="coarse-to-fine schedule: canvas sizes as fractions of the tile, ending with 1, each "
+                        "given an equal share of the steps (default: 0.5,1; 1 for full size throughout)")
     p.add_argument("--seed", type=_seed, default=defaults.seed, help="random seed (default: 0)")
-    p.add_argument("--batch", type=_positive, default=defaults.batch, help=f"filters per optimization batch (default: {defaults.batch})")
+    p.add_argument("--batch", type=_positive, help=f"images per optimization batch, halved automatically when "
+                                                   f"memory runs out (default: {defaults.batch} on a CPU, "
+                                                   f"{PRESETS['default']['gpu']['batch']} on a GPU)")
+    p.add_argument("--variants", type=_variants, metavar="negative,diversity,neuron",
+                   help="extra images per filter, shown on its page: what suppresses it, "
+                        f"{DIVERSE_COPIES} diverse images, the centre unit (default: none; the high preset: "
+                        "negative,diversity)")
     p.add_argument("--param", choices=("fourier", "pixel"), default=defaults.parameterization,
                    help="image parameterization (default: fourier, with decorrelated colour)")
-    p.add_argument("--transforms", choices=("standard", "none"), default=defaults.transforms,
-                   help="robustness transforms during optimization (default: standard)")
+    p.add_argument("--transforms", choices=STEP_TRANSFORMS, default=defaults.transforms,
+                   help="robustness transforms: standard (Lucid's jitter, scale and rotation, seen through the "
+                        "tile's own window), lucid (also on Lucid's 12-pixel padded canvas, 1.4x the cost at "
+                        "128 px) or none (default: standard)")
     p.add_argument("--images", nargs="+", type=Path, metavar="PATH",
                    help="photo files and/or folders (default: bundled sample photos)")
     p.add_argument("--cam-layers", type=_names, metavar="a,b", help="layers for Grad-CAM (default: the last conv layer)")
@@ -109,8 +147,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
-    render = RenderSettings(size=args.size, steps=args.steps, seed=args.seed, batch=args.batch,
-                            parameterization=args.param, transforms=args.transforms)
+    from .grad import accelerator
+
+    chosen = presets.resolve(args.preset, accelerator(), {
+        "size": args.size, "steps": args.steps, "scales": args.scales, "batch": args.batch, "variants": args.variants})
+    variants = chosen.pop("variants", ())
+    render = RenderSettings(seed=args.seed, parameterization=args.param, transforms=args.transforms, **chosen)
     if args.labels is not None and not args.labels.is_file():
         raise GalleryError(f"--labels: {str(args.labels)!r} is not a file")
     for path in args.images or ():
@@ -120,7 +162,7 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         model=args.model, weights=args.weights, preprocess=args.preprocess, labels=args.labels,
         layers=args.layers, filters=parse_filter_slice(args.filters), render=render,
         images=tuple(args.images or ()), out=args.out, cache=args.cache, cam_layers=args.cam_layers,
-        cam_methods=args.cam_method, top_k=args.top_k, photo_pages=args.photo_pages, examples=args.examples, safe_mode=not args.unsafe, prune=args.prune,
+        variants=variants, preset=args.preset, cam_methods=args.cam_method, top_k=args.top_k, photo_pages=args.photo_pages, examples=args.examples, safe_mode=not args.unsafe, prune=args.prune,
         command=public_command(argv),
     )
 

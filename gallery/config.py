@@ -43,6 +43,15 @@ def public_command(argv: list[str]) -> str:
     return shlex.join(["python", "build.py", *map(scrub, argv)])
 
 
+STEP_TRANSFORMS = ("standard", "lucid", "none")
+VARIANT_NAMES = ("negative", "diversity", "neuron")  # extra images a filter page can show
+DIVERSE_COPIES = 4  # images per filter in the diversity variant
+
+# A coarse-to-fine schedule: half the steps on the tile shrunk to half its side (a
+# quarter of the cost), then half at full size.
+HALF_THEN_FULL = (0.5, 1.0)
+
+
 @dataclass(frozen=True)
 class RenderSettings:
     """Everything that changes a filter image (and so is part of its cache key)."""
@@ -53,7 +62,8 @@ class RenderSettings:
     learning_rate: float = 0.05
     parameterization: str = "fourier"  # "fourier" (1/f spectrum, decorrelated colour) or "pixel"
     transforms: str = "standard"  # "standard" (Lucid's robustness set) or "none"
-    batch: int = 32  # filters optimized together in one batch
+    batch: int = 16  # images optimized together (halved automatically when memory runs out)
+    scales: tuple[float, ...] = HALF_THEN_FULL  # coarse-to-fine canvas sizes, equal shares of the steps
 
     def __post_init__(self):
         for name in ("size", "steps", "batch"):
@@ -66,8 +76,10 @@ class RenderSettings:
             raise GalleryError(
                 f"parameterization must be 'fourier' or 'pixel', got {self.parameterization!r}"
             )
-        if self.transforms not in ("standard", "none"):
-            raise GalleryError(f"transforms must be 'standard' or 'none', got {self.transforms!r}")
+        if self.transforms not in STEP_TRANSFORMS:
+            raise GalleryError(f"transforms must be 'standard', 'lucid' or 'none', got {self.transforms!r}")
+        if not self.scales or any(not 0 < s <= 1 for s in self.scales) or self.scales[-1] != 1:
+            raise GalleryError(f"scales must be fractions in (0, 1] ending with 1, got {self.scales!r}")
 
     def key(self) -> dict:
         """The settings that affect the pixels; ``batch`` does not, so it is left out."""
@@ -78,6 +90,7 @@ class RenderSettings:
             "lr": self.learning_rate,
             "param": self.parameterization,
             "transforms": self.transforms,
+            "scales": list(self.scales),
         }
 
 
@@ -94,6 +107,8 @@ class BuildConfig:
     out: Path = Path("site")
     cache: Path = field(default_factory=default_cache_dir)
     cam_layers: tuple[str, ...] | None = None  # None: the last conv layer before the head
+    variants: tuple[str, ...] = ()  # extra images per filter: negative, diversity, neuron
+    preset: str = "default"
     cam_methods: tuple[str, ...] = ("gradcam",)
     top_k: int = 5
     photo_pages: int | None = 48  # photos that get a page of their own; None: all of them

@@ -1,21 +1,30 @@
 """Filter tiles: batched activation maximization, computed once and cached.
 
-Each filter's image and its layer-page thumbnail are fetched from the cache when it holds
-them; the optimizer runs only on the filters it lacks.
+Each filter gets its main image (the channel objective) and, when asked, variant images
+(negative, diversity, neuron). Every image is fetched from the cache when it holds it;
+the optimizer runs only on the filters that lack one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 
-
-from . import imaging
+from . import grad, imaging
 from .cache import Cache, make_key
 from .config import RenderSettings
+from .objectives import VARIANTS
 from .optimize import FilterRenderer
 from .progress import Progress
 
 THUMB_SIDE = 96  # layer-page thumbnails, sized for their slot
+MAIN = "channel"
+
+
+@dataclass
+class VariantImage:
+    key: str
+    activation: float
 
 
 @dataclass
@@ -24,45 +33,67 @@ class FilterTile:
     key: str
     thumb: str
     activation: float
+    variants: dict[str, list[VariantImage]] = field(default_factory=dict)
 
 
 def filter_tiles(model, fingerprint: str, selection: dict[str, list[int]], settings: RenderSettings,
-                 preprocess: str, cache: Cache) -> dict[str, list[FilterTile]]:
-    """``{layer: [FilterTile]}``, rendering only the filters the cache lacks."""
-    keys = {
-        layer: {i: make_key(kind="filter", model=fingerprint, layer=layer, filter=i,
-                            preprocess=preprocess, **settings.key()) for i in indices}
-        for layer, indices in selection.items()
-    }
-    found: dict[str, dict[int, FilterTile]] = {layer: {} for layer in selection}
-    missing: dict[str, list[int]] = {}
-    for layer, by_index in keys.items():
-        for i, key in by_index.items():
-            entry = cache.get(key)
-            if entry is None:
-                missing.setdefault(layer, []).append(i)
-            else:
-                found[layer][i] = _tile(cache, i, key, entry[0], float(entry[1]["activation"]))
-    total = sum(len(v) for v in missing.values())
-    if total:
-        with Progress("filter images", total * settings.steps, unit=" filter-steps") as bar:
-            for layer, indices in missing.items():
-                renderer = FilterRenderer(model, layer, settings, preprocess)
-                for start in range(0, len(indices), settings.batch):
-                    batch = indices[start:start + settings.batch]
-                    note = f"{layer} filters {batch[0]}–{batch[-1]}"
-                    images, acts = renderer.render(batch, on_step=lambda _s, n=len(batch): bar.advance(n, note))
-                    for i, image, act in zip(batch, images, acts):
-                        key, data = keys[layer][i], imaging.encode_png(image)
-                        cache.put(key, data, {"activation": float(act)},
+                 preprocess: str, cache: Cache, variants: tuple[str, ...] = ()) -> dict[str, list[FilterTile]]:
+    """``{layer: [FilterTile]}``, rendering only the images the cache lacks."""
+    kinds = (MAIN, *[v for v in variants if v != MAIN])
+
+    def key(layer, index, variant, copy):
+        return make_key(kind="filter", model=fingerprint, layer=layer, filter=index, variant=variant, copy=copy,
+                        preprocess=preprocess, **settings.key())
+
+    images: dict[tuple, VariantImage] = {}
+    missing: dict[tuple[str, str], list[int]] = {}
+    for variant in kinds:
+        for layer, indices in selection.items():
+            for i in indices:
+                for c in range(VARIANTS[variant].copies):
+                    k = key(layer, i, variant, c)
+                    entry = cache.get(k)
+                    if entry is None:
+                        missing.setdefault((variant, layer), []).append(i)
+                        break
+                    images[(layer, i, variant, c)] = VariantImage(k, float(entry[1]["activation"]))
+    work = sum(len(v) * VARIANTS[variant].copies for (variant, _), v in missing.items())
+    if work:
+        with Progress("filter images", work * settings.steps, unit=" image-steps") as bar:
+            for (variant, layer), indices in missing.items():
+                copies = VARIANTS[variant].copies
+                renderer = FilterRenderer(model, layer, settings, preprocess, variant)
+                per_batch, start = max(1, settings.batch // copies), 0
+                while start < len(indices):
+                    batch = indices[start:start + per_batch]
+                    note = f"{layer} filters {batch[0]}–{batch[-1]}" + ("" if variant == MAIN else f" ({variant})")
+                    try:
+                        done, acts = renderer.render(batch, on_step=lambda k, n=len(batch) * copies: bar.advance(n * k, note))
+                    except Exception as exc:
+                        if not grad.is_out_of_memory(exc) or per_batch == 1:
+                            raise
+                        # Halve and retry: the batch fits whatever the device's memory.
+                        per_batch //= 2
+                        print(f"\n{layer}: out of device memory; {per_batch * copies} images per batch from now on",
+                              file=sys.stderr, flush=True)
+                        continue
+                    start += len(batch)
+                    for j, (image, act) in enumerate(zip(done, acts)):
+                        i, c = batch[j // copies], j % copies
+                        k = key(layer, i, variant, c)
+                        cache.put(k, imaging.encode_png(image), {"activation": float(act)},
                                   about={"kind": "filter", "model": fingerprint, "layer": layer})
-                        found[layer][i] = _tile(cache, i, key, data, float(act))
-    return {layer: [found[layer][i] for i in indices] for layer, indices in selection.items()}
+                        images[(layer, i, variant, c)] = VariantImage(k, float(act))
+    return {layer: [_tile(cache, i, [[images[(layer, i, v, c)] for c in range(VARIANTS[v].copies)] for v in kinds],
+                          kinds)
+                    for i in indices]
+            for layer, indices in selection.items()}
 
 
-def _tile(cache: Cache, index: int, key: str, png: bytes, activation: float) -> FilterTile:
-    thumb = make_key(kind="thumb", source=key, side=THUMB_SIDE)
+def _tile(cache: Cache, index: int, found: list[list[VariantImage]], kinds: tuple[str, ...]) -> FilterTile:
+    main = found[0][0]
+    thumb = make_key(kind="thumb", source=main.key, side=THUMB_SIDE)
     if cache.get(thumb) is None:
-        small = imaging.resize(imaging.decode(png), THUMB_SIDE, THUMB_SIDE)
+        small = imaging.resize(imaging.decode(cache.get(main.key)[0]), THUMB_SIDE, THUMB_SIDE)
         cache.put(thumb, imaging.encode_jpeg(small, quality=85), about={"kind": "thumb"})
-    return FilterTile(index, key, thumb, activation)
+    return FilterTile(index, main.key, thumb, main.activation, dict(zip(kinds[1:], found[1:])))

@@ -71,3 +71,27 @@ def no_grad(fn: Callable) -> Callable:
 
         return wrapped
     return fn
+
+
+def accelerator() -> str | None:
+    """The GPU (or TPU) Keras computes on, by platform name, or ``None`` on CPU."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_logical_devices("GPU") else None
+    if BACKEND == "jax":
+        import jax
+
+        return None if jax.default_backend() == "cpu" else jax.default_backend()
+    if BACKEND == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else None
+    return None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the backend saying a batch did not fit in device memory."""
+    text = f"{type(exc).__name__}: {exc}"
+    return any(mark in text for mark in ("ResourceExhausted", "RESOURCE_EXHAUSTED", "OutOfMemoryError",
+                                         "out of memory"))

@@ -14,7 +14,7 @@ import keras
 from . import graph
 from .slugs import slug
 
-SCHEMA = 2  # 2: photos are split into a pool (every photo) and pages; filters carry their top photos
+SCHEMA = 3  # 3: filters carry variant images; 2: photos split into a pool and pages, filters carry top photos
 
 
 def versions() -> dict[str, str]:
@@ -115,6 +115,8 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
                 "inputs": [{"index": i, "strength": w, **link(source, i)}
                            for i, w in inputs.get(tile.index, [])],
                 "top": photos.examples.top(name, tile.index),
+                "variants": [_variant(files, folder, tile.index, variant, images)
+                             for variant, images in tile.variants.items()],
             })
         layers.append({"name": name, "slug": slug(name), "channels": channels[name], "page": f"{folder}/index.html",
                        "dir": f"{folder}/", "upstream": source, "filters": filters,
@@ -167,6 +169,15 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
         "command": command,
     }
     return manifest, files
+
+
+def _variant(files: dict, folder: str, index: int, variant: str, images: list) -> dict:
+    entries = []
+    for copy, found in enumerate(images):
+        path = f"{folder}/{index}.{variant}-{copy}.png"
+        files[path] = found.key
+        entries.append({"image": path, "activation": round(found.activation, 4)})
+    return {"name": variant, "images": entries}
 
 
 def _pool(base: str, tiles: list, wanted: set[int]) -> list[dict]:

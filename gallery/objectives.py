@@ -9,8 +9,13 @@ image, which would otherwise come out blank.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import keras
 from keras import ops
+
+from .config import DIVERSE_COPIES
 
 
 def channel(z):
@@ -29,7 +34,56 @@ def negative(objective):
     return lambda z: -objective(z)
 
 
-OBJECTIVES = {"channel": channel, "neuron": neuron}
+def gram_similarity(features, copies: int):
+    """Each image's mean cosine similarity to the other images of its group, ``(batch,)``.
+
+    Images come in consecutive groups of ``copies`` (one group per filter). Style is
+    compared through Gram matrices ``G = Fᵀ F / (h·w)`` of the features ``F (h·w, c)``
+    the filter reads, as in Lucid's ``diversity`` objective (Olah et al., Distill 2017),
+    here of the centred features (covariances).
+    """
+    b, h, w, c = features.shape
+    flat = ops.reshape(features, (-1, copies, h * w, c))
+    # Centred per channel: raw Gram matrices of ReLU features are dominated by their
+    # means and sit near cosine 1 whatever the pattern, leaving the penalty no gradient.
+    flat = flat - ops.mean(flat, axis=2, keepdims=True)
+    gram = ops.einsum("gkpc,gkpd->gkcd", flat, flat) / float(h * w)
+    gram = ops.reshape(gram, (-1, copies, c * c))
+    unit = gram / (ops.norm(gram, axis=-1, keepdims=True) + 1e-8)
+    cosine = ops.einsum("gkx,gjx->gkj", unit, unit)
+    others = ops.sum(cosine, axis=-1) - ops.diagonal(cosine, axis1=1, axis2=2)  # not itself
+    return ops.reshape(others / float(max(copies - 1, 1)), (-1,))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One kind of filter image: what it maximizes and how many images each filter gets.
+
+    ``diversity`` weighs the Gram-similarity penalty against the objective's own size
+    (held constant for the gradient), so one weight suits every layer whatever the scale
+    of its activations: at weight 1, identical images would give up their whole
+    objective, so copies part as soon as that costs less than the similarity.
+    """
+
+    name: str
+    objective: Callable
+    copies: int = 1
+    diversity: float = 0.0
+
+    def score(self, z, features):
+        value = self.objective(z)
+        if not self.diversity:
+            return value
+        size = ops.stop_gradient(ops.abs(value)) + 1e-3
+        return value - self.diversity * size * gram_similarity(features, self.copies)
+
+
+VARIANTS = {
+    "channel": Variant("channel", channel),
+    "neuron": Variant("neuron", neuron),
+    "negative": Variant("negative", negative(channel)),
+    "diversity": Variant("diversity", channel, copies=DIVERSE_COPIES, diversity=1.0),
+}
 
 
 def own_preactivation(layer, x, indices):

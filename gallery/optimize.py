@@ -17,89 +17,130 @@ from keras import ops
 
 from . import grad, graph, params, preprocess as prep, transforms
 from .config import RenderSettings
-from .objectives import channel, own_preactivation
+from .objectives import VARIANTS, channel, own_preactivation
 
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
+CHUNK = 8  # steps fused into one compiled loop between progress reports
 
 
-def filter_rng(seed: int, layer: str, index: int) -> np.random.Generator:
-    """A generator that depends on the seed, the layer and the filter, nothing else."""
-    return np.random.default_rng([seed, zlib.crc32(layer.encode("utf-8")), index])
+def filter_rng(seed: int, layer: str, index: int, copy: int = 0) -> np.random.Generator:
+    """A generator that depends on the seed, the layer, the filter and the copy, nothing else."""
+    key = [seed, zlib.crc32(layer.encode("utf-8")), index] + ([copy] if copy else [])
+    return np.random.default_rng(key)
+
+
+def stages(steps: int, size: int, scales: Sequence[float]) -> list[tuple[int, int]]:
+    """``[(canvas, steps)]``: a coarse-to-fine schedule with equal shares of the steps.
+
+    Early steps see the image shrunk to ``scale · size`` pixels, where a step costs
+    ``scale²``; they settle its large-scale structure (as DeepDream's octaves do), and
+    the last stage, always at full size, adds the detail. The remainder of an uneven
+    split goes to the last stage.
+    """
+    share = steps // len(scales)
+    plan = [(max(16, round(size * s)), share) for s in scales[:-1]]
+    plan.append((max(16, round(size * scales[-1])), steps - share * (len(scales) - 1)))
+    return [(canvas, n) for canvas, n in plan if n > 0]
 
 
 class FilterRenderer:
     """Renders filters of one layer; compiled steps are reused across batches."""
 
     def __init__(self, model: keras.Model, layer: str, settings: RenderSettings, preprocess=None,
-                 objective: Callable = channel):
+                 variant: str = "channel"):
         self.path = graph.locate(model, layer)
         self.layer_name = self.path.name
         self.settings = settings
+        self.variant = VARIANTS[variant]
         self.to_input = graph.input_fn(model, self.path)
         self.preprocess = prep.resolve(preprocess)
-        self.objective = objective
         self.padding, self.samplers = transforms.pipeline(settings.transforms)
         self._init, self._image_fn = params.PARAMETERIZATIONS[settings.parameterization](settings.size)
-        conv = self.path.layer
-        self.channels = _channel_count(conv)
+        self.conv = self.path.layer
+        self.channels = _channel_count(self.conv)
+        self._loops: dict = {}
+        self._score = grad.no_grad(lambda images, indices: channel(self._preactivation(images, indices)[0]))
 
-        def score(images, indices, matrices):
-            x = transforms.step_transform(self.padding, matrices)(images)
-            z = own_preactivation(conv, self.to_input(self.preprocess(x * 255.0)), indices)
-            return self.objective(z)
+    def _preactivation(self, images, indices, matrices=None, canvas=None):
+        """``(z, features)``: each image's own filter map and the layer's input."""
+        padding = self.padding if canvas is None else round(self.padding * canvas / self.settings.size)
+        x = transforms.step_transform(padding, matrices, canvas)(images)
+        features = self.to_input(self.preprocess(x * 255.0))
+        return own_preactivation(self.conv, features, indices), features
+
+    def _loop(self, canvas: int, length: int):
+        """A compiled run of ``length`` Adam steps (Kingma & Ba, 2015) at ``canvas`` pixels."""
+        if (canvas, length) in self._loops:
+            return self._loops[(canvas, length)]
+        resize = canvas if canvas != self.settings.size else None
+        lr = self.settings.learning_rate
 
         def loss(p, indices, matrices):
-            value = score(self._image_fn(p), indices, matrices)
+            value = self.variant.score(*self._preactivation(self._image_fn(p), indices, matrices, resize))
             return -ops.sum(value), value
 
         value_and_grad = grad.value_and_grad(loss)
-        lr = settings.learning_rate
 
-        def step(p, m, v, t, indices, matrices):
-            (_, value), g = value_and_grad(p, indices, matrices)
-            # Adam (Kingma & Ba, 2015), elementwise, so each image steps independently.
-            m = ADAM_B1 * m + (1 - ADAM_B1) * g
-            v = ADAM_B2 * v + (1 - ADAM_B2) * g * g
-            m_hat = m / (1 - ADAM_B1 ** t)
-            v_hat = v / (1 - ADAM_B2 ** t)
-            return p - lr * m_hat / (ops.sqrt(v_hat) + ADAM_EPS), m, v, value
+        def run(p, m, v, t0, indices, matrices):
+            def step(i, state):
+                p, m, v = state
+                mats = None if matrices is None else ops.take(matrices, i, axis=0)
+                _, g = value_and_grad(p, indices, mats)
+                t = t0 + ops.cast(i, "float32") + 1.0
+                # Elementwise moments, so each image steps independently of its batch.
+                m = ADAM_B1 * m + (1 - ADAM_B1) * g
+                v = ADAM_B2 * v + (1 - ADAM_B2) * g * g
+                m_hat = m / (1 - ADAM_B1 ** t)
+                v_hat = v / (1 - ADAM_B2 ** t)
+                return p - lr * m_hat / (ops.sqrt(v_hat) + ADAM_EPS), m, v
 
-        self._step = grad.compile(step)
-        self._score = grad.no_grad(lambda images, indices: score(images, indices, None))
+            return ops.fori_loop(0, length, step, (p, m, v))
+
+        self._loops[(canvas, length)] = grad.compile(run)
+        return self._loops[(canvas, length)]
 
     def render(self, indices: Sequence[int], on_step: Callable | None = None):
-        """``(uint8 images (n, size, size, 3), activations (n,))`` for these filters.
+        """``(uint8 images (n·copies, size, size, 3), activations (n·copies,))``.
 
-        The activation is the objective on the saved 8-bit image, untransformed: what
-        the tile on the page really achieves.
+        Images come filter by filter, ``self.variant.copies`` per filter. The activation
+        is each saved 8-bit image's mean pre-activation, untransformed: what the tile on
+        the page really achieves.
         """
         s = self.settings
         indices = [int(i) for i in indices]
         for i in indices:
             if not 0 <= i < self.channels:
                 raise IndexError(f"filter {i} out of range for {self.layer_name} ({self.channels} filters)")
-        rngs = [filter_rng(s.seed, self.layer_name, i) for i in indices]
-        init = np.stack([self._init(rng) for rng in rngs])
-        size = s.size + 2 * self.padding
-        all_matrices = (
-            np.stack([transforms.sample_matrices(self.samplers, rng, s.steps, size) for rng in rngs], axis=1)
+        copies = self.variant.copies
+        images_of = [i for i in indices for _ in range(copies)]
+        rngs = [filter_rng(s.seed, self.layer_name, i, c if copies > 1 else 0)
+                for i in indices for c in range(copies)]
+        p = ops.convert_to_tensor(np.stack([self._init(rng) for rng in rngs]))
+        view = s.size + 2 * self.padding
+        matrices = (
+            np.stack([transforms.sample_matrices(self.samplers, rng, s.steps, view) for rng in rngs], axis=1)
             if self.samplers else None
         )
-        p = ops.convert_to_tensor(init)
-        m = ops.zeros_like(p)
-        v = ops.zeros_like(p)
-        idx = ops.convert_to_tensor(np.asarray(indices, dtype="int32"))
-        for t in range(s.steps):
-            matrices = None if all_matrices is None else ops.convert_to_tensor(all_matrices[t])
-            p, m, v, _ = self._step(p, m, v, ops.convert_to_tensor(float(t + 1)), idx, matrices)
-            if on_step is not None:
-                on_step(t + 1)
+        m, v = ops.zeros_like(p), ops.zeros_like(p)
+        idx = ops.convert_to_tensor(np.asarray(images_of, dtype="int32"))
+        done = 0
+        for canvas, n in stages(s.steps, s.size, s.scales):
+            for start in range(0, n, CHUNK):
+                length = min(CHUNK, n - start)
+                mats = None
+                if matrices is not None:
+                    mats = ops.convert_to_tensor(transforms.resample_matrices(
+                        matrices[done:done + length], view, canvas + 2 * round(self.padding * canvas / s.size)))
+                run = self._loop(canvas, length)
+                p, m, v = run(p, m, v, ops.convert_to_tensor(float(done)), idx, mats)
+                done += length
+                if on_step is not None:
+                    on_step(length)
         images = np.round(ops.convert_to_numpy(self._image_fn(p)) * 255.0).clip(0, 255).astype("uint8")
-        activations = self.activation(images, indices)
-        return images, activations
+        return images, self.activation(images, images_of)
 
     def activation(self, images: np.ndarray, indices: Sequence[int]) -> np.ndarray:
-        """The objective reached by 8-bit images of these filters, without transforms."""
+        """The mean pre-activation 8-bit images of these filters reach, without transforms."""
         x = ops.convert_to_tensor(images.astype("float32") / 255.0)
         idx = ops.convert_to_tensor(np.asarray(indices, dtype="int32"))
         return ops.convert_to_numpy(self._score(x, idx)).astype("float32")

@@ -77,7 +77,7 @@ def _build(config: BuildConfig) -> dict:
             f"preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
     cache = Cache(config.cache)
     with stage("filter images", timings):
-        tiles = filter_tiles(model, fingerprint, selection, config.render, preprocess, cache)
+        tiles = filter_tiles(model, fingerprint, selection, config.render, preprocess, cache, config.variants)
     with stage("photos", timings):
         samples = photo_io.load_photos(config.images)
         classify = graph.has_classifier(model)
@@ -101,7 +101,8 @@ def _build(config: BuildConfig) -> dict:
         info = manifest.model_entry(model, title=title, source=public_path(config.model), fingerprint=fingerprint,
                                     preprocess=preprocess, classes=classes, labels_source=labels_source,
                                     cam_note=cam_note)
-        settings = {**config.render.key(), "filters": _describe(config.filters),
+        settings = {"preset": config.preset, **config.render.key(), "filters": _describe(config.filters),
+                    "variants": ", ".join(config.variants) or "none",
                     "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
                     "cam layers": ", ".join(cam_layers) or "none", "cam methods": ", ".join(config.cam_methods)}
         data, files = manifest.build(

@@ -174,3 +174,19 @@ def test_second_model_joins_the_index(tmp_path, classifier_file, photo_dir):
     index = (tmp_path / "site" / "index.html").read_text()
     assert "tiny/index.html" in index and "other/index.html" in index
     check_site(tmp_path / "site")
+
+
+def test_variant_images_appear_on_filter_pages(tmp_path, classifier_file, photo_dir):
+    config = _config(tmp_path, classifier_file, images=(photo_dir,), layers=("conv2",), filters=slice(0, 2),
+                     variants=("negative", "diversity"))
+    manifest = pipeline.build(config)
+    check_site(config.out)
+    first = manifest["layers"][0]["filters"][0]
+    assert [v["name"] for v in first["variants"]] == ["negative", "diversity"]
+    negative, diverse = first["variants"]
+    assert len(negative["images"]) == 1 and len(diverse["images"]) == 4
+    assert negative["images"][0]["activation"] < first["activation"]
+    html = (config.out / first["page"]).read_text(encoding="utf-8")
+    for item in negative["images"] + diverse["images"]:
+        assert (config.out / item["image"]).is_file() and Path(item["image"]).name in html
+    assert "What suppresses it" in html

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gallery.cli import main
+from gallery.config import RenderSettings
 
 from .conftest import online, tiny_classifier
 
@@ -38,6 +39,10 @@ def _run(argv, capsys):
     (["--steps", "0"], "--steps: expected a positive integer, got '0'"),
     (["--size", "-4"], "--size: expected a positive integer, got '-4'"),
     (["--size", "8"], "size must be at least 16 pixels, got 8"),
+    (["--scales", "0.5"], "--scales: expected fractions in (0, 1] ending with 1, such as 0.5,1, got '0.5'"),
+    (["--scales", "0,1"], "--scales: expected fractions in (0, 1] ending with 1"),
+    (["--variants", "negative,blurry"], "--variants: expected 'none' or names from negative, diversity, neuron"),
+    (["--preset", "best"], "--preset: invalid choice: 'best'"),
     (["--filters", "9:3"], "--filters range '9:3' is empty"),
     (["--filters", "a:b"], "--filters expects START:STOP"),
     (["--preprocess", "bgr"], "invalid choice: 'bgr'"),
@@ -147,3 +152,26 @@ def test_photo_pages_accepts_counts_and_all(value, expected):
 
     argv = ["--photo-pages", value]
     assert config_from(parser().parse_args(argv), argv).photo_pages == expected
+
+
+def _config(argv):
+    from gallery.cli import config_from, parser
+
+    return config_from(parser().parse_args(argv), argv)
+
+
+def test_presets_fill_what_the_flags_leave_and_differ_on_a_gpu(monkeypatch):
+    from gallery import grad
+    from gallery.presets import PRESETS
+
+    monkeypatch.setattr(grad, "accelerator", lambda: None)
+    default = _config([])
+    assert default.render == RenderSettings() and default.variants == ()
+    preview = _config(["--preset", "preview", "--steps", "7"])
+    assert (preview.render.size, preview.render.steps) == (PRESETS["preview"]["cpu"]["size"], 7)
+    high = _config(["--preset", "high", "--variants", "none", "--scales", "0.25,0.5,1"])
+    assert high.variants == () and high.render.scales == (0.25, 0.5, 1.0) and high.render.size == 224
+    assert _config(["--preset", "high"]).variants == ("negative", "diversity")
+    monkeypatch.setattr(grad, "accelerator", lambda: "gpu")
+    gpu = _config([])
+    assert (gpu.render.size, gpu.render.steps, gpu.render.batch) == (224, 512, 128)

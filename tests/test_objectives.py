@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from gallery.objectives import channel, negative, neuron, own_preactivation
+from gallery.objectives import VARIANTS, channel, gram_similarity, negative, neuron, own_preactivation
 
 
 def _linear(layer, x):
@@ -41,3 +41,27 @@ def test_objectives_closed_forms():
     np.testing.assert_allclose(ops.convert_to_numpy(channel(z)), [4.0, 13.0])
     np.testing.assert_allclose(ops.convert_to_numpy(neuron(z)), [4.0, 13.0])
     np.testing.assert_allclose(ops.convert_to_numpy(negative(channel)(z)), [-4.0, -13.0])
+
+
+def test_gram_similarity_closed_form():
+    """Within a group: a copy scaled by 3 has cosine 1; features on disjoint channels, 0."""
+    rng = np.random.default_rng(0)
+    a = rng.random((1, 3, 3, 4)).astype("float32")
+    disjoint = np.zeros_like(a)
+    a[..., 2:] = 0.0
+    disjoint[..., 2:] = rng.random((1, 3, 3, 2))
+    features = np.concatenate([a, 3 * a, disjoint, a, disjoint, 2 * disjoint])  # two groups of three
+    sim = ops.convert_to_numpy(gram_similarity(ops.convert_to_tensor(features), 3))
+    np.testing.assert_allclose(sim, [0.5, 0.5, 0.0, 0.0, 0.5, 0.5], atol=1e-5)
+
+
+def test_diversity_variant_trades_similarity_against_the_objective():
+    variant = VARIANTS["diversity"]
+    copies_of = variant.copies
+    z = ops.convert_to_tensor(np.full((copies_of, 2, 2), 4.0, "float32"))
+    pattern = np.random.default_rng(1).random((1, 2, 2, 3)).astype("float32")
+    same = ops.convert_to_tensor(np.repeat(pattern, copies_of, axis=0))
+    # Identical images: similarity 1, so each loses `diversity` times its objective.
+    np.testing.assert_allclose(ops.convert_to_numpy(variant.score(z, same)),
+                               4.0 - variant.diversity * (4.0 + 1e-3), atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(VARIANTS["negative"].score(z, same)), -4.0)

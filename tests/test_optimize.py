@@ -62,3 +62,73 @@ def test_out_of_range_filter_is_refused():
     renderer = FilterRenderer(tiny_classifier(), "conv1", RenderSettings(size=16, steps=1))
     with pytest.raises(IndexError, match="out of range"):
         renderer.render([6])
+
+
+def test_stages_split_the_steps_coarse_to_fine():
+    from gallery.optimize import stages
+
+    assert stages(10, 128, (0.5, 1.0)) == [(64, 5), (128, 5)]
+    assert stages(7, 100, (0.25, 0.5, 1.0)) == [(25, 2), (50, 2), (100, 3)]
+    assert stages(1, 64, (0.5, 1.0)) == [(64, 1)]  # too few steps for a coarse stage
+    assert stages(4, 20, (0.5, 1.0)) == [(16, 2), (20, 2)]  # never below 16 pixels
+
+
+def test_objective_rises_with_the_coarse_to_fine_schedule():
+    model = tiny_backbone()
+    settings = dict(size=32, scales=(0.5, 1.0))
+    reached = [FilterRenderer(model, "sep", RenderSettings(steps=steps, **settings)).render([0, 1, 2])[1]
+               for steps in (2, 40)]
+    assert np.all(reached[1] > reached[0] + 0.05), reached
+
+
+def _style_similarity(renderer, images, copies):
+    """The mean Gram similarity of the saved images, in the features the filter reads."""
+    from keras import ops
+
+    from gallery.objectives import gram_similarity
+
+    x = ops.convert_to_tensor(images.astype("float32") / 255.0)
+    _, features = renderer._preactivation(x, ops.convert_to_tensor(np.zeros(len(images), "int32")))
+    return float(np.mean(ops.convert_to_numpy(gram_similarity(features, copies))))
+
+
+def test_variants_negative_and_diversity():
+    from gallery.objectives import VARIANTS, Variant
+
+    model = tiny_classifier()
+    settings = RenderSettings(size=16, steps=30, transforms="none")
+    _, positive = FilterRenderer(model, "conv2", settings).render([0, 1])
+    _, negative = FilterRenderer(model, "conv2", settings, variant="negative").render([0, 1])
+    assert np.all(negative < positive - 0.1), (negative, positive)
+
+    copies = VARIANTS["diversity"].copies
+    renderer = FilterRenderer(model, "conv2", settings, variant="diversity")
+    diverse, acts = renderer.render([0, 3])
+    assert diverse.shape == (2 * copies, 16, 16, 3) and acts.shape == (2 * copies,)
+    VARIANTS["same"] = Variant("same", VARIANTS["diversity"].objective, copies=copies)  # no penalty
+    try:
+        alike, _ = FilterRenderer(model, "conv2", settings, variant="same").render([0, 3])
+    finally:
+        del VARIANTS["same"]
+    apart, together = (_style_similarity(renderer, images, copies) for images in (diverse, alike))
+    assert apart < together - 0.1, (apart, together)
+
+
+def test_batches_halve_when_device_memory_runs_out(tmp_path, monkeypatch):
+    from gallery import filter_tiles as ft
+    from gallery.cache import Cache
+
+    sizes = []
+    real = ft.FilterRenderer.render
+
+    def limited(self, indices, on_step=None):
+        sizes.append(len(indices))
+        if len(indices) > 2:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.5GiB")
+        return real(self, indices, on_step)
+
+    monkeypatch.setattr(ft.FilterRenderer, "render", limited)
+    tiles = ft.filter_tiles(tiny_classifier(), "fp", {"conv1": [0, 1, 2, 3, 4]},
+                            RenderSettings(size=16, steps=2, batch=8), "none", Cache(tmp_path))
+    assert [t.index for t in tiles["conv1"]] == [0, 1, 2, 3, 4]
+    assert sizes == [5, 4, 2, 2, 1]  # 8 → 4 → 2, then it stays at 2

@@ -63,7 +63,38 @@ def test_sample_matrices_are_seeded():
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kind,padding", [("standard", transforms.PAD), ("none", 0)])
+@pytest.mark.parametrize("kind,padding", [("lucid", transforms.PAD), ("standard", 0), ("none", 0)])
 def test_named_pipelines(kind, padding):
     pad, samplers = transforms.pipeline(kind)
-    assert pad == padding and (len(samplers) > 0) == (kind == "standard")
+    assert pad == padding and (len(samplers) > 0) == (kind != "none")
+
+
+def test_standard_is_lucid_cropped_to_the_tile():
+    """The same draws warp the padded canvas and the bare tile alike, inside the tile."""
+    size, p = 16, transforms.PAD
+    x = np.random.default_rng(2).random((1, size, size, 3)).astype("float32")
+    samplers = transforms.standard_geometric()
+    padded = transforms.sample_matrices(samplers, np.random.default_rng(5), 1, size + 2 * p)
+    bare = transforms.sample_matrices(samplers, np.random.default_rng(5), 1, size)
+    lucid = _run(transforms.step_transform(p, ops.convert_to_tensor(padded)), x)
+    ours = _run(transforms.step_transform(0, ops.convert_to_tensor(bare)), x)
+    np.testing.assert_allclose(lucid[:, p:-p, p:-p], ours, atol=1e-5)
+
+
+def test_resampled_matrices_scale_shifts_and_keep_the_centre():
+    shift = np.array([[[1, 0, 4], [0, 1, -2], [0, 0, 1]]], "float32")
+    half = transforms.resample_matrices(shift, 16, 8)
+    np.testing.assert_allclose(half[0], [[1, 0, 2], [0, 1, -1], [0, 0, 1]], atol=1e-6)
+    turn = transforms.rotate([25])(np.random.default_rng(0), 16)[None]
+    small = transforms.resample_matrices(turn, 16, 10)[0]
+    np.testing.assert_allclose(small @ [4.5, 4.5, 1.0], [4.5, 4.5, 1.0], atol=1e-5)
+    np.testing.assert_allclose(small[:2, :2], turn[0, :2, :2], atol=1e-6)
+
+
+def test_resize_keeps_constants_and_reaches_every_pixel():
+    from gallery import grad
+
+    x = np.full((1, 12, 12, 3), 0.3, "float32")
+    np.testing.assert_allclose(_run(transforms.resize(5), x), 0.3, atol=1e-6)
+    (_, _), g = grad.value_and_grad(lambda t: (ops.sum(transforms.resize(5)(t)), 0.0))(ops.convert_to_tensor(x))
+    assert np.all(ops.convert_to_numpy(g) > 0)  # plain bilinear sampling would skip most pixels

@@ -1,0 +1,38 @@
+"""Named quality/speed trade-offs, with defaults for CPUs and for GPUs.
+
+A preset fills in whatever settings the user did not give. CPUs get the coarse-to-fine
+schedule, whose early steps cost a quarter as much; GPUs get larger tiles and more
+steps because they can afford them. Costs on reference machines are in the README.
+"""
+
+from __future__ import annotations
+
+from .config import HALF_THEN_FULL
+from .errors import GalleryError
+
+PRESETS: dict[str, dict[str, dict]] = {
+    "preview": {
+        "cpu": {"size": 96, "steps": 48, "scales": HALF_THEN_FULL, "batch": 16},
+        "gpu": {"size": 128, "steps": 128, "scales": HALF_THEN_FULL, "batch": 128},
+    },
+    "default": {
+        "cpu": {"size": 128, "steps": 128, "scales": HALF_THEN_FULL, "batch": 16},
+        "gpu": {"size": 224, "steps": 512, "scales": HALF_THEN_FULL, "batch": 128},
+    },
+    "high": {
+        "cpu": {"size": 224, "steps": 512, "scales": (1.0,), "batch": 8, "variants": ("negative", "diversity")},
+        "gpu": {"size": 224, "steps": 1024, "scales": (1.0,), "batch": 64, "variants": ("negative", "diversity")},
+    },
+}
+
+
+def preset(name: str, device: str | None) -> dict:
+    """The settings of preset ``name`` for ``device`` (``None`` for a CPU)."""
+    if name not in PRESETS:
+        raise GalleryError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    return dict(PRESETS[name]["cpu" if device is None else "gpu"])
+
+
+def resolve(name: str, device: str | None, given: dict) -> dict:
+    """The preset's settings overridden by every value in ``given`` that is not ``None``."""
+    return {**preset(name, device), **{k: v for k, v in given.items() if v is not None}}
