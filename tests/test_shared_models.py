@@ -127,3 +127,19 @@ def test_cams_are_faithful_keeping_their_top_pixels_keeps_the_class(efficientnet
     top, bottom = np.asarray(top), np.asarray(bottom)
     assert top.mean() > 5 * bottom.mean(), (top, bottom)
     assert (top > bottom).mean() >= 0.6, (top, bottom)
+
+
+@pytest.mark.parametrize("layer", ["block3_conv1", "block4_conv2", "block5_conv3"])
+def test_vgg16_tiles_excite_their_filter_far_more_than_photos(layer, samples):
+    """Faithfulness: each saved 8-bit tile, fed back through the network, drives its own
+    filter's mean pre-activation well above the best of the natural sample photos."""
+    model = load_model(str(SHARED_MODELS / "vgg16_hed_notop.keras"))
+    filters = [0, 1, 2, 3]
+    renderer = FilterRenderer(model, layer, RenderSettings(size=96, steps=64, batch=4), "caffe")
+    tiles, reached = renderer.render(filters)
+    np.testing.assert_allclose(renderer.activation(tiles, filters), reached, rtol=1e-5, atol=1e-4)
+    photos = np.stack(list(samples.values()))
+    for f, tile_value in zip(filters, reached):
+        on_photos = renderer.activation(photos, [f] * len(photos))
+        best = max(float(on_photos.max()), 0.0)
+        assert tile_value > 2.0 * best + 1.0, (layer, f, tile_value, on_photos)

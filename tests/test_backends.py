@@ -1,0 +1,30 @@
+"""The backend-neutral core, run again under JAX in a process of its own.
+
+Keras fixes its backend when it is first imported, so a second backend needs a second
+process. The rest of the suite runs on the default backend (TensorFlow).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NEUTRAL = ["tests/test_params.py", "tests/test_transforms.py", "tests/test_objectives.py",
+           "tests/test_optimize.py", "tests/test_cams.py",
+           "tests/test_build.py::test_build_writes_a_complete_site"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_core_passes_under_jax():
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *NEUTRAL],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    tail = "\n".join((run.stdout + run.stderr).splitlines()[-25:])
+    assert run.returncode == 0, tail
+    assert "passed" in tail and "skipped" not in tail.split("passed")[-1], tail
