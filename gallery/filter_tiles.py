@@ -46,6 +46,7 @@ def filter_tiles(model, fingerprint: str, selection: dict[str, list[int]], setti
                         preprocess=preprocess, **settings.key())
 
     images: dict[tuple, VariantImage] = {}
+    fresh: dict[str, bytes] = {}  # PNGs rendered now, so thumbnails need not read them back
     missing: dict[tuple[str, str], list[int]] = {}
     for variant in kinds:
         for layer, indices in selection.items():
@@ -81,19 +82,22 @@ def filter_tiles(model, fingerprint: str, selection: dict[str, list[int]], setti
                     for j, (image, act) in enumerate(zip(done, acts)):
                         i, c = batch[j // copies], j % copies
                         k = key(layer, i, variant, c)
-                        cache.put(k, imaging.encode_png(image), {"activation": float(act)},
+                        fresh[k] = imaging.encode_png(image)
+                        cache.put(k, fresh[k], {"activation": float(act)},
                                   about={"kind": "filter", "model": fingerprint, "layer": layer})
                         images[(layer, i, variant, c)] = VariantImage(k, float(act))
     return {layer: [_tile(cache, i, [[images[(layer, i, v, c)] for c in range(VARIANTS[v].copies)] for v in kinds],
-                          kinds)
+                          kinds, fresh)
                     for i in indices]
             for layer, indices in selection.items()}
 
 
-def _tile(cache: Cache, index: int, found: list[list[VariantImage]], kinds: tuple[str, ...]) -> FilterTile:
+def _tile(cache: Cache, index: int, found: list[list[VariantImage]], kinds: tuple[str, ...],
+          fresh: dict[str, bytes]) -> FilterTile:
     main = found[0][0]
     thumb = make_key(kind="thumb", source=main.key, side=THUMB_SIDE)
     if cache.get(thumb) is None:
-        small = imaging.resize(imaging.decode(cache.get(main.key)[0]), THUMB_SIDE, THUMB_SIDE)
+        png = fresh.get(main.key) or cache.get(main.key)[0]
+        small = imaging.resize(imaging.decode(png), THUMB_SIDE, THUMB_SIDE)
         cache.put(thumb, imaging.encode_jpeg(small, quality=85), about={"kind": "thumb"})
     return FilterTile(index, main.key, thumb, main.activation, dict(zip(kinds[1:], found[1:])))
