@@ -96,9 +96,8 @@ def main():
     import keras
 
     from gallery import load_model
-    from gallery.config import RenderSettings
+    from gallery.config import HALF_THEN_FULL, RenderSettings
     from gallery.optimize import FilterRenderer
-    from gallery.config import HALF_THEN_FULL
 
     model = load_model(str(args.model))
     filters = list(range(args.filters))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import presets
 from .config import (DIVERSE_COPIES, STEP_TRANSFORMS, VARIANT_NAMES, BuildConfig, RenderSettings, default_cache_dir,
-                     parse_filter_slice, public_command)
+                     parse_filter_slice, public_command, valid_scales)
 from .errors import GalleryError
 from .presets import PRESETS
 
@@ -56,7 +56,7 @@ def _scales(text: str) -> tuple[float, ...]:
         scales = tuple(float(part) for part in text.split(","))
     except ValueError:
         scales = ()
-    if not scales or any(not 0 < s <= 1 for s in scales) or scales[-1] != 1:
+    if not valid_scales(scales):
         raise argparse.ArgumentTypeError(f"expected fractions in (0, 1] ending with 1, such as 0.5,1, got {text!r}")
     return scales
 

@@ -52,6 +52,11 @@ DIVERSE_COPIES = 4  # images per filter in the diversity variant
 HALF_THEN_FULL = (0.5, 1.0)
 
 
+def valid_scales(scales) -> bool:
+    """A schedule is fractions of the tile in (0, 1] that ends at full size."""
+    return bool(scales) and all(0 < s <= 1 for s in scales) and scales[-1] == 1
+
+
 @dataclass(frozen=True)
 class RenderSettings:
     """Everything that changes a filter image (and so is part of its cache key)."""
@@ -78,7 +83,7 @@ class RenderSettings:
             )
         if self.transforms not in STEP_TRANSFORMS:
             raise GalleryError(f"transforms must be 'standard', 'lucid' or 'none', got {self.transforms!r}")
-        if not self.scales or any(not 0 < s <= 1 for s in self.scales) or self.scales[-1] != 1:
+        if not valid_scales(self.scales):
             raise GalleryError(f"scales must be fractions in (0, 1] ending with 1, got {self.scales!r}")
 
     def key(self) -> dict:

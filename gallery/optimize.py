@@ -61,9 +61,13 @@ class FilterRenderer:
         self._loops: dict = {}
         self._score = grad.no_grad(lambda images, indices: channel(self._preactivation(images, indices)[0]))
 
+    def _padding_at(self, canvas: int) -> int:
+        """The grey margin at ``canvas`` pixels: the tile's margin, scaled with the image."""
+        return round(self.padding * canvas / self.settings.size)
+
     def _preactivation(self, images, indices, matrices=None, canvas=None):
         """``(z, features)``: each image's own filter map and the layer's input."""
-        padding = self.padding if canvas is None else round(self.padding * canvas / self.settings.size)
+        padding = self.padding if canvas is None else self._padding_at(canvas)
         x = transforms.step_transform(padding, matrices, canvas)(images)
         features = self.to_input(self.preprocess(x * 255.0))
         return own_preactivation(self.conv, features, indices), features
@@ -113,8 +117,7 @@ class FilterRenderer:
                 raise IndexError(f"filter {i} out of range for {self.layer_name} ({self.channels} filters)")
         copies = self.variant.copies
         images_of = [i for i in indices for _ in range(copies)]
-        rngs = [filter_rng(s.seed, self.layer_name, i, c if copies > 1 else 0)
-                for i in indices for c in range(copies)]
+        rngs = [filter_rng(s.seed, self.layer_name, i, c) for i in indices for c in range(copies)]
         p = ops.convert_to_tensor(np.stack([self._init(rng) for rng in rngs]))
         view = s.size + 2 * self.padding
         matrices = (
@@ -130,7 +133,7 @@ class FilterRenderer:
                 mats = None
                 if matrices is not None:
                     mats = ops.convert_to_tensor(transforms.resample_matrices(
-                        matrices[done:done + length], view, canvas + 2 * round(self.padding * canvas / s.size)))
+                        matrices[done:done + length], view, canvas + 2 * self._padding_at(canvas)))
                 run = self._loop(canvas, length)
                 p, m, v = run(p, m, v, ops.convert_to_tensor(float(done)), idx, mats)
                 done += length

@@ -76,23 +76,25 @@ def test_bad_invocations_on_a_model(extra, message, capsys, tmp_path, model_file
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def _build_with_labels(labels, model_file, tmp_path, capsys):
+    return _run(["--model", model_file, "--steps", "1", "--size", "16", "--filters", "0:1",
+                 "--labels", labels, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
+
+
 def test_label_count_mismatch(capsys, tmp_path, model_file):
     labels = tmp_path / "l.txt"
     labels.write_text("a\nb\n")
-    code, err = _run(["--model", model_file, "--steps", "1", "--size", "16", "--filters", "0:1",
-                      "--labels", labels, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
+    code, err = _build_with_labels(labels, model_file, tmp_path, capsys)
     assert code == 2 and "has 2 names but the model has 4 classes" in err
 
 
 def test_bad_labels_file(capsys, tmp_path, model_file):
     labels = tmp_path / "l.json"
     labels.write_text("[1, 2, 3, 4]")
-    code, err = _run(["--model", model_file, "--steps", "1", "--size", "16", "--filters", "0:1",
-                      "--labels", labels, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
+    code, err = _build_with_labels(labels, model_file, tmp_path, capsys)
     assert code == 2 and "must hold a JSON list of strings" in err
     labels.write_text("{broken")
-    code, err = _run(["--model", model_file, "--steps", "1", "--size", "16", "--filters", "0:1",
-                      "--labels", labels, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
+    code, err = _build_with_labels(labels, model_file, tmp_path, capsys)
     assert code == 2 and "is not valid JSON" in err
 
 
