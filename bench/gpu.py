@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """The full VGG16 gallery on one accelerator: seconds and the fraction of peak FLOP/s.
 
-    KERAS_BACKEND=jax python bench/gpu.py [--peak-tflops 989] [--size 224] [--steps 512]
+    KERAS_BACKEND=jax python bench/gpu.py [--peak-tflops 989] [--size 224] [--steps 512] [--precision bfloat16]
 
 Renders every filter of every conv layer (4,224 for VGG16) with the default
 parameterization and transforms, batched, and reports the time and the achieved
 FLOP/s against ``--peak-tflops`` (989: an H100 SXM's dense bf16 peak). FLOPs are
 counted analytically: per image and step, twice the forward convolutions up to the
 target layer (the forward pass plus the gradient with respect to the input), at the
-canvas each stage of the schedule uses. Flags shrink the run for a quick check on a CPU:
+canvas each stage of the schedule uses. The loop runs in bf16 by default, as the GPU
+presets do; ``--precision float32`` measures the float32 path. Flags shrink the run for a quick check on a CPU:
 ``--layers block1_conv1,block5_conv3 --filters 8 --steps 8 --size 64``.
 """
 
@@ -50,6 +51,7 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--layers", default="", help="comma-separated (default: every conv layer)")
     parser.add_argument("--filters", type=int, default=0, help="filters per layer (default: all)")
+    parser.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     args = parser.parse_args()
 
@@ -64,11 +66,12 @@ def main():
         model = load_model(str(args.model))
     else:  # the same architecture; random weights cost the same FLOPs
         model = keras.applications.VGG16(weights=None, include_top=False)
-    settings = RenderSettings(size=args.size, steps=args.steps, batch=args.batch)
+    settings = RenderSettings(size=args.size, steps=args.steps, batch=args.batch, precision=args.precision)
     layers = args.layers.split(",") if args.layers else conv_layers(model)
     print(f"device: {accelerator() or 'cpu'}; {platform.machine()}, {os.cpu_count()} cores; "
           f"keras {keras.__version__} backend {keras.backend.backend()}")
-    print(f"size {settings.size}, steps {settings.steps}, schedule {settings.scales}, batch {settings.batch}")
+    print(f"size {settings.size}, steps {settings.steps}, schedule {settings.scales}, batch {settings.batch}, "
+          f"precision {settings.precision}")
 
     total_time, total_flops, total_filters = 0.0, 0.0, 0
     for layer in layers:

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from . import presets
-from .config import (DIVERSE_COPIES, STEP_TRANSFORMS, VARIANT_NAMES, BuildConfig, RenderSettings, default_cache_dir,
-                     parse_filter_slice, public_command, valid_scales)
+from .config import (DIVERSE_COPIES, PRECISIONS, STEP_TRANSFORMS, VARIANT_NAMES, BuildConfig, RenderSettings,
+                     default_cache_dir, parse_filter_slice, public_command, valid_scales)
 from .errors import GalleryError
 from .presets import PRESETS
 
@@ -124,6 +124,11 @@ def parser() -> argparse.ArgumentParser:
                    help="robustness transforms: standard (Lucid's jitter, scale and rotation, seen through the "
                         "tile's own window), lucid (also on Lucid's 12-pixel padded canvas, 1.4x the cost at "
                         "128 px) or none (default: standard)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="compute dtype of the optimization loop: bfloat16 runs on GPU tensor cores at several "
+                        "times float32's speed, but is emulated (slower) on most CPUs; tiles are still scored "
+                        "in float32 (default: float32 on a CPU, "
+                        f"{PRESETS['default']['gpu']['precision']} on a GPU)")
     p.add_argument("--images", nargs="+", type=Path, metavar="PATH",
                    help="photo files and/or folders (default: bundled sample photos)")
     p.add_argument("--cam-layers", type=_names, metavar="a,b", help="layers for Grad-CAM (default: the last conv layer)")
@@ -150,7 +155,8 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
     from .grad import accelerator
 
     chosen = presets.resolve(args.preset, accelerator(), {
-        "size": args.size, "steps": args.steps, "scales": args.scales, "batch": args.batch, "variants": args.variants})
+        "size": args.size, "steps": args.steps, "scales": args.scales, "batch": args.batch, "variants": args.variants,
+        "precision": args.precision})
     variants = chosen.pop("variants", ())
     render = RenderSettings(seed=args.seed, parameterization=args.param, transforms=args.transforms, **chosen)
     if args.labels is not None and not args.labels.is_file():

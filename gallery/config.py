@@ -46,6 +46,7 @@ def public_command(argv: list[str]) -> str:
 STEP_TRANSFORMS = ("standard", "lucid", "none")
 VARIANT_NAMES = ("negative", "diversity", "neuron")  # extra images a filter page can show
 DIVERSE_COPIES = 4  # images per filter in the diversity variant
+PRECISIONS = ("float32", "bfloat16")  # compute dtypes of the optimization loop
 
 # A coarse-to-fine schedule: half the steps on the tile shrunk to half its side (a
 # quarter of the cost), then half at full size.
@@ -69,6 +70,7 @@ class RenderSettings:
     transforms: str = "standard"  # "standard" (Lucid's robustness set) or "none"
     batch: int = 16  # images optimized together (halved automatically when memory runs out)
     scales: tuple[float, ...] = HALF_THEN_FULL  # coarse-to-fine canvas sizes, equal shares of the steps
+    precision: str = "float32"  # the loop's compute dtype: "float32" or "bfloat16" (tensor cores)
 
     def __post_init__(self):
         for name in ("size", "steps", "batch"):
@@ -85,6 +87,8 @@ class RenderSettings:
             raise GalleryError(f"transforms must be 'standard', 'lucid' or 'none', got {self.transforms!r}")
         if not valid_scales(self.scales):
             raise GalleryError(f"scales must be fractions in (0, 1] ending with 1, got {self.scales!r}")
+        if self.precision not in PRECISIONS:
+            raise GalleryError(f"precision must be {' or '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
 
     def key(self) -> dict:
         """The settings that affect the pixels; ``batch`` does not, so it is left out."""
@@ -96,6 +100,8 @@ class RenderSettings:
             "param": self.parameterization,
             "transforms": self.transforms,
             "scales": list(self.scales),
+            # Only named when not float32, so caches built before bf16 existed stay valid.
+            **({"precision": self.precision} if self.precision != "float32" else {}),
         }
 
 

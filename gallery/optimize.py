@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import grad, graph, params, preprocess as prep, transforms
+from . import grad, graph, params, precision, preprocess as prep, transforms
 from .config import RenderSettings
 from .objectives import VARIANTS, channel, own_preactivation
 
@@ -53,6 +53,9 @@ class FilterRenderer:
         self.settings = settings
         self.variant = VARIANTS[variant]
         self.to_input = graph.input_fn(model, self.path)
+        # The loop may run through a reduced-precision copy; scores always use ``model``.
+        fast = precision.compute_copy(model, settings.precision)
+        self._loop_input = self.to_input if fast is model else graph.input_fn(fast, graph.locate(fast, layer))
         self.preprocess = prep.resolve(preprocess)
         self.padding, self.samplers = transforms.pipeline(settings.transforms)
         self._init, self._image_fn = params.PARAMETERIZATIONS[settings.parameterization](settings.size)
@@ -65,11 +68,11 @@ class FilterRenderer:
         """The grey margin at ``canvas`` pixels: the tile's margin, scaled with the image."""
         return round(self.padding * canvas / self.settings.size)
 
-    def _preactivation(self, images, indices, matrices=None, canvas=None):
-        """``(z, features)``: each image's own filter map and the layer's input."""
+    def _preactivation(self, images, indices, matrices=None, canvas=None, to_input=None):
+        """``(z, features)``: each image's own filter map and the layer's input (float32)."""
         padding = self.padding if canvas is None else self._padding_at(canvas)
         x = transforms.step_transform(padding, matrices, canvas)(images)
-        features = self.to_input(self.preprocess(x * 255.0))
+        features = ops.cast((to_input or self.to_input)(self.preprocess(x * 255.0)), "float32")
         return own_preactivation(self.conv, features, indices), features
 
     def _loop(self, canvas: int, length: int):
@@ -80,7 +83,8 @@ class FilterRenderer:
         lr = self.settings.learning_rate
 
         def loss(p, indices, matrices):
-            value = self.variant.score(*self._preactivation(self._image_fn(p), indices, matrices, resize))
+            value = self.variant.score(
+                *self._preactivation(self._image_fn(p), indices, matrices, resize, self._loop_input))
             return -ops.sum(value), value
 
         value_and_grad = grad.value_and_grad(loss)

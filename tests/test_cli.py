@@ -43,6 +43,7 @@ def _run(argv, capsys):
     (["--scales", "0,1"], "--scales: expected fractions in (0, 1] ending with 1"),
     (["--variants", "negative,blurry"], "--variants: expected 'none' or names from negative, diversity, neuron"),
     (["--preset", "best"], "--preset: invalid choice: 'best'"),
+    (["--precision", "float16"], "--precision: invalid choice: 'float16'"),
     (["--filters", "9:3"], "--filters range '9:3' is empty"),
     (["--filters", "a:b"], "--filters expects START:STOP"),
     (["--preprocess", "bgr"], "invalid choice: 'bgr'"),
@@ -177,3 +178,5 @@ def test_presets_fill_what_the_flags_leave_and_differ_on_a_gpu(monkeypatch):
     monkeypatch.setattr(grad, "accelerator", lambda: "gpu")
     gpu = _config([])
     assert (gpu.render.size, gpu.render.steps, gpu.render.batch) == (224, 512, 128)
+    assert gpu.render.precision == "bfloat16" and default.render.precision == "float32"
+    assert _config(["--precision", "float32"]).render.precision == "float32"
