@@ -41,10 +41,14 @@ def value_and_grad(fn: Callable) -> Callable:
             with torch.enable_grad():
                 value, aux = fn(x, *args)
                 (grad,) = torch.autograd.grad(value, x)
-            return (value.detach(), aux.detach()), grad
+            return (value.detach(), _detached(aux)), grad
 
         return torch_grad
     raise RuntimeError(f"unsupported Keras backend {BACKEND!r}; use tensorflow, jax or torch")
+
+
+def _detached(value):
+    return value.detach() if hasattr(value, "detach") else value  # aux may be a plain number
 
 
 def compile(fn: Callable) -> Callable:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from keras import ops
 
 from gallery import precision
 from gallery.config import RenderSettings
@@ -37,7 +38,7 @@ def test_the_copy_computes_in_bf16_with_the_same_weights(build):
         if layer.weights and not hasattr(layer, "layers"):  # leaves; a nested model only holds them
             assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32", layer.name
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
-    exact, fast = np.asarray(model(x)), np.asarray(copy(x)).astype("float32")
+    exact, fast = ops.convert_to_numpy(model(x)), ops.convert_to_numpy(copy(x)).astype("float32")
     assert fast.shape == exact.shape
     # bf16 keeps 8 bits of mantissa: a few parts in a thousand per operation.
     np.testing.assert_allclose(fast, exact, atol=0.03 * np.abs(exact).max() + 1e-3)
