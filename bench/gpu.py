@@ -53,6 +53,8 @@ def main():
     parser.add_argument("--filters", type=int, default=0, help="filters per layer (default: all)")
     parser.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument("--ahead", choices=("auto", "on", "off"), default="auto",
+                        help="compile the next layers in threads while one renders (auto: on an accelerator)")
     args = parser.parse_args()
 
     import keras
@@ -60,7 +62,7 @@ def main():
     from gallery import conv_layers, load_model
     from gallery.config import RenderSettings
     from gallery.grad import accelerator
-    from gallery.optimize import FilterRenderer, channel_count, stages
+    from gallery.optimize import Renderers, channel_count, stages
 
     if args.model.is_file():
         model = load_model(str(args.model))
@@ -73,19 +75,25 @@ def main():
     print(f"size {settings.size}, steps {settings.steps}, schedule {settings.scales}, batch {settings.batch}, "
           f"precision {settings.precision}")
 
+    selection = {("channel", layer): list(range(min(channel_count(model, layer), args.filters or 1 << 30)))
+                 for layer in layers}
+    ahead = {"auto": None, "on": True, "off": False}[args.ahead]
+    flops_of = {layer: len(filters) * sum(n * conv_flops(model, layer, canvas) * 2
+                                          for canvas, n in stages(settings.steps, settings.size, settings.scales))
+                for (_, layer), filters in selection.items()}
     total_time, total_flops, total_filters = 0.0, 0.0, 0
-    for layer in layers:
-        count = channel_count(model, layer)
-        filters = list(range(min(count, args.filters) if args.filters else count))
-        start = time.perf_counter()  # compiling counts: a build pays for it too
-        renderer = FilterRenderer(model, layer, settings, "caffe")
-        for i in range(0, len(filters), settings.batch):
-            renderer.render(filters[i:i + settings.batch])
-        seconds = time.perf_counter() - start
-        flops = len(filters) * sum(n * conv_flops(model, layer, canvas) * 2
-                                   for canvas, n in stages(settings.steps, settings.size, settings.scales))
-        total_time, total_flops, total_filters = total_time + seconds, total_flops + flops, total_filters + len(filters)
-        print(f"{layer:<14} {len(filters):>4} filters {seconds:8.1f} s  {flops / seconds / 1e12:8.3g} TFLOP/s", flush=True)
+    start = time.perf_counter()  # compiling counts, as a build pays for it too
+    with Renderers(model, settings, "caffe", selection, ahead=ahead) as renderers:
+        for (_, layer), filters in selection.items():
+            renderer = renderers.ready("channel", layer)  # waits for its compile, if ahead
+            for i in range(0, len(filters), settings.batch):
+                renderer.render(filters[i:i + settings.batch])
+            seconds, start = time.perf_counter() - start, time.perf_counter()
+            flops = flops_of[layer]
+            total_time, total_flops = total_time + seconds, total_flops + flops
+            total_filters += len(filters)
+            print(f"{layer:<14} {len(filters):>4} filters {seconds:8.1f} s  {flops / seconds / 1e12:8.3g} TFLOP/s",
+                  flush=True)
     rate = total_flops / total_time
     print(f"all: {total_filters} filters in {total_time:.1f} s (compiling included); "
           f"{total_flops / 1e15:.3g} PFLOP at {rate / 1e12:.3g} TFLOP/s = "

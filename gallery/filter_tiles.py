@@ -14,7 +14,7 @@ from . import grad, imaging
 from .cache import Cache, make_key
 from .config import RenderSettings
 from .objectives import VARIANTS
-from .optimize import FilterRenderer
+from .optimize import Renderers
 from .progress import Progress
 
 THUMB_SIDE = 96  # layer-page thumbnails, sized for their slot
@@ -60,11 +60,12 @@ def filter_tiles(model, fingerprint: str, selection: dict[str, list[int]], setti
                     images[(layer, i, variant, c)] = VariantImage(k, float(entry[1]["activation"]))
     work = sum(len(v) * VARIANTS[variant].copies for (variant, _), v in missing.items())
     if work:
-        with Progress("filter images", work * settings.steps, unit=" image-steps") as bar:
+        with Progress("filter images", work * settings.steps, unit=" image-steps") as bar, \
+                Renderers(model, settings, preprocess, missing) as renderers:
             for (variant, layer), indices in missing.items():
                 copies = VARIANTS[variant].copies
-                renderer = FilterRenderer(model, layer, settings, preprocess, variant)
-                per_batch, start = max(1, settings.batch // copies), 0
+                renderer = renderers.ready(variant, layer)
+                per_batch, start = renderer.filters_per_batch, 0
                 while start < len(indices):
                     batch = indices[start:start + per_batch]
                     note = f"{layer} filters {batch[0]}–{batch[-1]}" + ("" if variant == MAIN else f" ({variant})")

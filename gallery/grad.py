@@ -58,10 +58,54 @@ def compile(fn: Callable) -> Callable:
 
         return tf.function(fn)
     if BACKEND == "jax":
+        return _AheadOfTime(fn)
+    return fn
+
+
+def compiles_ahead() -> bool:
+    """Whether :func:`warm` compiles anything (JAX); elsewhere the first call compiles."""
+    return BACKEND == "jax"
+
+
+def warm(compiled: Callable, *shapes) -> None:
+    """Compile ``compiled`` (from :func:`compile`) for arguments of these shapes, without running it.
+
+    Each of ``shapes`` is ``None`` or an object with ``.shape`` and ``.dtype``. XLA
+    compiles with the GIL released, so a thread can prepare the next layer's programs
+    while the accelerator runs this one's. A no-op where :func:`compiles_ahead` is false.
+    """
+    if isinstance(compiled, _AheadOfTime):
+        compiled.warm(*shapes)
+
+
+class _AheadOfTime:
+    """``jax.jit`` plus executables compiled ahead (``lower(...).compile()``) by shape."""
+
+    def __init__(self, fn: Callable):
         import jax
 
-        return jax.jit(fn)
-    return fn
+        self._jit = jax.jit(fn)
+        self._ready: dict = {}
+
+    @staticmethod
+    def _signature(args) -> tuple:
+        import jax
+
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        return tree, tuple((tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves)
+
+    def warm(self, *shapes) -> None:
+        import jax
+
+        specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), shapes,
+                                       is_leaf=lambda a: hasattr(a, "shape") and hasattr(a, "dtype"))
+        key = self._signature(specs)
+        if key not in self._ready:
+            self._ready[key] = self._jit.lower(*specs).compile()
+
+    def __call__(self, *args):
+        ready = self._ready.get(self._signature(args))
+        return ready(*args) if ready is not None else self._jit(*args)
 
 
 def no_grad(fn: Callable) -> Callable:

@@ -8,8 +8,10 @@ truncated at the target layer.
 
 from __future__ import annotations
 
+import os
 import zlib
-from typing import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import keras
 import numpy as np
@@ -62,7 +64,16 @@ class FilterRenderer:
         self.conv = self.path.layer
         self.channels = _channel_count(self.conv)
         self._loops: dict = {}
-        self._score = grad.no_grad(lambda images, indices: channel(self._preactivation(images, indices)[0]))
+        # Scored op by op: those small programs are shared by every renderer, so a build
+        # compiles them once. :meth:`prepare` compiles it whole instead, off the device's path.
+        self._score_ops = grad.no_grad(lambda images, indices: channel(self._preactivation(images, indices)[0]))
+        self._score = self._score_ops
+        self._param_shape = self._init(np.random.default_rng(0)).shape
+
+    @property
+    def filters_per_batch(self) -> int:
+        """Filters per optimization: a batch holds every copy of each of its filters."""
+        return max(1, self.settings.batch // self.variant.copies)
 
     def _padding_at(self, canvas: int) -> int:
         """The grey margin at ``canvas`` pixels: the tile's margin, scaled with the image."""
@@ -106,6 +117,27 @@ class FilterRenderer:
 
         self._loops[(canvas, length)] = grad.compile(run)
         return self._loops[(canvas, length)]
+
+    def prepare(self, batch_sizes: Iterable[int]) -> None:
+        """Compile, without running, every program that rendering batches of these many
+        filters will call (see :func:`grad.warm`; JAX only, elsewhere a no-op).
+
+        Safe in a thread while another renderer runs: this one's state is only its own.
+        """
+        if not grad.compiles_ahead():
+            return
+        s = self.settings
+        if self._score is self._score_ops:
+            self._score = grad.compile(self._score_ops)
+        for n in sorted(set(batch_sizes)):
+            images = n * self.variant.copies
+            p = Shape((images, *self._param_shape), "float32")
+            idx = Shape((images,), "int32")
+            for canvas, count in stages(s.steps, s.size, s.scales):
+                for length in {min(CHUNK, count - start) for start in range(0, count, CHUNK)}:
+                    mats = Shape((length, images, 3, 3), "float32") if self.samplers else None
+                    grad.warm(self._loop(canvas, length), p, p, p, Shape((), "float32"), idx, mats)
+            grad.warm(self._score, Shape((images, s.size, s.size, 3), "float32"), idx)
 
     def render(self, indices: Sequence[int], on_step: Callable | None = None):
         """``(uint8 images (n·copies, size, size, 3), activations (n·copies,))``.
@@ -151,6 +183,56 @@ class FilterRenderer:
         x = ops.convert_to_tensor(images.astype("float32") / 255.0)
         idx = ops.convert_to_tensor(np.asarray(indices, dtype="int32"))
         return ops.convert_to_numpy(self._score(x, idx)).astype("float32")
+
+
+class Renderers:
+    """One renderer per ``(variant, layer)``, handed out in order; compiled ahead where it pays.
+
+    Compiling a layer's programs takes seconds that an accelerator would sit idle through,
+    so where the backend can compile without running (:func:`grad.compiles_ahead`) a few
+    threads compile the next layers while the device renders this one. On a CPU the
+    compiler would only compete with the rendering for the same cores, so ``ahead``
+    defaults to "on an accelerator".
+    """
+
+    def __init__(self, model, settings: RenderSettings, preprocess, groups: dict[tuple[str, str], list[int]],
+                 ahead: bool | None = None):
+        self._make = lambda variant, layer: FilterRenderer(model, layer, settings, preprocess, variant)
+        if ahead is None:
+            ahead = grad.accelerator() is not None
+        self._pool = None
+        self._pending: dict = {}
+        if ahead and grad.compiles_ahead():
+            # XLA compiles a program on about one core; leave most cores to the host's other work.
+            workers = max(1, min(4, (os.cpu_count() or 1) // 4))
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="compile")
+            for (variant, layer), indices in groups.items():
+                renderer = self._make(variant, layer)  # built here: graph surgery is not thread-safe
+                n = renderer.filters_per_batch
+                sizes = {min(n, len(indices))} | ({len(indices) % n} - {0})
+                self._pending[(variant, layer)] = (renderer, self._pool.submit(renderer.prepare, sizes))
+
+    def ready(self, variant: str, layer: str) -> FilterRenderer:
+        """The renderer for ``(variant, layer)``, once its programs are compiled."""
+        if (variant, layer) not in self._pending:
+            return self._make(variant, layer)
+        renderer, compiled = self._pending.pop((variant, layer))
+        compiled.result()  # a compile error surfaces here, with its own traceback
+        return renderer
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Shape(NamedTuple):
+    """The shape and dtype of an argument, for compiling ahead."""
+
+    shape: tuple
+    dtype: str
 
 
 def _channel_count(layer) -> int:

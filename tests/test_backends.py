@@ -21,16 +21,23 @@ NEUTRAL = ["tests/test_params.py", "tests/test_transforms.py", "tests/test_objec
            "tests/test_build.py::test_build_writes_a_complete_site"]
 
 
-@pytest.mark.parametrize("backend,module,extra", [
-    ("jax", "jax", {"JAX_PLATFORMS": "cpu"}),
-    ("torch", "torch", {"CUDA_VISIBLE_DEVICES": ""}),
+# Skips each backend may show, by reason; any other skip fails the run.
+AHEAD_ONLY = "only JAX compiles ahead"
+
+
+@pytest.mark.parametrize("backend,module,extra,allowed", [
+    ("jax", "jax", {"JAX_PLATFORMS": "cpu"}, ()),
+    ("torch", "torch", {"CUDA_VISIBLE_DEVICES": ""}, (AHEAD_ONLY,)),
 ])
-def test_core_passes_under_another_backend(backend, module, extra):
+def test_core_passes_under_another_backend(backend, module, extra, allowed):
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed")
     env = {**os.environ, "KERAS_BACKEND": backend, **extra}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *NEUTRAL],
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *NEUTRAL],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    tail = "\n".join((run.stdout + run.stderr).splitlines()[-25:])
+    lines = (run.stdout + run.stderr).splitlines()
+    tail = "\n".join(lines[-25:])
     assert run.returncode == 0, tail
-    assert "passed" in tail and "skipped" not in tail.split("passed")[-1], tail
+    assert "passed" in tail, tail
+    skips = [line for line in lines if line.startswith("SKIPPED")]
+    assert all(any(reason in line for reason in allowed) for line in skips), skips

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gallery import visualize_filters
+from gallery import grad, visualize_filters
 from gallery.config import RenderSettings
 from gallery.optimize import FilterRenderer
 
@@ -119,7 +119,7 @@ def test_batches_halve_when_device_memory_runs_out(tmp_path, monkeypatch):
     from gallery.cache import Cache
 
     sizes = []
-    real = ft.FilterRenderer.render
+    real = FilterRenderer.render
 
     def limited(self, indices, on_step=None):
         sizes.append(len(indices))
@@ -127,8 +127,57 @@ def test_batches_halve_when_device_memory_runs_out(tmp_path, monkeypatch):
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.5GiB")
         return real(self, indices, on_step)
 
-    monkeypatch.setattr(ft.FilterRenderer, "render", limited)
+    monkeypatch.setattr(FilterRenderer, "render", limited)
     tiles = ft.filter_tiles(tiny_classifier(), "fp", {"conv1": [0, 1, 2, 3, 4]},
                             RenderSettings(size=16, steps=2, batch=8), "none", Cache(tmp_path))
     assert [t.index for t in tiles["conv1"]] == [0, 1, 2, 3, 4]
     assert sizes == [5, 4, 2, 2, 1]  # 8 → 4 → 2, then it stays at 2
+
+
+needs_ahead = pytest.mark.skipif(not grad.compiles_ahead(), reason="only JAX compiles ahead of the first call")
+
+
+@needs_ahead
+def test_prepared_programs_serve_every_render_call():
+    settings = RenderSettings(size=16, steps=20, batch=3)  # 10 steps a stage: chunks of 8 and 2
+    lazy = FilterRenderer(tiny_classifier(), "conv2", settings).render([0, 1, 4])
+    renderer = FilterRenderer(tiny_classifier(), "conv2", settings)
+    renderer.prepare([3])
+
+    def not_prepared(*args):
+        raise AssertionError("a program was compiled on first call, not ahead")
+
+    for program in [*renderer._loops.values(), renderer._score]:
+        program._jit = not_prepared
+    ahead = renderer.render([0, 1, 4])
+    np.testing.assert_array_equal(ahead[0], lazy[0])
+    np.testing.assert_array_equal(ahead[1], lazy[1])
+
+
+@needs_ahead
+def test_compiling_ahead_in_threads_gives_the_same_tiles(tmp_path, monkeypatch):
+    from gallery import filter_tiles as ft
+    from gallery.cache import Cache
+
+    selection = {"conv1": [0, 1, 2, 3, 4], "conv2": [1, 2]}
+    settings = RenderSettings(size=16, steps=4, batch=4, scales=(1.0,))  # conv1: batches of 4 and 1
+
+    def build(folder):
+        cache = Cache(tmp_path / folder)
+        tiles = ft.filter_tiles(tiny_classifier(), "fp", selection, settings, "none", cache, ("diversity",))
+        return [(t.activation, cache.get(t.key)[0], [v.activation for v in t.variants["diversity"]])
+                for layer in selection for t in tiles[layer]]
+
+    lazy = build("lazy")
+    prepared, real = [], FilterRenderer.prepare
+
+    def recorded(self, sizes):
+        prepared.append((self.variant.name, self.layer_name, sorted(sizes)))
+        return real(self, sizes)
+
+    monkeypatch.setattr(FilterRenderer, "prepare", recorded)
+    monkeypatch.setattr(grad, "accelerator", lambda: "gpu")
+    assert build("ahead") == lazy
+    # Per (variant, layer), its batch sizes in filters: diversity's 4 copies make 1 filter a batch.
+    assert sorted(prepared) == [("channel", "conv1", [1, 4]), ("channel", "conv2", [2]),
+                                ("diversity", "conv1", [1]), ("diversity", "conv2", [1])]
