@@ -125,8 +125,8 @@ def parser() -> argparse.ArgumentParser:
                         "tile's own window), lucid (also on Lucid's 12-pixel padded canvas, 1.4x the cost at "
                         "128 px) or none (default: standard)")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="compute dtype of the optimization loop: bfloat16 runs on GPU tensor cores at several "
-                        "times float32's speed, but is emulated (slower) on most CPUs; tiles are still scored "
+                   help="compute dtype of the optimization loop: bfloat16 runs on GPU tensor cores at twice "
+                        "TF32's speed, but is emulated (slower) on most CPUs; tiles are still scored "
                         "in float32 (default: float32 on a CPU, "
                         f"{PRESETS['default']['gpu']['precision']} on a GPU)")
     p.add_argument("--images", nargs="+", type=Path, metavar="PATH",
