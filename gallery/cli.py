@@ -168,7 +168,8 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         model=args.model, weights=args.weights, preprocess=args.preprocess, labels=args.labels,
         layers=args.layers, filters=parse_filter_slice(args.filters), render=render,
         images=tuple(args.images or ()), out=args.out, cache=args.cache, cam_layers=args.cam_layers,
-        variants=variants, preset=args.preset, cam_methods=args.cam_method, top_k=args.top_k, photo_pages=args.photo_pages, examples=args.examples, safe_mode=not args.unsafe, prune=args.prune,
+        variants=variants, preset=args.preset, cam_methods=args.cam_method, top_k=args.top_k,
+        photo_pages=args.photo_pages, examples=args.examples, safe_mode=not args.unsafe, prune=args.prune,
         command=public_command(argv),
     )
 

@@ -69,8 +69,9 @@ def filter_tiles(model, fingerprint: str, selection: dict[str, list[int]], setti
                 while start < len(indices):
                     batch = indices[start:start + per_batch]
                     note = f"{layer} filters {batch[0]}–{batch[-1]}" + ("" if variant == MAIN else f" ({variant})")
+                    advance = (lambda k, n=len(batch) * copies: bar.advance(n * k, note))
                     try:
-                        done, acts = renderer.render(batch, on_step=lambda k, n=len(batch) * copies: bar.advance(n * k, note))
+                        done, acts = renderer.render(batch, on_step=advance)
                     except Exception as exc:
                         if not grad.is_out_of_memory(exc) or per_batch == 1:
                             raise

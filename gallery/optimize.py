@@ -45,6 +45,14 @@ def stages(steps: int, size: int, scales: Sequence[float]) -> list[tuple[int, in
     return [(canvas, n) for canvas, n in plan if n > 0]
 
 
+def spans(total: int, size: int) -> list[tuple[int, int]]:
+    """``[(start, length)]`` covering ``range(total)`` in pieces of at most ``size``.
+
+    Rendering and compiling ahead both cut work this way, so they meet the same shapes.
+    """
+    return [(start, min(size, total - start)) for start in range(0, total, size)]
+
+
 class FilterRenderer:
     """Renders filters of one layer; compiled steps are reused across batches."""
 
@@ -68,7 +76,6 @@ class FilterRenderer:
         # compiles them once. :meth:`prepare` compiles it whole instead, off the device's path.
         self._score_ops = grad.no_grad(lambda images, indices: channel(self._preactivation(images, indices)[0]))
         self._score = self._score_ops
-        self._param_shape = self._init(np.random.default_rng(0)).shape
 
     @property
     def filters_per_batch(self) -> int:
@@ -129,12 +136,13 @@ class FilterRenderer:
         s = self.settings
         if self._score is self._score_ops:
             self._score = grad.compile(self._score_ops)
+        param_shape = self._init(np.random.default_rng(0)).shape
         for n in sorted(set(batch_sizes)):
             images = n * self.variant.copies
-            p = Shape((images, *self._param_shape), "float32")
+            p = Shape((images, *param_shape), "float32")
             idx = Shape((images,), "int32")
             for canvas, count in stages(s.steps, s.size, s.scales):
-                for length in {min(CHUNK, count - start) for start in range(0, count, CHUNK)}:
+                for length in {length for _, length in spans(count, CHUNK)}:
                     mats = Shape((length, images, 3, 3), "float32") if self.samplers else None
                     grad.warm(self._loop(canvas, length), p, p, p, Shape((), "float32"), idx, mats)
             grad.warm(self._score, Shape((images, s.size, s.size, 3), "float32"), idx)
@@ -164,8 +172,7 @@ class FilterRenderer:
         idx = ops.convert_to_tensor(np.asarray(images_of, dtype="int32"))
         done = 0
         for canvas, n in stages(s.steps, s.size, s.scales):
-            for start in range(0, n, CHUNK):
-                length = min(CHUNK, n - start)
+            for _, length in spans(n, CHUNK):
                 mats = None
                 if matrices is not None:
                     mats = ops.convert_to_tensor(transforms.resample_matrices(
@@ -208,8 +215,7 @@ class Renderers:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="compile")
             for (variant, layer), indices in groups.items():
                 renderer = self._make(variant, layer)  # built here: graph surgery is not thread-safe
-                n = renderer.filters_per_batch
-                sizes = {min(n, len(indices))} | ({len(indices) % n} - {0})
+                sizes = {length for _, length in spans(len(indices), renderer.filters_per_batch)}
                 self._pending[(variant, layer)] = (renderer, self._pool.submit(renderer.prepare, sizes))
 
     def ready(self, variant: str, layer: str) -> FilterRenderer:

@@ -2,7 +2,8 @@
 
 A preset fills in whatever settings the user did not give. CPUs get the coarse-to-fine
 schedule, whose early steps cost a quarter as much; GPUs get larger tiles and more
-steps because they can afford them, and run the loop in bf16 on their tensor cores. Costs on reference machines are in the README.
+steps because they can afford them, and run the loop in bf16 on their tensor cores.
+Costs on reference machines are in the README.
 """
 
 from __future__ import annotations
