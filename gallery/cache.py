@@ -72,6 +72,11 @@ class Cache:
         self.damaged = 0
         self.stored = 0
         self.used: set[str] = set()
+        # Keys read back intact or written by this build. A pass that fills several entries
+        # at once (peaks with their sheet, CAMs with their contributions) is rerun when any
+        # one is lost; its other entries are then left as they are, so they are neither
+        # rewritten nor counted as computed.
+        self._valid: set[str] = set()
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         folder = self.root / "objects" / key[:2]
@@ -92,16 +97,21 @@ class Cache:
             return self._damaged(key, "payload does not match its digest")
         self.hits += 1
         self.used.add(key)
+        self._valid.add(key)
         return data, record.get("meta", {})
 
     def has(self, key: str) -> bool:
         return self._paths(key)[1].is_file()
 
     def put(self, key: str, data: bytes, meta: dict | None = None, about: dict | None = None) -> None:
-        """Store a payload; ``about`` (kind, model, …) is kept for ``--cache-info``."""
+        """Store a payload; ``about`` (kind, model, …) is kept for ``--cache-info``. A key
+        already known valid in this build is kept: keys name their content."""
+        if key in self._valid:
+            return
         data_path, record_path = self._paths(key)
         self.stored += 1
         self.used.add(key)
+        self._valid.add(key)
         write_atomic(data_path, data)
         record = {"digest": digest(data), "size": len(data), "meta": meta or {}, "about": about or {},
                   "created": round(time.time())}

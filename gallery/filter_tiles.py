@@ -51,13 +51,18 @@ def filter_tiles(model, fingerprint: str, selection: dict[str, list[int]], setti
     for variant in kinds:
         for layer, indices in selection.items():
             for i in indices:
+                # Every copy is looked up, even past a miss: the copies still cached are
+                # kept when the lost one makes the filter render again.
+                lost = False
                 for c in range(VARIANTS[variant].copies):
                     k = key(layer, i, variant, c)
                     entry = cache.get(k)
                     if entry is None:
-                        missing.setdefault((variant, layer), []).append(i)
-                        break
-                    images[(layer, i, variant, c)] = VariantImage(k, float(entry[1]["activation"]))
+                        lost = True
+                    else:
+                        images[(layer, i, variant, c)] = VariantImage(k, float(entry[1]["activation"]))
+                if lost:
+                    missing.setdefault((variant, layer), []).append(i)
     work = sum(len(v) * VARIANTS[variant].copies for (variant, _), v in missing.items())
     if work:
         with Progress("filter images", work * settings.steps, unit=" image-steps") as bar, \
@@ -83,6 +88,8 @@ def filter_tiles(model, fingerprint: str, selection: dict[str, list[int]], setti
                     start += len(batch)
                     for j, (image, act) in enumerate(zip(done, acts)):
                         i, c = batch[j // copies], j % copies
+                        if (layer, i, variant, c) in images:  # a cached sibling of a lost copy
+                            continue
                         k = key(layer, i, variant, c)
                         fresh[k] = imaging.encode_png(image)
                         cache.put(k, fresh[k], {"activation": float(act)},

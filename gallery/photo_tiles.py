@@ -203,8 +203,11 @@ def _predictions_and_cams(rows, done, chunk, cam_layers, methods, common, cache,
                 about = dict(photo=chunk.photos[i].digest, layer=layer, method=method, **common)
                 keys[i] = [make_key(kind="cam", cls=c, **about) for c in classes]
                 contrib_keys[i] = make_key(kind="contributions", cls=classes[0], **about)
+                # Every entry is looked up, not only up to the first miss, so the ones still
+                # intact are known valid and are not written again by the rerun pass.
+                cams_found = [cache.get(k) is not None for k in keys[i]]
                 entry = cache.get(contrib_keys[i])
-                if entry is None or any(cache.get(k) is None for k in keys[i]):
+                if entry is None or not all(cams_found):
                     todo.append(i)
                 else:
                     shares[i] = json.loads(entry[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
@@ -332,3 +333,56 @@ def test_lock_reports_the_holder(tmp_path):
             # flock is per open file description, so a second open in one process conflicts too
             with FolderLock(tmp_path, "output"):
                 pass
+
+
+@pytest.mark.parametrize("lost", [("features",), ("contributions",), ("features", "contributions")])
+def test_losing_part_of_a_shared_computation_rewrites_only_that_part(setup, lost, capsys):
+    # A feature sheet is computed with its peaks, and contributions with their CAMs: a build
+    # killed between the two writes leaves one of the pair. The rerun must recompute the pass
+    # but rewrite (and count) only the entry that was lost, so "tiles computed" stays honest.
+    tmp, model, photos = setup
+    argv = _argv(tmp, model, photos, steps=2)
+    assert main(argv) == 0
+    cache = Cache(tmp / "cache")
+    victims = [next(key for key, record in cache.records() if record.get("about", {}).get("kind") == kind)
+               for kind in lost]
+    kept = {key: (tmp / "cache" / "objects" / key[:2] / f"{key}.json").stat().st_mtime_ns
+            for key, _ in cache.records() if key not in victims}
+    for key in victims:
+        for suffix in (".bin", ".json"):
+            (tmp / "cache" / "objects" / key[:2] / f"{key}{suffix}").unlink()
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"{len(victims)} tiles computed, {TILES_PER_BUILD - len(victims)} reused" in err, err
+    after = {key: (tmp / "cache" / "objects" / key[:2] / f"{key}.json").stat().st_mtime_ns for key in kept}
+    assert after == kept, "an entry that was still valid was written again"
+    _every_entry_verifies(tmp / "cache")
+    check_site(tmp / "site")
+
+
+def test_losing_one_diversity_copy_keeps_its_siblings_and_their_activations(setup, capsys):
+    # Diversity copies are rendered together, so losing one renders all four again. The three
+    # still cached must keep their images and the activations recorded for those images.
+    tmp, model, photos = setup
+    argv = _argv(tmp, model, photos, steps=2) + ["--variants", "diversity"]
+    assert main(argv) == 0
+    manifest = tmp / "site" / "tiny" / "manifest.json"
+
+    def copies():
+        items = json.loads(manifest.read_text())["layers"][0]["filters"][0]["variants"][0]["images"]
+        return [(item, (tmp / "site" / item["image"]).read_bytes()) for item in items]
+
+    before = copies()
+    cache = Cache(tmp / "cache")
+    victim = next(key for key, _ in cache.records() if cache.get(key)[0] == before[1][1])
+    for suffix in (".bin", ".json"):
+        (tmp / "cache" / "objects" / victim[:2] / f"{victim}{suffix}").unlink()
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "1 tiles computed" in err, err
+    after = copies()
+    assert [after[i] for i in (0, 2, 3)] == [before[i] for i in (0, 2, 3)]
+    _every_entry_verifies(tmp / "cache")
+    check_site(tmp / "site")
