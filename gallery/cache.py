@@ -95,7 +95,8 @@ class Cache:
             return self._damaged(key, f"unreadable record ({exc})")
         if not isinstance(record, dict) or record.get("digest") != digest(data):
             return self._damaged(key, "payload does not match its digest")
-        self.hits += 1
+        if key not in self._valid:  # read twice (a thumbnail's source), reused once
+            self.hits += 1
         self.used.add(key)
         self._valid.add(key)
         return data, record.get("meta", {})

@@ -335,11 +335,12 @@ def test_lock_reports_the_holder(tmp_path):
                 pass
 
 
-@pytest.mark.parametrize("lost", [("features",), ("contributions",), ("features", "contributions")])
+@pytest.mark.parametrize("lost", [("features",), ("contributions",), ("features", "contributions"), ("thumb",)])
 def test_losing_part_of_a_shared_computation_rewrites_only_that_part(setup, lost, capsys):
     # A feature sheet is computed with its peaks, and contributions with their CAMs: a build
     # killed between the two writes leaves one of the pair. The rerun must recompute the pass
     # but rewrite (and count) only the entry that was lost, so "tiles computed" stays honest.
+    # A thumbnail is made from its filter image read back: still one entry reused, not two.
     tmp, model, photos = setup
     argv = _argv(tmp, model, photos, steps=2)
     assert main(argv) == 0
