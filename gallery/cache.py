@@ -71,12 +71,11 @@ class Cache:
         self.misses = 0
         self.damaged = 0
         self.stored = 0
+        # Keys read back intact or written by this build: what ``--prune`` keeps. A pass
+        # that fills several entries at once (peaks with their sheet, CAMs with their
+        # contributions) is rerun when any one is lost; its other entries, already here,
+        # are then left as they are, neither rewritten nor counted as computed.
         self.used: set[str] = set()
-        # Keys read back intact or written by this build. A pass that fills several entries
-        # at once (peaks with their sheet, CAMs with their contributions) is rerun when any
-        # one is lost; its other entries are then left as they are, so they are neither
-        # rewritten nor counted as computed.
-        self._valid: set[str] = set()
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         folder = self.root / "objects" / key[:2]
@@ -95,10 +94,9 @@ class Cache:
             return self._damaged(key, f"unreadable record ({exc})")
         if not isinstance(record, dict) or record.get("digest") != digest(data):
             return self._damaged(key, "payload does not match its digest")
-        if key not in self._valid:  # read twice (a thumbnail's source), reused once
+        if key not in self.used:  # read twice (a thumbnail's source), reused once
             self.hits += 1
         self.used.add(key)
-        self._valid.add(key)
         return data, record.get("meta", {})
 
     def has(self, key: str) -> bool:
@@ -107,12 +105,11 @@ class Cache:
     def put(self, key: str, data: bytes, meta: dict | None = None, about: dict | None = None) -> None:
         """Store a payload; ``about`` (kind, model, …) is kept for ``--cache-info``. A key
         already known valid in this build is kept: keys name their content."""
-        if key in self._valid:
+        if key in self.used:
             return
         data_path, record_path = self._paths(key)
         self.stored += 1
         self.used.add(key)
-        self._valid.add(key)
         write_atomic(data_path, data)
         record = {"digest": digest(data), "size": len(data), "meta": meta or {}, "about": about or {},
                   "created": round(time.time())}

@@ -67,6 +67,12 @@ def _wait(predicate, proc, timeout=120):
         time.sleep(0.02)
 
 
+def _entry_files(cache_dir: Path, key: str) -> tuple[Path, Path]:
+    """An entry's payload and record."""
+    folder = cache_dir / "objects" / key[:2]
+    return folder / f"{key}.bin", folder / f"{key}.json"
+
+
 def _every_entry_verifies(cache_dir: Path):
     cache = Cache(cache_dir)
     for record in _records(cache_dir):
@@ -103,13 +109,11 @@ def test_truncated_cache_entries_are_recomputed_not_published(setup, capsys):
     tmp, model, photos = setup
     argv = _argv(tmp, model, photos, steps=2)
     assert main(argv) == 0
-    from gallery.cache import Cache
-
     # Entries that hold one tile each (a photo entry can stand for a whole batch).
     single = sorted(key for key, record in Cache(tmp / "cache").records()
                     if record.get("about", {}).get("kind") in ("filter", "thumb"))
     for key in single[:3]:
-        victim = tmp / "cache" / "objects" / key[:2] / f"{key}.bin"
+        victim = _entry_files(tmp / "cache", key)[0]
         victim.write_bytes(victim.read_bytes()[:10])
     capsys.readouterr()
     assert main(argv) == 0
@@ -347,16 +351,16 @@ def test_losing_part_of_a_shared_computation_rewrites_only_that_part(setup, lost
     cache = Cache(tmp / "cache")
     victims = [next(key for key, record in cache.records() if record.get("about", {}).get("kind") == kind)
                for kind in lost]
-    kept = {key: (tmp / "cache" / "objects" / key[:2] / f"{key}.json").stat().st_mtime_ns
+    kept = {key: _entry_files(tmp / "cache", key)[1].stat().st_mtime_ns
             for key, _ in cache.records() if key not in victims}
     for key in victims:
-        for suffix in (".bin", ".json"):
-            (tmp / "cache" / "objects" / key[:2] / f"{key}{suffix}").unlink()
+        for path in _entry_files(tmp / "cache", key):
+            path.unlink()
     capsys.readouterr()
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert f"{len(victims)} tiles computed, {TILES_PER_BUILD - len(victims)} reused" in err, err
-    after = {key: (tmp / "cache" / "objects" / key[:2] / f"{key}.json").stat().st_mtime_ns for key in kept}
+    after = {key: _entry_files(tmp / "cache", key)[1].stat().st_mtime_ns for key in kept}
     assert after == kept, "an entry that was still valid was written again"
     _every_entry_verifies(tmp / "cache")
     check_site(tmp / "site")
@@ -377,8 +381,8 @@ def test_losing_one_diversity_copy_keeps_its_siblings_and_their_activations(setu
     before = copies()
     cache = Cache(tmp / "cache")
     victim = next(key for key, _ in cache.records() if cache.get(key)[0] == before[1][1])
-    for suffix in (".bin", ".json"):
-        (tmp / "cache" / "objects" / victim[:2] / f"{victim}{suffix}").unlink()
+    for path in _entry_files(tmp / "cache", victim):
+        path.unlink()
     capsys.readouterr()
     assert main(argv) == 0
     err = capsys.readouterr().err
