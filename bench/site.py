@@ -34,6 +34,7 @@ from gallery.cache import Cache, make_key  # noqa: E402
 from gallery.examples import TopExamples, peaks  # noqa: E402
 from gallery.filter_tiles import THUMB_SIDE, FilterTile  # noqa: E402
 from gallery.photo_tiles import PhotoResults, PhotoTiles  # noqa: E402
+from gallery.site_folder import SiteFolder  # noqa: E402
 
 # (name, channels, map side at a 224 input)
 VGG16 = [("block1_conv1", 64, 224), ("block1_conv2", 64, 224), ("block2_conv1", 128, 112),
@@ -125,7 +126,9 @@ def main():
     start = time.perf_counter()
     tiles, shots = synthetic(cache, args.photos, args.size, args.pool)
     print(f"synthetic tiles made in {time.perf_counter() - start:.1f}s (not part of the budget)")
-    info = {"name": "VGG16", "slug": "vgg16", "source": "synthetic", "keras_name": "vgg16", "fingerprint": "0" * 32,
+    folder = SiteFolder(out)
+    folder.claim()
+    info = {"name": "VGG16", "slug": "vgg16", "identity": "synthetic", "source": "synthetic", "keras_name": "vgg16", "fingerprint": "0" * 32,
             "params": 138357544, "input_shape": "224×224×3", "preprocess": "caffe", "classes": None,
             "labels_source": None, "cam_note": "synthetic benchmark"}
     table = [{"name": n, "type": "Conv2D", "shape": f"{s}×{s}×{c}", "params": 0, "conv": True} for n, c, s in VGG16]
@@ -136,14 +139,14 @@ def main():
         data, files = manifest.build(model_info=info, table=table, filter_tiles=tiles,
                                      channels={n: c for n, c, _ in VGG16}, photos=shots, class_names=None,
                                      settings=settings, command="python bench/site.py")
-        written = site.render(data, files, cache, out)
+        written = site.render(data, files, cache, folder)
         timings.append(time.perf_counter() - start)
         print(f"{label:<18} {timings[-1]:6.2f}s  ({written['pages']} pages and {written['tiles']} tiles written, "
               f"{written['unchanged']} unchanged)")
     print(f"rebuild / first render: {timings[1] / timings[0]:.2f}x")
     env = site.environment()
     start = time.perf_counter()
-    pages = site.pages(data, out)
+    pages = site.pages(data, [data])
     for path, template, context in pages:
         env.get_template(template).render(root=site._root(path), page=path, **context)
     print(f"templates alone: {len(pages)} pages in {time.perf_counter() - start:.2f}s (budget 15 s)")

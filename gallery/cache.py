@@ -1,33 +1,41 @@
-"""Content-keyed tile cache with atomic, verified entries.
+"""Content-keyed tile cache with atomic, sealed entries.
 
-An entry is a payload file plus a JSON record holding the payload's digest and any
-metadata (a filter's final activation, a feature sheet's layout). The record is
-written last, so an entry exists only once its payload is complete; reading verifies
-the digest, and a damaged entry is reported and treated as missing, so it is
-recomputed instead of published.
+An entry is a payload file plus a JSON record holding the entry's metadata (a filter's
+activation, a feature sheet's layout) and a digest that seals the payload *and* that
+metadata together, since both are published. The record is written last, so an entry
+exists only once its payload is complete. Reading checks the seal and the shape of the
+metadata: an altered, truncated or misshapen entry is reported, removed and treated as
+missing, so it is recomputed instead of published. Whatever stands where an entry
+should be (a folder, a link, a file in place of a shard folder) is damage too, and heals.
+
+The cache owns only what it names: ``objects/<2 hex>/<40 hex>.bin|json``. Anything else
+found there is left alone, never followed, never counted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import sys
-import tempfile
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any, Callable
 
+from .console import log
 from .errors import GalleryError
+from .folders import LEGACY_LOCK, claim, folder_error, remove, sweep, write_atomic
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: builds are not locked against each other
-    fcntl = None
-
-TEMP_SUFFIX = ".tmp"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+FORMAT = 2  # records seal payload and metadata; format 1 sealed the payload alone
+TAG = "CACHEDIR.TAG"
+_TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+             "# This file is a cache directory tag created by cnn-gallery: tiles of its builds.\n"
+             "# For information about cache directory tags see https://bford.info/cachedir/\n")
+_KEY = re.compile(r"[0-9a-f]{40}")
+_ENTRY = re.compile(r"([0-9a-f]{40})\.(bin|json)")
+_LEGACY_TEMP = re.compile(r"\.[0-9a-f]{40}\.(bin|json)\.\w+\.tmp")  # how builds before ownership named them
 
 
 def digest(data: bytes) -> str:
@@ -40,28 +48,22 @@ def make_key(**parts) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=20).hexdigest()
 
 
-def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    """Write via a temporary file in the same folder and ``os.replace``: never half a file.
+def seal(data: bytes, meta: dict, about: dict) -> str:
+    """One digest over the payload and everything its record says about it."""
+    text = json.dumps({"meta": meta, "about": about}, sort_keys=True, separators=(",", ":"))
+    return digest(digest(data).encode("ascii") + text.encode("utf-8"))
 
-    ``durable`` also flushes the bytes to disk before the rename, so even a power cut
-    cannot leave an empty file under the final name; a killed process cannot either way.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files must be readable
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+
+def number(value: Any) -> bool:
+    """A finite int or float (what a ``require`` check for a published figure wants)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _read(path: Path) -> bytes:
+    """A regular file's bytes; a link is never followed (``OSError`` instead)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
 
 
 class Cache:
@@ -77,30 +79,73 @@ class Cache:
         # are then left as they are, neither rewritten nor counted as computed.
         self.used: set[str] = set()
 
+    # ownership -------------------------------------------------------------------
+
+    def owned(self, folder: Path | None = None) -> bool:
+        tag = (folder or self.root) / TAG
+        try:
+            return tag.is_file() and not tag.is_symlink() and "cnn-gallery" in tag.read_text("utf-8", "replace")
+        except OSError:
+            return False
+
+    def _mark(self, folder: Path) -> None:
+        write_atomic(folder / TAG, _TAG_TEXT.encode("ascii"))
+
+    def _adopt(self, folder: Path) -> bool:
+        """A cache written before caches were tagged: its old lock file, and ``objects/``."""
+        if not self._legacy(folder):
+            return False
+        self._mark(folder)
+        (folder / LEGACY_LOCK).unlink()
+        return True
+
+    def claim(self) -> None:
+        """Own the folder (see :func:`folders.claim`) and sweep its half-written files."""
+        claim(self.root, "--cache", self.owned, self._mark, self._adopt)
+        swept = sweep([self.root, self.root / "objects", *self._shards()], legacy=_LEGACY_TEMP)
+        if swept:
+            log(f"removed {swept} half-written files left in {self.root} by an interrupted build")
+
+    # entries ---------------------------------------------------------------------
+
     def _paths(self, key: str) -> tuple[Path, Path]:
+        if not _KEY.fullmatch(key):
+            raise ValueError(f"not a cache key: {key!r}")
         folder = self.root / "objects" / key[:2]
         return folder / f"{key}.bin", folder / f"{key}.json"
 
-    def get(self, key: str) -> tuple[bytes, dict] | None:
-        """``(payload, metadata)`` or ``None`` when absent or damaged."""
+    def get(self, key: str, require: dict[str, Callable[[Any], bool]] | None = None) -> tuple[bytes, dict] | None:
+        """``(payload, metadata)``, or ``None`` when absent or damaged.
+
+        ``require`` maps metadata fields to checks their values must pass; an entry that
+        fails one is damaged (an older schema, or a record edited by hand).
+        """
         data_path, record_path = self._paths(key)
         try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            data = data_path.read_bytes()
+            record = json.loads(_read(record_path))
+            data = _read(data_path)
         except FileNotFoundError:
             self.misses += 1
             return None
-        except (OSError, ValueError) as exc:
-            return self._damaged(key, f"unreadable record ({exc})")
-        if not isinstance(record, dict) or record.get("digest") != digest(data):
+        except (OSError, ValueError) as exc:  # a folder, a link, a file where the shard folder goes
+            return self._damaged(key, f"unreadable ({type(exc).__name__})")
+        if not isinstance(record, dict) or not isinstance(record.get("meta", {}), dict):
+            return self._damaged(key, "its record is not an entry record")
+        meta, about = record.get("meta", {}), record.get("about", {})
+        if record.get("format") == FORMAT:
+            if record.get("digest") != seal(data, meta, about):
+                return self._damaged(key, "payload or metadata does not match its digest")
+        elif record.get("digest") == digest(data):  # format 1: reseal, so later edits are caught
+            self._write_record(key, data, meta, about, record.get("created"))
+        else:
             return self._damaged(key, "payload does not match its digest")
+        bad = [name for name, check in (require or {}).items() if not check(meta.get(name))]
+        if bad:
+            return self._damaged(key, f"its metadata lacks a valid {', '.join(bad)}")
         if key not in self.used:  # read twice (a thumbnail's source), reused once
             self.hits += 1
         self.used.add(key)
-        return data, record.get("meta", {})
-
-    def has(self, key: str) -> bool:
-        return self._paths(key)[1].is_file()
+        return data, meta
 
     def put(self, key: str, data: bytes, meta: dict | None = None, about: dict | None = None) -> None:
         """Store a payload; ``about`` (kind, model, …) is kept for ``--cache-info``. A key
@@ -108,46 +153,93 @@ class Cache:
         if key in self.used:
             return
         data_path, record_path = self._paths(key)
+        try:
+            self._clear_way(data_path.parent)
+            for path in (data_path, record_path):
+                if path.is_symlink() or path.is_dir():
+                    remove(path)
+            write_atomic(data_path, data)
+            self._write_record(key, data, meta or {}, about or {})
+        except OSError as exc:  # a full disk, a read-only mount: one line, and the entry stays absent
+            raise folder_error(exc, "--cache", self.root) from exc
         self.stored += 1
         self.used.add(key)
-        write_atomic(data_path, data)
-        record = {"digest": digest(data), "size": len(data), "meta": meta or {}, "about": about or {},
-                  "created": round(time.time())}
-        write_atomic(record_path, json.dumps(record, sort_keys=True).encode("utf-8"))
+
+    def _write_record(self, key: str, data: bytes, meta: dict, about: dict, created=None) -> None:
+        record = {"format": FORMAT, "digest": seal(data, meta, about), "size": len(data), "meta": meta,
+                  "about": about, "created": created if number(created) else round(time.time())}
+        write_atomic(self._paths(key)[1], json.dumps(record, sort_keys=True).encode("utf-8"))
+
+    def _clear_way(self, shard: Path) -> None:
+        """Shard and ``objects`` must be real folders; anything else there is damage."""
+        for folder in (shard.parent, shard):
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                log(f"cache: {str(folder)!r} is not a folder; replacing it")
+                remove(folder)
+        shard.mkdir(parents=True, exist_ok=True)
 
     def _damaged(self, key: str, why: str):
         self.damaged += 1
         self.misses += 1
-        print(f"cache: entry {key[:12]} is damaged ({why}); recomputing it", file=sys.stderr)
-        for path in self._paths(key):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+        log(f"cache: entry {key[:12]} is damaged ({why}); recomputing it")
+        data_path, record_path = self._paths(key)
+        for folder in (data_path.parent.parent, data_path.parent):
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                remove(folder)  # a file or link where a folder goes: the entry was never reachable
+                break
+        else:
+            for path in (data_path, record_path):
+                remove(path)
         return None
 
+    # the whole cache -----------------------------------------------------------------
+
+    def _shards(self) -> list[Path]:
+        """The shard folders: real folders named by two hex digits (links are not followed)."""
+        objects = self.root / "objects"
+        if objects.is_symlink() or not objects.is_dir():
+            return []
+        return sorted(Path(e.path) for e in os.scandir(objects)
+                      if re.fullmatch(r"[0-9a-f]{2}", e.name) and e.is_dir(follow_symlinks=False))
+
+    def _entries(self) -> dict[str, dict[str, os.DirEntry]]:
+        """``{key: {"bin"|"json": entry}}`` for every file the cache named, and nothing else."""
+        found: dict[str, dict] = defaultdict(dict)
+        for shard in self._shards():
+            for entry in os.scandir(shard):
+                match = _ENTRY.fullmatch(entry.name)
+                if match and match.group(1)[:2] == shard.name and not entry.is_dir(follow_symlinks=False):
+                    found[match.group(1)][match.group(2)] = entry
+        return found
+
     def records(self):
-        """``(key, record)`` for every entry whose record can be read."""
-        for record_path in sorted((self.root / "objects").glob("*/*.json")):
+        """``(key, record)`` for every entry with a record; ``{}`` where it cannot be read."""
+        for key, files in sorted(self._entries().items()):
+            if "json" not in files:
+                continue
             try:
-                yield record_path.stem, json.loads(record_path.read_text(encoding="utf-8"))
+                record = json.loads(_read(Path(files["json"].path)))
             except (OSError, ValueError):
-                yield record_path.stem, {}
+                record = {}
+            yield key, record if isinstance(record, dict) else {}
 
     def info(self) -> dict:
-        """Entries and bytes by kind and by model fingerprint."""
+        """Entries and bytes by kind and by model fingerprint; sizes are measured, not read."""
         by_kind: dict = defaultdict(lambda: [0, 0])
         by_model: dict = defaultdict(lambda: [0, 0])
-        for _, record in self.records():
-            about = record.get("about", {}) if isinstance(record, dict) else {}
-            size = int(record.get("size", 0)) if isinstance(record, dict) else 0
+        entries = self._entries()
+        for key, record in self.records():
+            about = record.get("about") if isinstance(record.get("about"), dict) else {}
+            size = sum(f.stat(follow_symlinks=False).st_size for f in entries[key].values())
             for table, name in ((by_kind, about.get("kind", "unknown")), (by_model, about.get("model", "none"))):
-                table[name][0] += 1
-                table[name][1] += size
+                table[str(name)][0] += 1
+                table[str(name)][1] += size
         return {"kinds": dict(by_kind), "models": dict(by_model)}
 
     def report(self) -> str:
         """What ``--cache-info`` prints."""
+        if self.root.is_dir() and any(os.scandir(self.root)) and not (self.owned() or self._legacy()):
+            raise GalleryError(f"--cache {str(self.root)!r} is not a cnn-gallery cache (it has no {TAG} of ours)")
         info = self.info()
         lines = [f"cache {self.root}"]
         for title, table in (("by kind", info["kinds"]), ("by model fingerprint", info["models"])):
@@ -158,70 +250,19 @@ class Cache:
             lines.append("  (empty)")
         return "\n".join(lines)
 
+    def _legacy(self, folder: Path | None = None) -> bool:
+        folder = folder or self.root
+        return (folder / LEGACY_LOCK).is_file() and {e.name for e in os.scandir(folder)} <= {LEGACY_LOCK, "objects"}
+
     def prune(self, keep: set[str]) -> tuple[int, int]:
-        """Delete every entry not in ``keep``; return ``(entries, bytes)`` removed."""
+        """Delete every entry not in ``keep``, payloads left without a record included;
+        return ``(entries, bytes)`` removed. Files the cache did not name are not touched."""
         removed = freed = 0
-        for key, record in list(self.records()):
+        for key, files in self._entries().items():
             if key in keep:
                 continue
-            freed += int(record.get("size", 0)) if isinstance(record, dict) else 0
-            for path in self._paths(key):
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
+            for entry in files.values():
+                freed += entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)  # a link is removed, never what it points to
             removed += 1
         return removed, freed
-
-
-def sweep_temporaries(folder: Path) -> int:
-    """Remove half-written files that a killed build left behind; call with the lock held."""
-    count = 0
-    if Path(folder).is_dir():
-        for path in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
-            try:
-                path.unlink()
-                count += 1
-            except OSError:
-                pass
-    return count
-
-
-class FolderLock:
-    """An exclusive lock on a folder for the length of a build.
-
-    ``flock`` is released by the kernel when the process dies, even by ``kill -9``, so a
-    crashed build never leaves a stale lock behind.
-    """
-
-    NAME = ".cnn-gallery.lock"
-
-    def __init__(self, folder, role: str):
-        self.folder = Path(folder)
-        self.role = role
-        self.fd = None
-
-    def __enter__(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
-            return self
-        path = self.folder / self.NAME
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 64, 0).decode("ascii", "replace").strip() or "?"
-            os.close(self.fd)
-            self.fd = None
-            raise GalleryError(
-                f"another build (pid {holder}) holds the {self.role} folder {str(self.folder)!r}; "
-                f"wait for it to finish, or use another {'--out' if self.role == 'output' else '--cache'}"
-            ) from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode("ascii"), 0)
-        return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            os.close(self.fd)  # closing releases the lock
-            self.fd = None

@@ -20,27 +20,38 @@ def public_path(path) -> str:
     """How a local path appears on published pages.
 
     Pages are meant to be put online, so they must not reveal the builder's folders
-    (``/home/alice/...``): a path under the working directory is shown relative to it,
-    any other absolute path by its file name alone.
+    (``/home/alice/...``, or ``../../home/alice/...``): a path that resolves under the
+    working directory is shown relative to it, in its plain form; any other path, absolute
+    or relative, by its file name alone.
     """
     text = str(path)
-    if not os.path.isabs(text):
-        return text
     try:
-        return str(Path(text).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+        return Path(text).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except (ValueError, OSError):
         return f"\u2026/{Path(text).name}"
 
 
-def public_command(argv: list[str]) -> str:
-    """The command line of a build, with its paths made :func:`public_path`."""
-    def scrub(arg: str) -> str:
-        if arg.startswith("--") and "=" in arg:
-            flag, value = arg.split("=", 1)
-            return f"{flag}={public_path(value)}"
-        return public_path(arg)
+# Flags whose values are local paths; --images takes several.
+PATH_FLAGS = ("--model", "--weights", "--labels", "--images", "--out", "--cache")
 
-    return shlex.join(["python", "build.py", *map(scrub, argv)])
+
+def public_command(argv: list[str]) -> str:
+    """The command line of a build, with the values of path flags made :func:`public_path`."""
+    shown, flag = [], None
+    for arg in argv:
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            if eq:
+                shown.append(f"{name}={public_path(value)}" if name in PATH_FLAGS else arg)
+            else:
+                shown.append(arg)
+            flag = name if name in PATH_FLAGS and not eq else None
+        elif flag is not None:
+            shown.append(public_path(arg))
+            flag = flag if flag == "--images" else None
+        else:
+            shown.append(arg)
+    return shlex.join(["python", "build.py", *shown])
 
 
 STEP_TRANSFORMS = ("standard", "lucid", "none")

@@ -7,18 +7,19 @@ the optimizer runs only on the filters that lack one.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 from . import grad, imaging
-from .cache import Cache, make_key
+from .cache import Cache, make_key, number
 from .config import RenderSettings
+from .console import log
 from .objectives import VARIANTS
 from .optimize import Renderers
 from .progress import Progress
 
 THUMB_SIDE = 96  # layer-page thumbnails, sized for their slot
 MAIN = "channel"
+ACTIVATION = {"activation": number}  # what a filter image's record must hold
 
 
 @dataclass
@@ -56,7 +57,7 @@ def filter_tiles(model, fingerprint: str, selection: dict[str, list[int]], setti
                 lost = False
                 for c in range(VARIANTS[variant].copies):
                     k = key(layer, i, variant, c)
-                    entry = cache.get(k)
+                    entry = cache.get(k, require=ACTIVATION)
                     if entry is None:
                         lost = True
                     else:
@@ -82,8 +83,7 @@ def filter_tiles(model, fingerprint: str, selection: dict[str, list[int]], setti
                             raise
                         # Halve and retry: the batch fits whatever the device's memory.
                         per_batch //= 2
-                        print(f"\n{layer}: out of device memory; {per_batch * copies} images per batch from now on",
-                              file=sys.stderr, flush=True)
+                        log("", f"{layer}: out of device memory; {per_batch * copies} images per batch from now on")
                         continue
                     start += len(batch)
                     for j, (image, act) in enumerate(zip(done, acts)):

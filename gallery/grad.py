@@ -7,9 +7,12 @@ PyTorch. The backend is whatever Keras chose at import (``KERAS_BACKEND`` or
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import keras
+
+from .errors import GalleryError
 
 BACKEND = keras.backend.backend()
 
@@ -135,6 +138,45 @@ def accelerator() -> str | None:
         import torch
 
         return "gpu" if torch.cuda.is_available() else None
+    return None
+
+
+# TensorFlow enters a graph name scope per layer while it traces; names outside this
+# pattern raise mid-build (tensorflow/python/framework/ops.py, _VALID_OP_NAME_REGEX).
+_TF_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
+
+
+def check_names(names) -> None:
+    """Refuse, before any work, layer names the backend cannot trace (TensorFlow only)."""
+    if BACKEND != "tensorflow":
+        return
+    bad = [name for name in names if not _TF_NAME.fullmatch(name)]
+    if bad:
+        raise GalleryError(
+            f"layer {bad[0]!r}{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''} has a name TensorFlow cannot "
+            "trace (it allows letters, digits and _.-> only, not first _ or -); rename the layer, or build with "
+            "--backend jax")
+
+
+def memory_bytes() -> int | None:
+    """Memory the computation can use: the accelerator's, else the host's available RAM."""
+    try:
+        if accelerator() is not None:
+            if BACKEND == "jax":
+                import jax
+
+                return int(jax.devices()[0].memory_stats()["bytes_limit"])
+            if BACKEND == "torch":
+                import torch
+
+                return int(torch.cuda.get_device_properties(0).total_memory)
+            return None  # TensorFlow does not say how much a GPU holds
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, KeyError, ValueError, RuntimeError):
+        return None
     return None
 
 

@@ -7,6 +7,7 @@ functional and sequential models and for backbones nested to any depth.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -41,6 +42,16 @@ def conv_layers(model: keras.Model) -> list[str]:
     return names
 
 
+def all_layer_names(model: keras.Model) -> list[str]:
+    """The name of every layer, nested models' layers included (each name alone)."""
+    names = []
+    for layer in model.layers:
+        names.append(layer.name)
+        if _is_container(layer):
+            names += all_layer_names(layer)
+    return names
+
+
 @dataclass(frozen=True)
 class LayerPath:
     """The chain of (container, layer) pairs from the outer model down to a layer."""
@@ -65,13 +76,27 @@ def locate(model: keras.Model, name: str) -> LayerPath:
         found = next((layer for layer in container.layers if layer.name == part), None)
         if found is None or (depth < len(parts) - 1 and not _is_container(found)):
             available = conv_layers(model)
+            close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
             shown = ", ".join(available[:12]) + (" …" if len(available) > 12 else "")
             raise GalleryError(
-                f"layer {name!r} is not in model {model.name!r}; its conv layers are: {shown}"
+                f"layer {name!r} is not in model {model.name!r}; "
+                + (f"did you mean {' or '.join(map(repr, close))}? " if close else "")
+                + f"its conv layers are: {shown}"
             )
         steps.append((container, found))
         container = found
     return LayerPath(tuple(steps))
+
+
+def locate_conv(model: keras.Model, name: str) -> LayerPath:
+    """Like :func:`locate`, for a layer whose filters can be rendered: a 2-D conv layer."""
+    path = locate(model, name)
+    if not _is_conv(path.layer):
+        available = conv_layers(model)
+        shown = ", ".join(available[:12]) + (" …" if len(available) > 12 else "")
+        raise GalleryError(f"layer {name!r} is a {type(path.layer).__name__}, not a 2-D conv layer, so it has no "
+                           f"filters to render; conv layers of {model.name!r}: {shown}")
+    return path
 
 
 def calls(layer) -> list:
@@ -133,6 +158,38 @@ def _subgraph(container, inputs, outputs, what: str) -> keras.Model:
         for layer in container.layers:
             for node in layer._inbound_nodes[before.get(id(layer), 0):]:
                 setattr(node, CLONED, True)
+
+
+def _upstream(tensor) -> list:
+    """Every layer of ``tensor``'s graph that runs before it is available."""
+    seen, found, stack = set(), [], [tensor]
+    while stack:
+        history = getattr(stack.pop(), "_keras_history", None)
+        if not history:
+            continue
+        operation, node_index, _ = history
+        node = operation._inbound_nodes[node_index]
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        found.append(operation)
+        stack.extend(node.input_tensors)
+    return found
+
+
+def upstream_convs(model: keras.Model, name: str) -> list[str]:
+    """Qualified names of the conv layers that run before ``name`` receives its input:
+    what rendering one of its filters costs, besides that filter's own convolution."""
+    found, prefix = [], ""
+    for container, layer in locate(model, name).steps:
+        for operation in _upstream(_io(layer)[0]):
+            if _is_container(operation):
+                found += [f"{prefix}{operation.name}/{inner}" for inner in conv_layers(operation)]
+            elif _is_conv(operation):
+                found.append(prefix + operation.name)
+        prefix += layer.name + "/"
+    order = {n: i for i, n in enumerate(conv_layers(model))}
+    return sorted(set(found), key=order.__getitem__)
 
 
 def input_fn(model: keras.Model, path: LayerPath) -> Callable:

@@ -12,7 +12,7 @@ from importlib import metadata
 import keras
 
 from . import graph
-from .slugs import slug
+from .slugs import assign
 
 SCHEMA = 3  # 3: filters carry variant images; 2: photos split into a pool and pages, filters carry top photos
 
@@ -54,11 +54,12 @@ def layer_table(model: keras.Model) -> list[dict]:
     return rows
 
 
-def model_entry(model, *, title: str, source: str, fingerprint: str, preprocess: str,
+def model_entry(model, *, title: str, slug: str, identity: str, source: str, fingerprint: str, preprocess: str,
                 classes: int | None, labels_source: str | None, cam_note: str | None) -> dict:
     return {
         "name": title,
-        "slug": slug(title),
+        "slug": slug,
+        "identity": identity,
         "source": source,
         "keras_name": model.name,
         "fingerprint": fingerprint,
@@ -84,7 +85,10 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
     files: dict[str, str] = {}
     ranked = {t["photo"] for name, tiles in filter_tiles.items() for tile in tiles
               for t in photos.examples.top(name, tile.index)}
-    pool = _pool(base, photos.photos, ranked)
+    photo_slugs = assign(p.name for p in photos.photos)
+    slug = assign([*filter_tiles, *(cam["layer"] for p in photos.photos for cam in p.cams),
+                   *(layer for p in photos.photos for layer in p.features)]).__getitem__
+    pool = _pool(base, photos.photos, ranked, photo_slugs)
     for entry, tiles in zip(pool, photos.photos):
         if entry["image"]:
             files[entry["image"]] = tiles.image_key
@@ -126,7 +130,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
     for p, entry in zip(photos.photos, pool):
         if not p.paged:
             continue
-        pslug = slug(p.name)
+        pslug = photo_slugs[p.name]
         folder = f"{base}/photos/{pslug}"
         image = entry["image"]
         features = []
@@ -180,12 +184,12 @@ def _variant(files: dict, folder: str, index: int, variant: str, images: list) -
     return {"name": variant, "images": entries}
 
 
-def _pool(base: str, tiles: list, wanted: set[int]) -> list[dict]:
+def _pool(base: str, tiles: list, wanted: set[int], slugs: dict[str, str]) -> list[dict]:
     """Every photo as ``{name, image, width, height, page}``; ``image`` and ``page`` are
     ``None`` where nothing shows the photo."""
     pool = []
     for i, t in enumerate(tiles):
-        pslug = slug(t.name)
+        pslug = slugs[t.name]
         published = t.paged or i in wanted
         folder = f"{base}/photos/{pslug}" if t.paged else f"{base}/photos/pool"
         pool.append({"name": t.name, "width": t.size[0], "height": t.size[1],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import keras
@@ -51,8 +52,40 @@ def is_model_file(spec: str) -> bool:
 
 def default_preprocess(spec: str) -> str:
     """The convention a named application expects; model files default to ``none``."""
-    entry = APPLICATIONS.get(str(spec).lower().replace("_", "").replace("-", ""))
+    entry = _application(str(spec))
     return entry[1] if entry else "none"
+
+
+def check_spec(spec, weights="imagenet") -> None:
+    """Refuse a model that cannot load, from its name and files alone: no Keras work.
+
+    A build checks this before it claims any folder, so a typo costs nothing.
+    """
+    if isinstance(spec, keras.Model):
+        return
+    text = str(spec)
+    if is_model_file(text):
+        path = Path(text)
+        if path.is_dir():
+            raise GalleryError(f"--model {text!r} is a folder, not a model file; give the .keras or .h5 file itself")
+        if not path.is_file():
+            raise GalleryError(f"model file {text!r} does not exist")
+        damaged = _damaged_archive(path)
+        if damaged:
+            raise GalleryError(f"model file {text!r} is damaged ({damaged}); save or download the model again")
+        return
+    if _application(text) is None:
+        known = ", ".join(name for name, _ in APPLICATIONS.values())
+        raise GalleryError(
+            f"model {text!r} is neither a model file (.keras, .h5) nor a keras.applications "
+            f"name; known names: {known}"
+        )
+    if weights not in (None, "imagenet") and not Path(str(weights)).is_file():
+        raise GalleryError(f"weights file {str(weights)!r} does not exist")
+
+
+def _application(text: str) -> tuple[str, str] | None:
+    return APPLICATIONS.get(text.lower().replace("_", "").replace("-", ""))
 
 
 def load_model(spec, weights="imagenet", *, safe_mode: bool = True) -> keras.Model:
@@ -64,31 +97,19 @@ def load_model(spec, weights="imagenet", *, safe_mode: bool = True) -> keras.Mod
     """
     if isinstance(spec, keras.Model):
         return spec
+    check_spec(spec, weights)
     text = str(spec)
     if is_model_file(text):
         return _load_file(Path(text), safe_mode)
-    key = text.lower().replace("_", "").replace("-", "")
-    if key not in APPLICATIONS:
-        known = ", ".join(name for name, _ in APPLICATIONS.values())
-        raise GalleryError(
-            f"model {text!r} is neither a model file (.keras, .h5) nor a keras.applications "
-            f"name; known names: {known}"
-        )
-    constructor = getattr(keras.applications, APPLICATIONS[key][0])
-    if weights not in (None, "imagenet"):
-        path = Path(str(weights))
-        if not path.is_file():
-            raise GalleryError(f"weights file {str(weights)!r} does not exist")
-        weights = str(path)
+    name = _application(text)[0]
+    weights = str(weights) if weights not in (None, "imagenet") else weights
     try:
-        return constructor(weights=weights)
+        return getattr(keras.applications, name)(weights=weights)
     except Exception as exc:  # Keras raises a bare Exception for download failures
-        raise _weights_error(APPLICATIONS[key][0], weights, exc) from exc
+        raise _weights_error(name, weights, exc) from exc
 
 
 def _load_file(path: Path, safe_mode: bool) -> keras.Model:
-    if not path.is_file():
-        raise GalleryError(f"model file {str(path)!r} does not exist")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except ValueError as exc:
@@ -103,6 +124,27 @@ def _load_file(path: Path, safe_mode: bool) -> keras.Model:
     if not isinstance(model, keras.Model):
         raise GalleryError(f"{str(path)!r} holds a {type(model).__name__}, not a Keras model")
     return model
+
+
+def _damaged_archive(path: Path) -> str | None:
+    """Why a ``.keras`` file (a zip archive) cannot be read, or ``None``.
+
+    Keras reports every unreadable archive as "File not found", which sends people
+    looking for a file that is right there.
+    """
+    if path.suffix.lower() != ".keras":
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        return f"not a readable .keras zip archive: {exc}"
+    if bad is not None:
+        return f"the archive member {bad!r} is corrupt"
+    if "config.json" not in names:
+        return "the archive holds no config.json, so it is not a saved Keras model"
+    return None
 
 
 def _weights_error(name: str, weights, exc: Exception) -> GalleryError:
@@ -154,7 +196,23 @@ def title(spec, model: keras.Model) -> str:
     text = str(spec)
     if is_model_file(text):
         return Path(text).stem
-    return APPLICATIONS[text.lower().replace("_", "").replace("-", "")][0]
+    return _application(text)[0]
+
+
+def source(spec, weights="imagenet") -> str:
+    """What a model is, as opposed to what it holds: its file, or its name and weights.
+
+    A site keeps one gallery per source, so rebuilding a retrained ``model.keras``
+    replaces its gallery, while another folder's ``model.keras`` gets a gallery of its own.
+    """
+    if isinstance(spec, keras.Model):
+        return f"object:{spec.name}"
+    text = str(spec)
+    if is_model_file(text):
+        return f"file:{Path(text).resolve()}"
+    if weights not in (None, "imagenet"):
+        weights = f"file:{Path(str(weights)).resolve()}"
+    return f"application:{_application(text)[0]}:{weights}"
 
 
 def check_supported(model: keras.Model) -> None:

@@ -58,7 +58,7 @@ class FilterRenderer:
 
     def __init__(self, model: keras.Model, layer: str, settings: RenderSettings, preprocess=None,
                  variant: str = "channel"):
-        self.path = graph.locate(model, layer)
+        self.path = graph.locate_conv(model, layer)
         self.layer_name = self.path.name
         self.settings = settings
         self.variant = VARIANTS[variant]

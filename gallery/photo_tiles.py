@@ -10,7 +10,6 @@ dropped once their batch is done, so memory does not grow with the size of the f
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +18,7 @@ from . import imaging
 from .activations import Activations, input_size
 from .cache import Cache, make_key
 from .cams import CamEngine
+from .console import warn
 from .errors import GalleryError
 from .examples import TopExamples, peaks
 from .progress import Progress
@@ -28,6 +28,15 @@ PHOTO_BATCH = 8  # photos per forward pass
 TOP_STORED = 50  # predictions kept per photo, however many the pages show
 TOP_CHANNELS = 12  # contributing channels kept per photo, class and CAM layer
 SCHEMA = 3  # bump when what an entry holds changes, so old entries are not reused
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+# What the records of published photo entries must hold (see Cache.get).
+SIZE = {"size": lambda v: isinstance(v, list) and len(v) == 2 and all(map(_count, v))}
+LAYOUT = {name: _count for name in ("cols", "rows", "cell", "channels")}
 
 
 @dataclass
@@ -91,7 +100,7 @@ class _Batch:
             try:
                 self._pixels[i] = self.photos[i].pixels
             except GalleryError as exc:
-                print(f"warning: skipping a photo: {exc}", file=sys.stderr)
+                warn(f"skipping a photo: {exc}")
                 self.broken.add(i)
         return self._pixels.get(i)
 
@@ -128,8 +137,8 @@ def _images(chunk: _Batch, paged: list[bool], cache: Cache) -> list[PhotoTiles |
     done = []
     for i, photo in enumerate(chunk.photos):
         key = make_key(kind="photo", photo=photo.digest, side=PHOTO_SIDE)
-        entry = cache.get(key)
-        if entry is None or "size" not in entry[1]:
+        entry = cache.get(key, require=SIZE)
+        if entry is None:
             if chunk.pixels(i) is None:
                 done.append(None)
                 continue
@@ -153,7 +162,7 @@ def _features(chunk, done, layers, common, cache, lazy) -> None:
                 for layer in layers}
         wanted[i] = keys
         for layer, (peak_key, sheet_key) in keys.items():
-            found, sheet = cache.get(peak_key), cache.get(sheet_key) if sheet_key else None
+            found, sheet = cache.get(peak_key), cache.get(sheet_key, require=LAYOUT) if sheet_key else None
             if found is not None and (sheet_key is None or sheet is not None):
                 tiles.features[layer] = (sheet_key, {**(sheet[1] if sheet else {}), **json.loads(found[0])})
     missing = [i for i in wanted if len(done[i].features) < len(layers) and chunk.pixels(i) is not None]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,10 +10,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .console import warn
 from .errors import GalleryError
 from .imaging import MAX_PIXELS, to_rgb_uint8
 
 MAX_SIDE = 1024  # photos are analysed at a few hundred pixels; larger ones are shrunk on load
+# No photo within MAX_PIXELS is larger than this (16-bit RGBA, uncompressed), so a larger
+# file is refused before its bytes are hashed: a stray disk image costs nothing.
+MAX_FILE_BYTES = MAX_PIXELS * 8
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -104,33 +107,29 @@ def read_photo(path: Path) -> np.ndarray:
 def load_photos(paths) -> list[Photo]:
     """Photos from files and folders (folders non-recursively, sorted by name), not yet decoded.
 
-    Files inside folders that are not images are skipped with a warning; a file named
-    directly that is not one is an error. A file whose header is fine but whose data is
-    broken is found when it is decoded, and skipped then. Duplicate names get a suffix.
+    Entries of a folder that are not photos (other files, sub-folders, FIFOs and devices,
+    hidden files) are skipped and listed in one warning; a file named directly that is
+    not an image is an error. A file whose header is fine but whose data is broken is
+    found when it is decoded, and skipped then. Names are unique within a build (see
+    :func:`_unique`).
     """
     if not paths:
         return default_photos()
     photos: list[Photo] = []
-    seen: dict[str, int] = {}
+    seen: set[str] = set()
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-            files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
-            for other in sorted(set(entries) - set(files)):
-                print(f"warning: skipping {str(other)!r}: not an image file name "
-                      f"({', '.join(sorted(IMAGE_SUFFIXES))})", file=sys.stderr)
+            files = _folder_photos(path)
             if not files:
                 raise GalleryError(f"folder {str(path)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             for file in files:
                 try:
-                    check_photo(file)
-                    photos.append(Photo.from_file(_unique(file.stem, seen), file))
+                    photos.append(_photo(file, seen))
                 except (GalleryError, OSError) as exc:
-                    print(f"warning: skipping a photo: {exc}", file=sys.stderr)
+                    warn(f"skipping a photo: {exc}")
         elif path.is_file():
-            check_photo(path)
-            photos.append(Photo.from_file(_unique(path.stem, seen), path))
+            photos.append(_photo(path, seen))
         else:
             raise GalleryError(f"--images: {str(path)!r} is neither a file nor a folder")
     if not photos:
@@ -138,7 +137,41 @@ def load_photos(paths) -> list[Photo]:
     return photos
 
 
-def _unique(name: str, seen: dict[str, int]) -> str:
-    count = seen.get(name, 0)
-    seen[name] = count + 1
-    return name if count == 0 else f"{name}-{count + 1}"
+def _folder_photos(folder: Path) -> list[Path]:
+    """The folder's photo files; one warning lists everything else and why it is skipped."""
+    files, skipped = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            skipped.append(f"{entry.name!r} (hidden)")
+        elif entry.is_dir():
+            skipped.append(f"{entry.name + '/'!r} (a folder; folders are not searched)")
+        elif not entry.is_file():
+            skipped.append(f"{entry.name!r} (not a regular file)")
+        elif entry.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(f"{entry.name!r} (not an image file name)")
+        else:
+            files.append(entry)
+    if skipped:
+        warn(f"skipping {len(skipped)} entries of {str(folder)!r}: " + ", ".join(skipped))
+    return files
+
+
+def _photo(path: Path, seen: set[str]) -> Photo:
+    """A checked photo file, refused before its bytes are read if it is larger than any photo."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise GalleryError(f"{str(path)!r} is {size / 2**30:.1f} GiB, larger than any photo this build reads "
+                           f"({MAX_FILE_BYTES / 2**20:.0f} MiB: {MAX_PIXELS / 1e6:.0f} Mpixel at 16 bits and 4 channels)")
+    check_photo(path)
+    return Photo.from_file(_unique(path, seen), path)
+
+
+def _unique(path: Path, seen: set[str]) -> str:
+    """A display name no earlier photo of the build has: the stem, else the file name,
+    else the file name with a number (``cat``, ``cat.jpg``, ``cat.jpg (2)``)."""
+    name, n = path.stem, 1
+    while name in seen:
+        n += 1
+        name = path.name if n == 2 else f"{path.name} ({n - 1})"
+    seen.add(name)
+    return name

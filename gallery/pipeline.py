@@ -5,22 +5,21 @@ model → targets → filter tiles (optimize, cached) → photo tiles (cached) �
 
 from __future__ import annotations
 
-import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
-from . import cams, circuits, graph, labels, manifest, models, photos as photo_io, site
-from .cache import Cache, FolderLock, sweep_temporaries
-from .config import BuildConfig, public_path
+from . import cams, circuits, cost, grad, graph, labels, manifest, models, photos as photo_io, site
+from .cache import Cache
+from .config import BuildConfig, RenderSettings, public_path
+from .console import log
 from .errors import GalleryError
+from .folders import FolderLock, check_layout
 from .optimize import channel_count
 from .filter_tiles import filter_tiles
 from .photo_tiles import photo_tiles
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from .site_folder import SiteFolder, identity
 
 
 @contextmanager
@@ -36,7 +35,7 @@ def select_targets(model, config: BuildConfig) -> dict[str, list[int]]:
     names = graph.conv_layers(model)
     if not names:
         raise GalleryError(f"model {model.name!r} has no Conv2D, DepthwiseConv2D or SeparableConv2D layers")
-    chosen = [graph.locate(model, n).name for n in config.layers] if config.layers else names
+    chosen = [graph.locate_conv(model, n).name for n in config.layers] if config.layers else names
     selection = {}
     for layer in chosen:
         indices = list(range(channel_count(model, layer)))[config.filters]
@@ -53,31 +52,37 @@ def select_targets(model, config: BuildConfig) -> dict[str, list[int]]:
 def build(config: BuildConfig) -> dict:
     """Run every stage; return the manifest. Raises :class:`GalleryError` for user errors.
 
-    The cache and output folders are locked for the whole build, and files that a killed
+    The build writes only into folders it owns (see :mod:`gallery.folders`); both are
+    claimed and locked for the whole build before the model loads, and the files a killed
     build left half-written are swept away first.
     """
-    with FolderLock(config.cache, "cache"), FolderLock(config.out, "output"):
-        for folder in (config.cache, config.out):
-            swept = sweep_temporaries(folder)
-            if swept:
-                log(f"removed {swept} half-written files left in {folder} by an interrupted build")
-        return _build(config)
+    models.check_spec(config.model, config.weights)
+    check_layout(Path(config.out), Path(config.cache))
+    cache, out = Cache(config.cache), SiteFolder(config.out)
+    with FolderLock(config.cache, "cache"):
+        cache.claim()
+        with FolderLock(config.out, "output"):
+            out.claim()
+            return _build(config, cache, out)
 
 
-def _build(config: BuildConfig) -> dict:
+def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     timings: dict[str, float] = {}
     with stage("load model", timings):
         model = models.load_model(config.model, config.weights, safe_mode=config.safe_mode)
         models.check_supported(model)
         preprocess = config.preprocess or models.default_preprocess(config.model)
         selection = select_targets(model, config)
+        grad.check_names(graph.all_layer_names(model))
+        render = _fitted(model, selection, config.render)
         fingerprint = models.fingerprint(model)
         title = models.title(config.model, model)
+        source = identity(models.source(config.model, config.weights))
+        slug = out.model_slug(title, source)
         log(f"  {title}: {len(selection)} conv layers, {sum(map(len, selection.values()))} filters, "
             f"preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
-    cache = Cache(config.cache)
     with stage("filter images", timings):
-        tiles = filter_tiles(model, fingerprint, selection, config.render, preprocess, cache, config.variants)
+        tiles = filter_tiles(model, fingerprint, selection, render, preprocess, cache, config.variants)
     with stage("photos", timings):
         samples = photo_io.load_photos(config.images)
         classify = graph.has_classifier(model)
@@ -98,7 +103,8 @@ def _build(config: BuildConfig) -> dict:
             raise GalleryError("none of the photos could be read")
     reused = cache.hits
     with stage("pages", timings):
-        info = manifest.model_entry(model, title=title, source=public_path(config.model), fingerprint=fingerprint,
+        info = manifest.model_entry(model, title=title, slug=slug, identity=source, source=public_path(config.model),
+                                    fingerprint=fingerprint,
                                     preprocess=preprocess, classes=classes, labels_source=labels_source,
                                     cam_note=cam_note)
         settings = {"preset": config.preset, **config.render.key(), "filters": _describe(config.filters),
@@ -111,17 +117,28 @@ def _build(config: BuildConfig) -> dict:
             class_names=names, settings=settings, command=config.command,
             circuits={layer: circuits.strongest_inputs(model, layer) for layer in selection},
             cam_sources={layer: graph.conv_source(model, layer) for layer in cam_layers})
-        written = site.render(data, files, cache, Path(config.out))
+        written = site.render(data, files, cache, out)
     total = sum(timings.values())
     log(f"done in {total:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     log(f"cache {config.cache}: {cache.stored} tiles computed, {reused} reused"
         + (f", {cache.damaged} damaged entries replaced" if cache.damaged else ""))
     log(f"site {Path(config.out).resolve() / 'index.html'}: {written['pages']} pages and {written['tiles']} tiles "
-        f"written, {written['unchanged']} unchanged")
+        f"written, {written['unchanged']} unchanged"
+        + (f", {written['removed']} no longer listed removed" if written["removed"] else ""))
     if config.prune:
         removed, freed = cache.prune(cache.used)
         log(f"pruned {removed} cache entries ({freed / 1e6:.1f} MB) that this build did not use")
     return data
+
+
+def _fitted(model, selection, render: RenderSettings) -> RenderSettings:
+    """``render`` with a batch that fits in memory; a tile size that cannot is refused here,
+    before anything of that size is allocated."""
+    batch = cost.fit_batch(cost.Costs(model), list(selection), render, grad.memory_bytes())
+    if batch < render.batch:
+        log(f"  {batch} images per batch (not {render.batch}): {render.size} px images need more memory")
+        render = replace(render, batch=batch)
+    return render
 
 
 def _describe(filters: slice) -> str:

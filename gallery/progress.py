@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from .console import clean
+
 
 def _clock(seconds: float) -> str:
     seconds = int(max(0, seconds))
@@ -59,7 +61,7 @@ class Progress:
         if not force and now - self._last < (0.2 if self._tty else self.interval):
             return
         self._last = now
-        text = self.line(note)
+        text = clean(self.line(note))  # notes carry photo and layer names
         if self._tty:
             self.stream.write("\r\033[K" + text + ("\n" if final else ""))
         else:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from .cache import Cache, write_atomic
+from .cache import Cache
 from .errors import GalleryError
+from .site_folder import SiteFolder
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -31,32 +32,8 @@ def environment(templates: Path = TEMPLATES) -> Environment:
     return env
 
 
-def _write_if_changed(path: Path, data: bytes) -> bool:
-    try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    # The site is regenerated from the cache in seconds, so it skips the fsync per file
-    # that the cache pays for its hours of optimization work.
-    write_atomic(path, data, durable=False)
-    return True
-
-
 def _root(page: str) -> str:
     return "../" * page.count("/")
-
-
-def manifests_in(out: Path, current: dict) -> list[dict]:
-    """Every model already built into ``out``, with the current one in its place."""
-    found = {current["model"]["slug"]: current}
-    for path in sorted(out.glob("*/manifest.json")):
-        try:
-            other = json.loads(path.read_text(encoding="utf-8"))
-            found.setdefault(other["model"]["slug"], other)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return sorted(found.values(), key=lambda m: m["model"]["name"].lower())
 
 
 def model_cards(manifests: list[dict]) -> list[dict]:
@@ -113,9 +90,8 @@ def crop_style(photo: dict, at: list[float], map_size: list[int]) -> str:
             f"background-position:{px:.2f}% {py:.2f}%")
 
 
-def pages(manifest: dict, out: Path, manifests: list[dict] | None = None) -> list[tuple[str, str, dict]]:
+def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
     """``(site path, template, context)`` for every page; contexts are plain data."""
-    manifests = manifests if manifests is not None else manifests_in(out, manifest)
     common = {"manifest": manifest, "model": manifest["model"], "settings": manifest["settings"],
               "versions": manifest["versions"], "command": manifest["command"]}
     result = [("index.html", "index.html", {**common, "models": model_cards(manifests)}),
@@ -146,29 +122,40 @@ def pages(manifest: dict, out: Path, manifests: list[dict] | None = None) -> lis
     return result
 
 
-def render(manifest: dict, files: dict[str, str], cache: Cache, out: Path,
+def static_files(templates: Path = TEMPLATES) -> dict[str, Path]:
+    """``{site path: source file}`` of the assets every page shares."""
+    static = templates / "static"
+    return {f"static/{asset.relative_to(static).as_posix()}": asset for asset in sorted(static.rglob("*"))
+            if asset.is_file()}
+
+
+def render(manifest: dict, files: dict[str, str], cache: Cache, folder: SiteFolder,
            templates: Path = TEMPLATES) -> dict[str, int]:
-    """Write tiles, static assets, the manifest and every page; return counts."""
-    out = Path(out)
+    """Write tiles, static assets, the manifest and every page into ``folder``, then remove
+    what an earlier build of this model published and this one does not; return counts."""
+    model = manifest["model"]["slug"]
+    manifests = folder.manifests(manifest)
+    plan = pages(manifest, manifests)
+    static = static_files(templates)
+    owned = {*files, *(path for path, _, _ in plan if path != "index.html"), f"{model}/manifest.json"}
+    shared = {"index.html", "search.js", *static}
+    folder.begin(model, manifest["model"]["identity"], owned, shared)
     written = {"tiles": 0, "pages": 0, "unchanged": 0}
     for site_path, key in files.items():
         entry = cache.get(key)
         if entry is None:
             raise GalleryError(f"tile for {site_path} vanished from the cache during the build; run again")
-        written["tiles" if _write_if_changed(out / site_path, entry[0]) else "unchanged"] += 1
-    static = templates / "static"
-    for asset in sorted(static.rglob("*")):
-        if asset.is_file():
-            _write_if_changed(out / "static" / asset.relative_to(static), asset.read_bytes())
-    model_dir = out / manifest["model"]["slug"]
-    _write_if_changed(model_dir / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
-    manifests = manifests_in(out, manifest)
-    _write_if_changed(out / "search.js", search_script(search_index(manifests)))
+        written["tiles" if folder.write(site_path, entry[0]) else "unchanged"] += 1
+    for site_path, asset in static.items():
+        folder.write(site_path, asset.read_bytes())
+    folder.write(f"{model}/manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
+    folder.write("search.js", search_script(search_index(manifests)))
     env = environment(templates)
-    for site_path, template, context in pages(manifest, out, manifests):
+    for site_path, template, context in plan:
         try:
             html = env.get_template(template).render(root=_root(site_path), page=site_path, **context)
         except Exception as exc:
             raise RuntimeError(f"rendering {site_path} from {template} failed: {exc}") from exc
-        written["pages" if _write_if_changed(out / site_path, html.encode("utf-8")) else "unchanged"] += 1
+        written["pages" if folder.write(site_path, html.encode("utf-8")) else "unchanged"] += 1
+    written["removed"] = folder.finish(model, owned, shared)
     return written

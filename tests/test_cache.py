@@ -1,4 +1,9 @@
-from gallery.cache import Cache, make_key, write_atomic
+import json
+import shutil
+
+import pytest
+
+from gallery.cache import FORMAT, Cache, digest, make_key, number, seal, write_atomic
 
 
 def test_roundtrip_and_keys(tmp_path):
@@ -36,3 +41,115 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     write_atomic(target, b"abcd")
     assert target.read_bytes() == b"abcd"
     assert [p.name for p in target.parent.iterdir()] == ["file.txt"]
+
+
+def _files(root, key):
+    folder = root / "objects" / key[:2]
+    return folder / f"{key}.bin", folder / f"{key}.json"
+
+
+def test_altered_metadata_is_damage(tmp_path, capsys):
+    cache = Cache(tmp_path)
+    key = make_key(x=3)
+    cache.put(key, b"tile", {"activation": 18.31}, about={"kind": "filter"})
+    record = _files(tmp_path, key)[1]
+    record.write_text(record.read_text().replace("18.31", "98.31"))
+    assert Cache(tmp_path).get(key, require={"activation": number}) is None
+    assert "does not match its digest" in capsys.readouterr().err
+    assert not record.exists()
+
+
+def test_a_record_without_a_required_field_is_damage_not_a_key_error(tmp_path):
+    cache = Cache(tmp_path)
+    key = make_key(x=4)
+    cache.put(key, b"tile", {"activation": 1.0})
+    record = _files(tmp_path, key)[1]
+    data = json.loads(record.read_text())
+    data["meta"] = {"activaton": 1.0}
+    data["digest"] = seal(b"tile", data["meta"], data["about"])  # resealed by hand: the seal alone cannot tell
+    record.write_text(json.dumps(data))
+    reader = Cache(tmp_path)
+    assert reader.get(key, require={"activation": number}) is None and reader.damaged == 1
+
+
+def test_records_from_before_sealed_metadata_are_kept_and_resealed(tmp_path):
+    cache = Cache(tmp_path)
+    key = make_key(x=5)
+    cache.put(key, b"tile", {"activation": 2.5})
+    record = _files(tmp_path, key)[1]
+    data = json.loads(record.read_text())
+    data.pop("format")
+    data["digest"] = digest(b"tile")  # how format 1 sealed an entry
+    record.write_text(json.dumps(data))
+    assert Cache(tmp_path).get(key) == (b"tile", {"activation": 2.5})
+    assert json.loads(record.read_text())["format"] == FORMAT
+    record.write_text(record.read_text().replace("2.5", "9.5"))  # now an edit is caught
+    assert Cache(tmp_path).get(key) is None
+
+
+@pytest.mark.parametrize("damage", ["record is a folder", "payload is a folder", "shard is a file",
+                                    "record is a link", "objects is a file"])
+def test_structural_damage_heals(tmp_path, damage, capsys):
+    cache = Cache(tmp_path)
+    key = make_key(x=6)
+    cache.put(key, b"tile", {"activation": 1.0})
+    payload, record = _files(tmp_path, key)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.json"
+    outside.write_text(record.read_text())
+    if damage == "record is a folder":
+        record.unlink()
+        (record / "x").mkdir(parents=True)
+    elif damage == "payload is a folder":
+        payload.unlink()
+        payload.mkdir()
+    elif damage == "shard is a file":
+        shutil.rmtree(record.parent)
+        record.parent.write_text("oops")
+    elif damage == "record is a link":
+        record.unlink()
+        record.symlink_to(outside)
+    else:
+        shutil.rmtree(tmp_path / "objects")
+        (tmp_path / "objects").write_text("oops")
+    again = Cache(tmp_path)
+    assert again.get(key) is None  # damage or a miss, never an exception
+    again.put(key, b"tile", {"activation": 1.0})
+    assert Cache(tmp_path).get(key) == (b"tile", {"activation": 1.0})
+    assert outside.read_text()  # the link's target was never touched
+    assert again.info()["kinds"]
+
+
+def test_cache_info_and_prune_survive_odd_records(tmp_path, capsys):
+    cache = Cache(tmp_path)
+    cache.claim()
+    key = make_key(x=7)
+    cache.put(key, b"tile", about={"kind": "filter"})
+    record = _files(tmp_path, key)[1]
+    data = json.loads(record.read_text())
+    data["size"] = "abc"
+    data["about"] = ["not", "a", "dict"]
+    record.write_text(json.dumps(data))
+    assert "filter" not in cache.report() and "unknown" in cache.report()
+    size = len(b"tile") + record.stat().st_size
+    assert Cache(tmp_path).prune(set()) == (1, size)
+
+
+def test_prune_stays_inside_the_cache_and_counts_only_its_own(tmp_path):
+    root = tmp_path / "cache"
+    cache = Cache(root)
+    kept, dropped, orphan = make_key(x=8), make_key(x=9), make_key(x=10)
+    for key in (kept, dropped, orphan):
+        cache.put(key, b"tile")
+    _files(root, orphan)[1].unlink()  # a kill between payload and record left the payload alone
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / f"{'ab' + '0' * 38}.json"
+    victim.write_text("{}")
+    (root / "objects" / "ab").symlink_to(outside, target_is_directory=True)
+    foreign = _files(root, kept)[0].parent / "notes.txt"
+    foreign.write_text("not the cache's")
+    removed, freed = Cache(root).prune({kept})
+    assert removed == 2  # dropped and the orphaned payload; not the foreign file, not the link's target
+    assert victim.exists() and foreign.exists()
+    assert not _files(root, orphan)[0].exists() and not _files(root, dropped)[1].exists()
+    assert Cache(root).get(kept) == (b"tile", {})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,7 +69,12 @@ def test_bad_invocations(argv, message, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--layers", "conv9"], "layer 'conv9' is not in model 'tiny'; its conv layers are: conv1, conv2"),
+    (["--layers", "conv9"], "layer 'conv9' is not in model 'tiny'; did you mean 'conv2' or 'conv1'? "
+                            "its conv layers are: conv1, conv2"),
+    (["--layers", "zebra"], "layer 'zebra' is not in model 'tiny'; its conv layers are: conv1, conv2"),
+    (["--layers", "gap"], "layer 'gap' is a GlobalAveragePooling2D, not a 2-D conv layer, so it has no filters"),
+    (["--layers", "head"], "layer 'head' is a Dense, not a 2-D conv layer"),
+    (["--size", "100000"], "--size 100000: one image needs about"),
     (["--cam-layers", "zzz"], "layer 'zzz' is not in model"),
     (["--filters", "50:60"], "--filters selects no filter"),
 ])
@@ -100,15 +107,26 @@ def test_bad_labels_file(capsys, tmp_path, model_file):
 
 
 def test_a_folder_is_not_a_model(capsys, tmp_path):
-    code, err = _run(["--model", tmp_path, "--out", tmp_path / "o"], capsys)
+    code, err = _run(["--model", tmp_path, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
     assert code == 2 and "is neither a model file" in err
+    (tmp_path / "x.keras").mkdir()
+    code, err = _run(["--model", tmp_path / "x.keras", "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
+    assert code == 2 and "x.keras' is a folder, not a model file" in err and "does not exist" not in err
 
 
-def test_not_a_model_file(capsys, tmp_path):
+def test_damaged_model_files_say_so(capsys, tmp_path, model_file):
     fake = tmp_path / "fake.keras"
     fake.write_bytes(b"this is not a zip")
-    code, err = _run(["--model", fake, "--out", tmp_path / "o"], capsys)
-    assert code == 2 and "could not load" in err and "fake.keras" in err
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(model_file.read_bytes()[:-100])
+    flipped = tmp_path / "flipped.keras"
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the weights member: its CRC no longer matches
+    flipped.write_bytes(bytes(data))
+    for path in (fake, truncated, flipped):
+        code, err = _run(["--model", path, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
+        assert code == 2 and f"model file {str(path)!r} is damaged" in err, err
+        assert "File not found" not in err and "Traceback" not in err
 
 
 def test_offline_imagenet_weights_fail_with_instructions(capsys, tmp_path, monkeypatch):
@@ -180,3 +198,76 @@ def test_presets_fill_what_the_flags_leave_and_differ_on_a_gpu(monkeypatch):
     assert (gpu.render.size, gpu.render.steps, gpu.render.batch) == (224, 512, 128)
     assert gpu.render.precision == "bfloat16" and default.render.precision == "float32"
     assert _config(["--precision", "float32"]).render.precision == "float32"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\u202e\x9b31m"
+
+
+def test_control_characters_in_names_never_reach_the_terminal(tmp_path, capsys):
+    from gallery.progress import Progress
+
+    screen = _Terminal()
+    with Progress("photos", 2, stream=screen) as bar:
+        time.sleep(0.3)  # a terminal redraws at most five times a second
+        bar.advance(1, HOSTILE)
+    raw = screen.getvalue().replace("\r\x1b[K", "")  # the bar's own redraw sequence
+    assert not any(ch in raw for ch in "\x1b\x07\x9b\u202e"), repr(raw)
+    assert "\\x1b]0;pwned\\x07" in raw
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (12, 12)).save(photos / f"{HOSTILE}.png")
+    (photos / f"{HOSTILE}.txt").write_text("not a photo")
+    model = tmp_path / f"{HOSTILE}.keras"
+    tiny_classifier().save(model)
+    code, err = _run(["--model", model, "--preprocess", "none", "--size", "16", "--steps", "1", "--filters", "0:1",
+                      "--images", photos, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
+    assert code == 0, err
+    assert not any(ch in err for ch in "\x1b\x07\x9b\u202e"), repr(err)
+
+
+def test_relative_paths_do_not_leak_the_machines_layout(tmp_path, capsys, monkeypatch, model_file):
+    work = tmp_path / "home" / "alice" / "work"
+    work.mkdir(parents=True)
+    labels = tmp_path / "tmp" / "labels.txt"
+    labels.parent.mkdir()
+    labels.write_text("a\nb\nc\nd\n")
+    monkeypatch.chdir(work)
+    climbing = "../../../tmp/../tmp/labels.txt"
+    assert (work / climbing).resolve() == labels.resolve()
+    code, err = _run(["--model", model_file, "--preprocess", "none", "--size", "16", "--steps", "1",
+                      "--filters", "0:1", "--labels", climbing, "--out", "site", "--cache", tmp_path / "c"], capsys)
+    assert code == 0, err
+    for page in (work / "site").rglob("*"):
+        if page.suffix in (".html", ".json", ".js"):
+            text = page.read_text(encoding="utf-8")
+            assert "../../../tmp" not in text and "alice" not in text and str(tmp_path) not in text, page
+    assert "\u2026/labels.txt" in (work / "site" / "tiny" / "index.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(__import__("keras").backend.backend() != "tensorflow", reason="only TensorFlow traces scopes")
+def test_layer_names_tensorflow_cannot_trace_are_refused_in_one_line(tmp_path, capsys):
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(2, 3, name="my conv", activation="relu")(inputs)
+    x = keras.layers.Conv2D(2, 3, name="conv:2", activation="relu")(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    path = tmp_path / "names.keras"
+    keras.Model(inputs, outputs).save(path)
+    code, err = _run(["--model", path, "--size", "16", "--steps", "1", "--variants", "diversity",
+                      "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "layer 'my conv' (and 1 more) has a name TensorFlow cannot trace" in err and "--backend jax" in err
+
+
+def test_cache_info_refuses_a_folder_that_is_not_a_cache(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, err = _run(["--cache-info", "--cache", tmp_path], capsys)
+    assert code == 2 and f"--cache {str(tmp_path)!r} is not a cnn-gallery cache" in err

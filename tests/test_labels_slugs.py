@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from gallery import GalleryError
 from gallery.config import parse_filter_slice
 from gallery.labels import class_names, read_labels
-from gallery.slugs import MAX_STEM, slug
+from gallery.slugs import MAX_STEM, assign, slug
 
 
 def test_labels_formats(tmp_path):
@@ -57,6 +57,40 @@ def test_slugs_are_safe(name):
 def test_distinct_names_get_distinct_slugs(a, b):
     if a != b:
         assert slug(a) != slug(b)
+
+
+NAMES = st.one_of(
+    st.text(max_size=40),
+    st.from_regex(r"[a-z0-9.-]{1,12}-[0-9a-f]{8,16}", fullmatch=True),  # names shaped like hashed slugs
+    st.sampled_from(["A", "a", "a-af3c7293", "cat", "cat-2", "cat.png", "index", "static", "..", "search.js"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(NAMES, max_size=30))
+def test_assigned_slugs_are_distinct_safe_and_case_insensitive(names):
+    slugs = assign(names)
+    assert set(slugs) == set(names)
+    values = list(slugs.values())
+    assert len({v.lower() for v in values}) == len(values)  # distinct even where case is ignored
+    for value in values:
+        assert set(value) <= set("abcdefghijklmnopqrstuvwxyz0123456789._-") and not value.startswith(".")
+    assert assign(list(reversed(names))) == slugs  # independent of the order given
+
+
+def test_a_name_shaped_like_a_hashed_slug_cannot_take_anothers_slug():
+    assert slug("A") == "a-" + slug("A").split("-")[1]
+    shaped = slug("A")  # a file could be named exactly what "A" hashes to
+    assert slug(shaped) != shaped
+    assert len(set(assign(["A", shaped]).values())) == 2
+
+
+def test_a_digest_collision_gets_a_longer_digest(monkeypatch):
+    from gallery import slugs as module
+
+    monkeypatch.setattr(module, "_hashed", lambda text, stem, digits: f"{stem or 'x'}-{'0' * digits}")
+    found = assign(["B", "b!"])  # both fold to "b", and the stub gives every name the same digest
+    assert sorted(found.values()) == ["b-00000000", "b-0000000000000000"]
 
 
 def test_clean_names_are_kept():

@@ -20,10 +20,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from gallery import pipeline, site
-from gallery.cache import Cache, FolderLock
+from gallery.cache import Cache
 from gallery.cli import main
 from gallery.config import BuildConfig, RenderSettings
 from gallery.errors import GalleryError
+from gallery.folders import FolderLock, _holder
 from gallery.photos import load_photos
 
 from .conftest import tiny_classifier
@@ -127,9 +128,8 @@ def test_a_second_build_on_the_same_folders_is_refused(setup, capsys):
     tmp, model, photos = setup
     argv = _argv(tmp, model, photos, steps=100000)
     proc = _start(argv)
-    lock = tmp / "cache" / FolderLock.NAME
     try:
-        _wait(lambda: lock.is_file() and lock.read_text().strip().isdigit(), proc)
+        _wait(lambda: _holder(tmp / "site") == str(proc.pid), proc)
         assert proc.poll() is None, proc.stderr.read()
         code = main(argv)
         err = capsys.readouterr().err
@@ -317,7 +317,7 @@ def _rename(manifest, name):
 def _render(manifest, out):
     env = site.environment()
     return {path: env.get_template(template).render(root=site._root(path), page=path, **context)
-            for path, template, context in site.pages(manifest, out)}
+            for path, template, context in site.pages(manifest, [manifest])}
 
 
 def _structures(manifest, out):
@@ -329,14 +329,15 @@ def _structures(manifest, out):
     return result
 
 
-def test_lock_reports_the_holder(tmp_path):
+def test_lock_reports_the_holder_and_leaves_no_file(tmp_path):
     with FolderLock(tmp_path, "output"):
-        pid = (tmp_path / FolderLock.NAME).read_text()
-        assert pid == str(os.getpid())
+        pid = str(os.getpid())
+        assert _holder(tmp_path) == pid
         with pytest.raises(GalleryError, match=f"pid {pid}.*--out"):
             # flock is per open file description, so a second open in one process conflicts too
             with FolderLock(tmp_path, "output"):
                 pass
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("lost", [("features",), ("contributions",), ("features", "contributions"), ("thumb",)])
