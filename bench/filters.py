@@ -97,7 +97,7 @@ def main():
 
     from gallery import load_model
     from gallery.config import HALF_THEN_FULL, RenderSettings
-    from gallery.optimize import FilterRenderer
+    from gallery.render.optimize import FilterRenderer
 
     model = load_model(str(args.model))
     filters = list(range(args.filters))

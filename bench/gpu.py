@@ -61,8 +61,8 @@ def main():
 
     from gallery import conv_layers, load_model
     from gallery.config import RenderSettings
-    from gallery.grad import accelerator
-    from gallery.optimize import Renderers, channel_count, stages
+    from gallery.model.grad import accelerator
+    from gallery.render.optimize import Renderers, channel_count, stages
 
     if args.model.is_file():
         model = load_model(str(args.model))

@@ -29,12 +29,13 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gallery import graph, load_model  # noqa: E402
-from gallery.activations import Activations  # noqa: E402
-from gallery.cams import CamEngine  # noqa: E402
+from gallery.model import graph
+from gallery import load_model
+from gallery.photos.activations import Activations  # noqa: E402
+from gallery.photos.cams import CamEngine  # noqa: E402
 from gallery.imaging import resize  # noqa: E402
-from gallery.photo_tiles import PHOTO_BATCH  # noqa: E402
-from gallery.photos import load_photos  # noqa: E402
+from gallery.build.photo_tiles import PHOTO_BATCH  # noqa: E402
+from gallery.photos.sources import load_photos  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 

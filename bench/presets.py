@@ -35,9 +35,9 @@ def main():
 
     from gallery import conv_layers, load_model
     from gallery.config import RenderSettings
-    from gallery.grad import accelerator
-    from gallery.objectives import VARIANTS
-    from gallery.optimize import FilterRenderer, channel_count, stages
+    from gallery.model.grad import accelerator
+    from gallery.render.objectives import VARIANTS
+    from gallery.render.optimize import FilterRenderer, channel_count, stages
     from gallery.presets import preset
 
     model = load_model(str(args.model)) if args.model.is_file() else keras.applications.VGG16(

@@ -29,12 +29,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gallery import imaging, manifest, site  # noqa: E402
-from gallery.cache import Cache, make_key  # noqa: E402
-from gallery.examples import TopExamples, peaks  # noqa: E402
-from gallery.filter_tiles import THUMB_SIDE, FilterTile  # noqa: E402
-from gallery.photo_tiles import PhotoResults, PhotoTiles  # noqa: E402
-from gallery.site_folder import SiteFolder  # noqa: E402
+from gallery import imaging
+from gallery.site import manifest, pages as site
+from gallery.build.cache import Cache, make_key  # noqa: E402
+from gallery.photos.examples import TopExamples, peaks  # noqa: E402
+from gallery.build.filter_tiles import THUMB_SIDE, FilterTile  # noqa: E402
+from gallery.build.photo_tiles import PhotoResults, PhotoTiles  # noqa: E402
+from gallery.site.folder import SiteFolder  # noqa: E402
 
 # (name, channels, map side at a 224 input)
 VGG16 = [("block1_conv1", 64, 224), ("block1_conv2", 64, 224), ("block2_conv1", 128, 112),

@@ -10,11 +10,11 @@ from importlib import import_module
 __all__ = ["load_model", "conv_layers", "visualize_filters", "feature_maps", "grad_cam", "GalleryError"]
 
 _HOMES = {
-    "load_model": "models",
-    "conv_layers": "graph",
-    "visualize_filters": "optimize",
-    "feature_maps": "activations",
-    "grad_cam": "cams",
+    "load_model": "model.loading",
+    "conv_layers": "model.graph",
+    "visualize_filters": "render.optimize",
+    "feature_maps": "photos.activations",
+    "grad_cam": "photos.cams",
     "GalleryError": "errors",
 }
 

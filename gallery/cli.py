@@ -152,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
-    from .grad import accelerator
+    from .model.grad import accelerator
 
     chosen = presets.resolve(args.preset, accelerator(), {
         "size": args.size, "steps": args.steps, "scales": args.scales, "batch": args.batch, "variants": args.variants,
@@ -185,11 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from(args, argv)
         if args.cache_info:
-            from .cache import Cache
+            from .build.cache import Cache
 
             print(Cache(config.cache).report())
             return 0
-        from . import pipeline
+        from .build import pipeline
 
         pipeline.build(config)
     except GalleryError as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_MODELS = SHARED / "models"
@@ -93,3 +94,14 @@ def online(host: str = "storage.googleapis.com") -> bool:
         return True
     except OSError:
         return False
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A saved tiny classifier and a folder with one photo: ``(tmp_path, model, photos)``."""
+    model = tmp_path / "tiny.keras"
+    tiny_classifier().save(model)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(photos / "a.png")
+    return tmp_path, model, photos

@@ -12,7 +12,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from PIL import Image
 
-from gallery import pipeline, site
+from gallery.build import pipeline
+from gallery.site import pages as site
 from gallery.config import BuildConfig, RenderSettings
 
 from .conftest import tiny_backbone, tiny_classifier, tiny_transfer

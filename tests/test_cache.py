@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from gallery.cache import FORMAT, Cache, digest, make_key, number, seal, write_atomic
+from gallery.build.cache import FORMAT, Cache, digest, make_key, number, seal, write_atomic
 
 
 def test_roundtrip_and_keys(tmp_path):

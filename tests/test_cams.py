@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from gallery import GalleryError, feature_maps, grad_cam
-from gallery.cams import CamEngine, default_layer
+from gallery import feature_maps, GalleryError, grad_cam
+from gallery.photos.cams import CamEngine, default_layer
 
 from .conftest import tiny_backbone, tiny_classifier, tiny_transfer
 
@@ -129,7 +129,7 @@ def test_a_batch_of_photos_gives_each_photo_its_own_maps(method):
 
 def test_many_engines_on_one_model_leave_its_graph_readable():
     """Keras appends call nodes when it isolates the head; later analyses must not see them."""
-    from gallery import graph
+    from gallery.model import graph
 
     model = tiny_transfer()
     for method in ("gradcam", "gradcam++", "scorecam", "gradcam"):

@@ -182,7 +182,7 @@ def _config(argv):
 
 
 def test_presets_fill_what_the_flags_leave_and_differ_on_a_gpu(monkeypatch):
-    from gallery import grad
+    from gallery.model import grad
     from gallery.presets import PRESETS
 
     monkeypatch.setattr(grad, "accelerator", lambda: None)
@@ -209,7 +209,7 @@ HOSTILE = "\x1b]0;pwned\x07\x1b[2J\u202e\x9b31m"
 
 
 def test_control_characters_in_names_never_reach_the_terminal(tmp_path, capsys):
-    from gallery.progress import Progress
+    from gallery.build.progress import Progress
 
     screen = _Terminal()
     with Progress("photos", 2, stream=screen) as bar:

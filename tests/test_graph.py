@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from gallery import GalleryError, conv_layers, feature_maps
-from gallery.graph import follow_pointwise, has_classifier, locate
+from gallery import conv_layers, feature_maps, GalleryError
+from gallery.model.graph import follow_pointwise, has_classifier, locate
 
 from .conftest import tiny_backbone, tiny_classifier, tiny_transfer
 

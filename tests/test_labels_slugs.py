@@ -5,8 +5,8 @@ from hypothesis import given, settings, strategies as st
 
 from gallery import GalleryError
 from gallery.config import parse_filter_slice
-from gallery.labels import class_names, read_labels
-from gallery.slugs import MAX_STEM, assign, slug
+from gallery.photos.labels import class_names, read_labels
+from gallery.site.slugs import MAX_STEM, assign, slug
 
 
 def test_labels_formats(tmp_path):
@@ -86,7 +86,7 @@ def test_a_name_shaped_like_a_hashed_slug_cannot_take_anothers_slug():
 
 
 def test_a_digest_collision_gets_a_longer_digest(monkeypatch):
-    from gallery import slugs as module
+    from gallery.site import slugs as module
 
     monkeypatch.setattr(module, "_hashed", lambda text, stem, digits: f"{stem or 'x'}-{'0' * digits}")
     found = assign(["B", "b!"])  # both fold to "b", and the stub gives every name the same digest

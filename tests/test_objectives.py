@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from gallery.objectives import VARIANTS, channel, gram_similarity, negative, neuron, own_preactivation
+from gallery.render.objectives import VARIANTS, channel, gram_similarity, negative, neuron, own_preactivation
 
 
 def _linear(layer, x):

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from gallery import grad, visualize_filters
+from gallery.model import grad
+from gallery import visualize_filters
 from gallery.config import RenderSettings
-from gallery.optimize import FilterRenderer
+from gallery.render.optimize import FilterRenderer
 
 from .conftest import tiny_backbone, tiny_classifier
 
@@ -65,7 +66,7 @@ def test_out_of_range_filter_is_refused():
 
 
 def test_stages_split_the_steps_coarse_to_fine():
-    from gallery.optimize import stages
+    from gallery.render.optimize import stages
 
     assert stages(10, 128, (0.5, 1.0)) == [(64, 5), (128, 5)]
     assert stages(7, 100, (0.25, 0.5, 1.0)) == [(25, 2), (50, 2), (100, 3)]
@@ -85,7 +86,7 @@ def _style_similarity(renderer, images, copies):
     """The mean Gram similarity of the saved images, in the features the filter reads."""
     from keras import ops
 
-    from gallery.objectives import gram_similarity
+    from gallery.render.objectives import gram_similarity
 
     x = ops.convert_to_tensor(images.astype("float32") / 255.0)
     _, features = renderer._preactivation(x, ops.convert_to_tensor(np.zeros(len(images), "int32")))
@@ -93,7 +94,7 @@ def _style_similarity(renderer, images, copies):
 
 
 def test_variants_negative_and_diversity():
-    from gallery.objectives import VARIANTS, Variant
+    from gallery.render.objectives import VARIANTS, Variant
 
     model = tiny_classifier()
     settings = RenderSettings(size=16, steps=30, transforms="none")
@@ -115,8 +116,8 @@ def test_variants_negative_and_diversity():
 
 
 def test_batches_halve_when_device_memory_runs_out(tmp_path, monkeypatch):
-    from gallery import filter_tiles as ft
-    from gallery.cache import Cache
+    from gallery.build import filter_tiles as ft
+    from gallery.build.cache import Cache
 
     sizes = []
     real = FilterRenderer.render
@@ -156,8 +157,8 @@ def test_prepared_programs_serve_every_render_call():
 
 @needs_ahead
 def test_compiling_ahead_in_threads_gives_the_same_tiles(tmp_path, monkeypatch):
-    from gallery import filter_tiles as ft
-    from gallery.cache import Cache
+    from gallery.build import filter_tiles as ft
+    from gallery.build.cache import Cache
 
     selection = {"conv1": [0, 1, 2, 3, 4], "conv2": [1, 2]}
     settings = RenderSettings(size=16, steps=4, batch=4, scales=(1.0,))  # conv1: batches of 4 and 1

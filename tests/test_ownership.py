@@ -13,11 +13,11 @@ from PIL import Image
 
 from gallery import folders
 from gallery.cli import main
-from gallery.site_folder import INVENTORY
+from gallery.site.folder import INVENTORY
 
 from .conftest import tiny_backbone, tiny_classifier
 from .test_build import check_site
-from .test_reliability import _argv, setup  # noqa: F401  (setup is a fixture)
+from .test_reliability import _argv
 
 
 def _tree(folder: Path) -> dict[str, tuple[bytes, int]]:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from gallery import params
+from gallery.render import params
 
 
 @pytest.mark.parametrize("h,w", [(8, 8), (7, 10), (16, 9)])

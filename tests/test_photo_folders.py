@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gallery import feature_maps, pipeline
+from gallery import feature_maps
+from gallery.build import pipeline
 from gallery.config import BuildConfig, RenderSettings
-from gallery.examples import TopExamples, peaks
-from gallery.photos import load_photos
-from gallery.slugs import slug
+from gallery.photos.examples import TopExamples, peaks
+from gallery.photos.sources import load_photos
+from gallery.site.slugs import slug
 
 from .conftest import tiny_classifier
 from .test_build import check_site
@@ -79,7 +80,7 @@ def test_every_photo_ranks_the_filters_but_only_the_first_get_pages(tmp_path):
 _PEAK = """
 import sys, tracemalloc
 from pathlib import Path
-from gallery import pipeline
+from gallery.build import pipeline
 from gallery.config import BuildConfig, RenderSettings
 root, count = Path(sys.argv[1]), int(sys.argv[2])
 config = BuildConfig(model=str(root / "tiny.keras"), preprocess="none", images=(root / "photos",), photo_pages=8,

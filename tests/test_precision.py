@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from keras import ops
 
-from gallery import precision
+from gallery.model import precision
 from gallery.config import RenderSettings
 from gallery.errors import GalleryError
-from gallery.optimize import FilterRenderer
+from gallery.render.optimize import FilterRenderer
 
 from .conftest import tiny_classifier, tiny_transfer
 

@@ -19,13 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from gallery import pipeline, site
-from gallery.cache import Cache
+from gallery.build import pipeline
+from gallery.site import pages as site
+from gallery.build.cache import Cache
 from gallery.cli import main
 from gallery.config import BuildConfig, RenderSettings
 from gallery.errors import GalleryError
 from gallery.folders import FolderLock, _holder
-from gallery.photos import load_photos
+from gallery.photos.sources import load_photos
 
 from .conftest import tiny_classifier
 from .test_build import check_site
@@ -34,16 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # filters and their thumbnails, the photo, two layers' peaks and feature sheets, predictions,
 # four CAMs, contributions
 TILES_PER_BUILD = 11 + 11 + 1 + 2 + 2 + 1 + 4 + 1
-
-
-@pytest.fixture
-def setup(tmp_path):
-    model = tmp_path / "tiny.keras"
-    tiny_classifier().save(model)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(photos / "a.png")
-    return tmp_path, model, photos
 
 
 def _argv(tmp, model, photos, steps=60):

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gallery import load_model, pipeline
-from gallery.optimize import FilterRenderer
+from gallery import load_model
+from gallery.build import pipeline
+from gallery.render.optimize import FilterRenderer
 from gallery.config import BuildConfig, RenderSettings
 
 from .conftest import SHARED_MODELS, SHARED_SAMPLES, needs_shared
@@ -67,7 +68,7 @@ def efficientnet():
 @pytest.fixture(scope="module")
 def samples():
     from gallery.imaging import resize
-    from gallery.photos import load_photos
+    from gallery.photos.sources import load_photos
 
     return {p.name: resize(p.pixels, 224, 224) for p in load_photos([SHARED_SAMPLES])}
 
@@ -111,8 +112,8 @@ def _kept(photo, heat, keep_top: bool, fraction=0.25):
 def test_cams_are_faithful_keeping_their_top_pixels_keeps_the_class(efficientnet, samples, method, names):
     """Keep the quarter of the pixels a map ranks highest, or the quarter it ranks lowest:
     the class probability must survive far better in the first case."""
-    from gallery.activations import Activations
-    from gallery.cams import CamEngine
+    from gallery.photos.activations import Activations
+    from gallery.photos.cams import CamEngine
 
     predict = Activations(efficientnet, []).predictions
     engine = CamEngine(efficientnet, None, method)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from gallery import transforms
+from gallery.render import transforms
 
 
 def _run(fn, x):
@@ -92,7 +92,7 @@ def test_resampled_matrices_scale_shifts_and_keep_the_centre():
 
 
 def test_resize_keeps_constants_and_reaches_every_pixel():
-    from gallery import grad
+    from gallery.model import grad
 
     x = np.full((1, 12, 12, 3), 0.3, "float32")
     np.testing.assert_allclose(_run(transforms.resize(5), x), 0.3, atol=1e-6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .console import clean
+from ..console import clean
 
 
 def _clock(seconds: float) -> str:

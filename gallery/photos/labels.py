@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from .config import public_path
-from .errors import GalleryError
+from ..config import public_path
+from ..errors import GalleryError
 
 IMAGENET_INDEX = "imagenet_class_index.json"
 

@@ -19,10 +19,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import grad, graph
+from ..errors import GalleryError
+from ..imaging import resize
+from ..model import grad, graph
 from .activations import model_inputs
-from .errors import GalleryError
-from .imaging import resize
 
 MASK_BATCH = 32  # masked photos per forward pass in Score-CAM
 

@@ -15,7 +15,7 @@ from typing import Callable
 import keras
 from keras import ops
 
-from .config import DIVERSE_COPIES
+from ..config import DIVERSE_COPIES
 
 
 def channel(z):

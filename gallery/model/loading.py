@@ -9,7 +9,7 @@ from pathlib import Path
 
 import keras
 
-from .errors import GalleryError
+from ..errors import GalleryError
 
 # keras.applications constructor name and its preprocessing convention, by lower-case name.
 APPLICATIONS: dict[str, tuple[str, str]] = {

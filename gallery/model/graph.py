@@ -13,7 +13,7 @@ from typing import Callable
 
 import keras
 
-from .errors import GalleryError
+from ..errors import GalleryError
 
 CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 

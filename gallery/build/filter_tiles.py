@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import grad, imaging
+from .. import imaging
+from ..config import RenderSettings
+from ..console import log
+from ..model import grad
+from ..render.objectives import VARIANTS
+from ..render.optimize import Renderers
 from .cache import Cache, make_key, number
-from .config import RenderSettings
-from .console import log
-from .objectives import VARIANTS
-from .optimize import Renderers
 from .progress import Progress
 
 THUMB_SIDE = 96  # layer-page thumbnails, sized for their slot

@@ -11,7 +11,7 @@ from importlib import metadata
 
 import keras
 
-from . import graph
+from ..model import graph
 from .slugs import assign
 
 SCHEMA = 3  # 3: filters carry variant images; 2: photos split into a pool and pages, filters carry top photos

@@ -17,8 +17,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import grad, graph, params, precision, preprocess as prep, transforms
-from .config import RenderSettings
+from ..config import RenderSettings
+from ..model import grad, graph, precision, preprocess as prep
+from . import params, transforms
 from .objectives import VARIANTS, channel, own_preactivation
 
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8

@@ -18,9 +18,9 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
-from .console import log
-from .errors import GalleryError
-from .folders import LEGACY_LOCK, claim, folder_error, remove, sweep, write_atomic
+from ..console import log
+from ..errors import GalleryError
+from ..folders import LEGACY_LOCK, claim, folder_error, remove, sweep, write_atomic
 from .slugs import slug
 
 INVENTORY = ".cnn-gallery-site.json"

@@ -12,7 +12,7 @@ from typing import Callable
 
 import keras
 
-from .errors import GalleryError
+from ..errors import GalleryError
 
 BACKEND = keras.backend.backend()
 

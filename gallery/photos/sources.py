@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .console import warn
-from .errors import GalleryError
-from .imaging import MAX_PIXELS, to_rgb_uint8
+from ..console import warn
+from ..errors import GalleryError
+from ..imaging import MAX_PIXELS, to_rgb_uint8
 
 MAX_SIDE = 1024  # photos are analysed at a few hundred pixels; larger ones are shrunk on load
 # No photo within MAX_PIXELS is larger than this (16-bit RGBA, uncompressed), so a larger

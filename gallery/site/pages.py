@@ -12,11 +12,10 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from .cache import Cache
-from .errors import GalleryError
-from .site_folder import SiteFolder
+from ..errors import GalleryError
+from .folder import SiteFolder
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
 def environment(templates: Path = TEMPLATES) -> Environment:
@@ -129,7 +128,7 @@ def static_files(templates: Path = TEMPLATES) -> dict[str, Path]:
             if asset.is_file()}
 
 
-def render(manifest: dict, files: dict[str, str], cache: Cache, folder: SiteFolder,
+def render(manifest: dict, files: dict[str, str], cache, folder: SiteFolder,
            templates: Path = TEMPLATES) -> dict[str, int]:
     """Write tiles, static assets, the manifest and every page into ``folder``, then remove
     what an earlier build of this model published and this one does not; return counts."""

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import grad, graph, preprocess as prep
-from .imaging import resize
+from ..imaging import resize
+from ..model import grad, graph, preprocess as prep
 
 
 def input_size(model: keras.Model, fallback: int = 224) -> tuple[int, int]:

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import imaging
-from .activations import Activations, input_size
+from .. import imaging
+from ..console import warn
+from ..errors import GalleryError
+from ..photos.activations import Activations, input_size
+from ..photos.cams import CamEngine
+from ..photos.examples import TopExamples, peaks
 from .cache import Cache, make_key
-from .cams import CamEngine
-from .console import warn
-from .errors import GalleryError
-from .examples import TopExamples, peaks
 from .progress import Progress
 
 PHOTO_SIDE = 640  # photos are published no larger than this

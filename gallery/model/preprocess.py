@@ -15,7 +15,7 @@ from typing import Callable
 
 from keras import ops
 
-from .errors import GalleryError
+from ..errors import GalleryError
 
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 TORCH_MEAN = (0.485, 0.456, 0.406)

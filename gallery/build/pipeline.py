@@ -10,16 +10,19 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from . import cams, circuits, cost, grad, graph, labels, manifest, models, photos as photo_io, site
+from ..config import BuildConfig, RenderSettings, public_path
+from ..console import log
+from ..errors import GalleryError
+from ..folders import FolderLock, check_layout
+from ..model import circuits, grad, graph, loading
+from ..photos import cams, labels, sources
+from ..render import cost
+from ..render.optimize import channel_count
+from ..site import manifest, pages
+from ..site.folder import SiteFolder, identity
 from .cache import Cache
-from .config import BuildConfig, RenderSettings, public_path
-from .console import log
-from .errors import GalleryError
-from .folders import FolderLock, check_layout
-from .optimize import channel_count
 from .filter_tiles import filter_tiles
 from .photo_tiles import photo_tiles
-from .site_folder import SiteFolder, identity
 
 
 @contextmanager
@@ -56,7 +59,7 @@ def build(config: BuildConfig) -> dict:
     claimed and locked for the whole build before the model loads, and the files a killed
     build left half-written are swept away first.
     """
-    models.check_spec(config.model, config.weights)
+    loading.check_spec(config.model, config.weights)
     check_layout(Path(config.out), Path(config.cache))
     cache, out = Cache(config.cache), SiteFolder(config.out)
     with FolderLock(config.cache, "cache"):
@@ -69,22 +72,22 @@ def build(config: BuildConfig) -> dict:
 def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     timings: dict[str, float] = {}
     with stage("load model", timings):
-        model = models.load_model(config.model, config.weights, safe_mode=config.safe_mode)
-        models.check_supported(model)
-        preprocess = config.preprocess or models.default_preprocess(config.model)
+        model = loading.load_model(config.model, config.weights, safe_mode=config.safe_mode)
+        loading.check_supported(model)
+        preprocess = config.preprocess or loading.default_preprocess(config.model)
         selection = select_targets(model, config)
         grad.check_names(graph.all_layer_names(model))
         render = _fitted(model, selection, config.render)
-        fingerprint = models.fingerprint(model)
-        title = models.title(config.model, model)
-        source = identity(models.source(config.model, config.weights))
+        fingerprint = loading.fingerprint(model)
+        title = loading.title(config.model, model)
+        source = identity(loading.source(config.model, config.weights))
         slug = out.model_slug(title, source)
         log(f"  {title}: {len(selection)} conv layers, {sum(map(len, selection.values()))} filters, "
             f"preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
     with stage("filter images", timings):
         tiles = filter_tiles(model, fingerprint, selection, render, preprocess, cache, config.variants)
     with stage("photos", timings):
-        samples = photo_io.load_photos(config.images)
+        samples = sources.load_photos(config.images)
         classify = graph.has_classifier(model)
         names, labels_source, cam_note = None, None, None
         cam_layers: list[str] = []
@@ -117,7 +120,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
             class_names=names, settings=settings, command=config.command,
             circuits={layer: circuits.strongest_inputs(model, layer) for layer in selection},
             cam_sources={layer: graph.conv_source(model, layer) for layer in cam_layers})
-        written = site.render(data, files, cache, out)
+        written = pages.render(data, files, cache, out)
     total = sum(timings.values())
     log(f"done in {total:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     log(f"cache {config.cache}: {cache.stored} tiles computed, {reused} reused"

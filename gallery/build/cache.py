@@ -24,9 +24,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-from .console import log
-from .errors import GalleryError
-from .folders import LEGACY_LOCK, claim, folder_error, remove, sweep, write_atomic
+from ..console import log
+from ..errors import GalleryError
+from ..folders import LEGACY_LOCK, claim, folder_error, remove, sweep, write_atomic
 
 FORMAT = 2  # records seal payload and metadata; format 1 sealed the payload alone
 TAG = "CACHEDIR.TAG"

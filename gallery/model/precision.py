@@ -17,7 +17,7 @@ import weakref
 
 import keras
 
-from .errors import GalleryError
+from ..errors import GalleryError
 
 POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16"}  # by config.PRECISIONS
 _copies: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()

@@ -16,8 +16,9 @@ import math
 
 from keras import ops
 
-from . import graph, transforms
-from .errors import GalleryError
+from ..errors import GalleryError
+from ..model import graph
+from . import transforms
 
 MAX_PROBE = 256
 BYTES = 4  # float32 activations

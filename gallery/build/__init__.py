@@ -1,0 +1,1 @@
+"""Build orchestration: work units, executors, the cache, owned folders, progress, the stages."""

@@ -1,0 +1,1 @@
+"""The model and what is known about it: loading, graph surgery, gradients, precision, costs."""

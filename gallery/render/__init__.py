@@ -1,0 +1,1 @@
+"""Rendering filters by activation maximization: parameterizations, transforms, objectives, the loop."""

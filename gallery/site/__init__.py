@@ -1,0 +1,1 @@
+"""The site: the manifest (plain data), the pages rendered from it, the published folder."""
