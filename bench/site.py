@@ -33,8 +33,7 @@ from gallery import imaging
 from gallery.site import manifest, pages as site
 from gallery.build.cache import Cache, make_key  # noqa: E402
 from gallery.photos.examples import TopExamples, peaks  # noqa: E402
-from gallery.build.filter_tiles import THUMB_SIDE, FilterTile  # noqa: E402
-from gallery.build.photo_tiles import PhotoResults, PhotoTiles  # noqa: E402
+from gallery.build.state import THUMB_SIDE, FilterTile, PhotoResults, PhotoTiles  # noqa: E402
 from gallery.site.folder import SiteFolder  # noqa: E402
 
 # (name, channels, map side at a 224 input)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import presets
-from .config import (DIVERSE_COPIES, PRECISIONS, STEP_TRANSFORMS, VARIANT_NAMES, BuildConfig, RenderSettings,
+from .config import (DIVERSE_COPIES, EXECUTORS, PRECISIONS, STEP_TRANSFORMS, VARIANT_NAMES, BuildConfig, RenderSettings,
                      default_cache_dir, parse_filter_slice, public_command, valid_scales)
 from .errors import GalleryError
 from .presets import PRESETS
@@ -87,7 +87,7 @@ def _methods(text: str) -> tuple[str, ...]:
 def parser() -> argparse.ArgumentParser:
     defaults = RenderSettings()
     p = _Parser(
-        prog="build.py",
+        prog="build.py", allow_abbrev=False,  # "--layer" must not quietly mean "--layers"
         description="Build a static gallery of every conv filter of a Keras CNN, with feature maps and "
                     "Grad-CAM on sample photos.",
     )
@@ -99,7 +99,9 @@ def parser() -> argparse.ArgumentParser:
                    help="input preprocessing for a model file (known automatically for named models)")
     p.add_argument("--labels", type=Path, metavar="FILE", help="class names: a JSON list or one name per line")
     p.add_argument("--layers", type=_names, metavar="a,b", help="conv layers to render (default: all)")
-    p.add_argument("--filters", default=":", metavar="START:STOP", help="filter indices per layer (default: all)")
+    p.add_argument("--filters", default=":", metavar="START:STOP",
+                   help="filter indices per layer: 0:64, 8: or :16; a single number N means filter N alone "
+                        "(default: all)")
     p.add_argument("--preset", choices=tuple(PRESETS), default="default",
                    help="preview, default or high: tile size, steps, schedule, batch and variants, each "
                         "tuned for CPUs and for GPUs; the flags below override it (default: default)")
@@ -145,6 +147,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-info", action="store_true", help="list what the cache holds, by kind and model, and exit")
     p.add_argument("--prune", action="store_true",
                    help="after the build, delete cache entries this build did not use (other models and settings)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where units of work run: local (this process) or ray (Ray workers: one per GPU, or "
+                        "one per --worker-cpus CPUs; a local Ray unless --ray-address) (default: local)")
+    p.add_argument("--ray-address", metavar="auto|HOST:PORT|ray://…",
+                   help="join a running Ray cluster (with --executor ray); without it the build starts a local "
+                        "Ray for itself and stops it at the end")
+    p.add_argument("--worker-cpus", type=_positive, metavar="N",
+                   help="CPUs (and threads) per Ray worker where the cluster has no GPUs (default: 4, or all "
+                        "of a smaller machine)")
     p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: Keras's own setting)")
     p.add_argument("--unsafe", action="store_true", help="allow model files that carry code (Lambda layers)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -170,7 +181,8 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         images=tuple(args.images or ()), out=args.out, cache=args.cache, cam_layers=args.cam_layers,
         variants=variants, preset=args.preset, cam_methods=args.cam_method, top_k=args.top_k,
         photo_pages=args.photo_pages, examples=args.examples, safe_mode=not args.unsafe, prune=args.prune,
-        command=public_command(argv),
+        command=public_command(argv), executor=args.executor, ray_address=args.ray_address,
+        worker_cpus=args.worker_cpus,
     )
 
 

@@ -58,6 +58,7 @@ STEP_TRANSFORMS = ("standard", "lucid", "none")
 VARIANT_NAMES = ("negative", "diversity", "neuron")  # extra images a filter page can show
 DIVERSE_COPIES = 4  # images per filter in the diversity variant
 PRECISIONS = ("float32", "bfloat16")  # compute dtypes of the optimization loop
+EXECUTORS = ("local", "ray")
 
 # A coarse-to-fine schedule: half the steps on the tile shrunk to half its side (a
 # quarter of the cost), then half at full size.
@@ -139,6 +140,15 @@ class BuildConfig:
     safe_mode: bool = True
     prune: bool = False  # after the build, drop cache entries it did not use
     command: str = ""  # the command line that produced this build, shown on the pages
+    executor: str = "local"  # where units run: "local" (this process) or "ray"
+    ray_address: str | None = None  # None: a local Ray started for the build; "auto", HOST:PORT, ray://…
+    worker_cpus: int | None = None  # CPUs per Ray worker where the cluster has no GPUs
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise GalleryError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.ray_address is not None and self.executor != "ray":
+            raise GalleryError("--ray-address needs --executor ray")
 
 
 def parse_filter_slice(text: str) -> slice:

@@ -127,7 +127,7 @@ def test_rerun_recomputes_nothing_and_steps_only_touch_filters(tmp_path, classif
     pipeline.build(more_steps)
     err = capsys.readouterr().err
     assert "22 tiles computed" in err  # the 11 filter images and their thumbnails, no photo tile
-    assert "photos:" in err
+    assert "5 units: 1 settled from the cache, 4 to run" in err  # the photos' unit is looked up, not run
 
 
 def test_template_change_rerenders_pages_only(tmp_path, classifier_file, photo_dir, capsys, monkeypatch):
@@ -136,9 +136,8 @@ def test_template_change_rerenders_pages_only(tmp_path, classifier_file, photo_d
     templates = tmp_path / "templates"
     shutil.copytree(site.TEMPLATES, templates)
     layer_page = templates / "layer.html"
-    layer_page.write_text(layer_page.read_text().replace("filters shown.", "filters shown (edited)."))
+    layer_page.write_text(layer_page.read_text().replace("The number under each tile", "(edited) The number under each tile"))
     monkeypatch.setattr(site, "TEMPLATES", templates)
-    monkeypatch.setattr(site.render, "__defaults__", (templates,))
     capsys.readouterr()
     pipeline.build(config)
     err = capsys.readouterr().err

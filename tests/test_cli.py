@@ -212,9 +212,11 @@ def test_control_characters_in_names_never_reach_the_terminal(tmp_path, capsys):
     from gallery.build.progress import Progress
 
     screen = _Terminal()
-    with Progress("photos", 2, stream=screen) as bar:
-        time.sleep(0.3)  # a terminal redraws at most five times a second
-        bar.advance(1, HOSTILE)
+    bar = Progress({0: ("conv1", 1.0, 2, 0)}, cached_images=0, total_images=2, cached_photos=0, total_photos=0,
+                   stream=screen)
+    time.sleep(0.3)  # a terminal redraws at most five times a second
+    bar.start(0, HOSTILE)
+    bar.close()
     raw = screen.getvalue().replace("\r\x1b[K", "")  # the bar's own redraw sequence
     assert not any(ch in raw for ch in "\x1b\x07\x9b\u202e"), repr(raw)
     assert "\\x1b]0;pwned\\x07" in raw

@@ -115,9 +115,9 @@ def test_variants_negative_and_diversity():
     assert apart < together - 0.05, (apart, together)
 
 
-def test_batches_halve_when_device_memory_runs_out(tmp_path, monkeypatch):
-    from gallery.build import filter_tiles as ft
-    from gallery.build.cache import Cache
+def test_batches_halve_when_device_memory_runs_out(monkeypatch):
+    from gallery.build import units
+    from gallery.build.work import Worker
 
     sizes = []
     real = FilterRenderer.render
@@ -129,10 +129,11 @@ def test_batches_halve_when_device_memory_runs_out(tmp_path, monkeypatch):
         return real(self, indices, on_step)
 
     monkeypatch.setattr(FilterRenderer, "render", limited)
-    tiles = ft.filter_tiles(tiny_classifier(), "fp", {"conv1": [0, 1, 2, 3, 4]},
-                            RenderSettings(size=16, steps=2, batch=8), "none", Cache(tmp_path))
-    assert [t.index for t in tiles["conv1"]] == [0, 1, 2, 3, 4]
-    assert sizes == [5, 4, 2, 2, 1]  # 8 → 4 → 2, then it stays at 2
+    job = units.Job("fp", RenderSettings(size=16, steps=2, batch=8), "none", {"conv1": (0, 1, 2, 3, 4)})
+    (unit,) = units.filter_units(job)
+    result = Worker(tiny_classifier(), job).run(units.Task(0, unit, frozenset(e.key for e in unit.entries)))
+    assert sorted(result.produced) == sorted(e.key for e in unit.entries)
+    assert sizes == [5, 3, 2, 1, 2]  # the span halves until each part fits: 5 → 3 + 2, 3 → 2 + 1
 
 
 needs_ahead = pytest.mark.skipif(not grad.compiles_ahead(), reason="only JAX compiles ahead of the first call")
@@ -157,17 +158,20 @@ def test_prepared_programs_serve_every_render_call():
 
 @needs_ahead
 def test_compiling_ahead_in_threads_gives_the_same_tiles(tmp_path, monkeypatch):
-    from gallery.build import filter_tiles as ft
-    from gallery.build.cache import Cache
+    from gallery.build import units
+    from gallery.build.work import Worker
 
-    selection = {"conv1": [0, 1, 2, 3, 4], "conv2": [1, 2]}
+    selection = {"conv1": (0, 1, 2, 3, 4), "conv2": (1, 2)}
     settings = RenderSettings(size=16, steps=4, batch=4, scales=(1.0,))  # conv1: batches of 4 and 1
+    job = units.Job("fp", settings, "none", selection, ("diversity",))
 
     def build(folder):
-        cache = Cache(tmp_path / folder)
-        tiles = ft.filter_tiles(tiny_classifier(), "fp", selection, settings, "none", cache, ("diversity",))
-        return [(t.activation, cache.get(t.key)[0], [v.activation for v in t.variants["diversity"]])
-                for layer in selection for t in tiles[layer]]
+        worker = Worker(tiny_classifier(), job)
+        try:
+            return [worker.run(units.Task(i, u, frozenset(e.key for e in u.entries))).produced
+                    for i, u in enumerate(units.filter_units(job))]
+        finally:
+            worker.close()
 
     lazy = build("lazy")
     prepared, real = [], FilterRenderer.prepare

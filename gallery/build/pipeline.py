@@ -1,6 +1,8 @@
 """The order of the stages, nothing else:
 
-model → targets → filter tiles (optimize, cached) → photo tiles (cached) → manifest → site.
+model → targets → units (photos first, then a first look at every layer, then the rest)
+→ executor → cache → manifest → site, the site written at once and refreshed as units
+settle.
 """
 
 from __future__ import annotations
@@ -16,13 +18,18 @@ from ..errors import GalleryError
 from ..folders import FolderLock, check_layout
 from ..model import circuits, grad, graph, loading
 from ..photos import cams, labels, sources
+from ..photos.activations import input_size
 from ..render import cost
 from ..render.optimize import channel_count
-from ..site import manifest, pages
+from ..site import manifest
+from ..site.pages import SiteWriter
 from ..site.folder import SiteFolder, identity
+from . import units
 from .cache import Cache
-from .filter_tiles import filter_tiles
-from .photo_tiles import photo_tiles
+from .executors import executor
+from .progress import Progress
+from .publish import Publisher
+from .state import Gallery
 
 
 @contextmanager
@@ -70,63 +77,72 @@ def build(config: BuildConfig) -> dict:
 
 
 def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
-    timings: dict[str, float] = {}
-    with stage("load model", timings):
-        model = loading.load_model(config.model, config.weights, safe_mode=config.safe_mode)
-        loading.check_supported(model)
-        preprocess = config.preprocess or loading.default_preprocess(config.model)
-        selection = select_targets(model, config)
-        grad.check_names(graph.all_layer_names(model))
-        render = _fitted(model, selection, config.render)
-        fingerprint = loading.fingerprint(model)
-        title = loading.title(config.model, model)
-        source = identity(loading.source(config.model, config.weights))
-        slug = out.model_slug(title, source)
-        log(f"  {title}: {len(selection)} conv layers, {sum(map(len, selection.values()))} filters, "
-            f"preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
-    with stage("filter images", timings):
-        tiles = filter_tiles(model, fingerprint, selection, render, preprocess, cache, config.variants)
-    with stage("photos", timings):
-        samples = sources.load_photos(config.images)
-        classify = graph.has_classifier(model)
-        names, labels_source, cam_note = None, None, None
-        cam_layers: list[str] = []
-        if classify:
-            classes = int(model.outputs[0].shape[-1])
-            names, labels_source = labels.class_names(classes, config.labels)
-            cam_layers = [graph.locate(model, n).name for n in (config.cam_layers or [cams.default_layer(model)])]
+    """Plan units → executor → cache → site, the site refreshed while units settle."""
+    started = time.monotonic()
+    log("• load model")
+    model = loading.load_model(config.model, config.weights, safe_mode=config.safe_mode)
+    loading.check_supported(model)
+    preprocess = config.preprocess or loading.default_preprocess(config.model)
+    selection = select_targets(model, config)
+    grad.check_names(graph.all_layer_names(model))
+    costs = cost.Costs(model)
+    render = _fitted(costs, selection, config.render)
+    fingerprint = loading.fingerprint(model)
+    title = loading.title(config.model, model)
+    source = identity(loading.source(config.model, config.weights))
+    log(f"  {title}: {len(selection)} conv layers, {sum(map(len, selection.values()))} filters, "
+        f"preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
+    photos = sources.load_photos(config.images)
+    about = _about(model, config)
+    job = units.Job(fingerprint, render, preprocess, {k: tuple(v) for k, v in selection.items()}, config.variants,
+                    tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0),
+                    input_size(model, config.photo_size))
+    gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
+    log("• plan")
+    plan = [*units.photo_units(job, photos, config.photo_pages, about["classes"] is not None),
+            *units.filter_units(job)]
+    tasks, found = [], {}
+    for uid, unit in enumerate(plan):
+        entries = units.lookup(unit, cache)
+        if len(entries) == len(unit.entries):
+            gallery.absorb(unit, entries, cache)
         else:
-            classes = None
-            cam_note = (f"No Grad-CAM or predictions: {model.name!r} has no classifier head "
-                        f"(its output has shape {tuple(model.outputs[0].shape)}, not one score per class).")
-        results = photo_tiles(model, fingerprint, samples, list(selection), cam_layers, preprocess=preprocess,
-                              cache=cache, top_k=config.top_k, methods=config.cam_methods,
-                              fallback=config.photo_size, pages=config.photo_pages, examples=config.examples)
-        if not results.photos:
-            raise GalleryError("none of the photos could be read")
+            tasks.append(units.Task(uid, unit, frozenset(e.key for e in unit.entries) - set(entries)))
+            found[uid] = entries
     reused = cache.hits
-    with stage("pages", timings):
-        info = manifest.model_entry(model, title=title, slug=slug, identity=source, source=public_path(config.model),
-                                    fingerprint=fingerprint,
-                                    preprocess=preprocess, classes=classes, labels_source=labels_source,
-                                    cam_note=cam_note)
-        settings = {"preset": config.preset, **config.render.key(), "filters": _describe(config.filters),
-                    "variants": ", ".join(config.variants) or "none",
-                    "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
-                    "cam layers": ", ".join(cam_layers) or "none", "cam methods": ", ".join(config.cam_methods)}
-        data, files = manifest.build(
-            model_info=info, table=manifest.layer_table(model), filter_tiles=tiles,
-            channels={layer: channel_count(model, layer) for layer in selection}, photos=results,
-            class_names=names, settings=settings, command=config.command,
-            circuits={layer: circuits.strongest_inputs(model, layer) for layer in selection},
-            cam_sources={layer: graph.conv_source(model, layer) for layer in cam_layers})
-        written = pages.render(data, files, cache, out)
-    total = sum(timings.values())
-    log(f"done in {total:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    log(f"  {len(plan)} units: {len(plan) - len(tasks)} settled from the cache, {len(tasks)} to run "
+        f"({cost.describe(sum(_flops(costs, job, t.unit) for t in tasks))})")
+    progress = Progress({t.uid: _progress_spec(costs, job, t.unit) for t in tasks},
+                        cached_images=len(gallery.images), total_images=gallery.images_total,
+                        cached_photos=len(gallery.tiles) + len(gallery.broken), total_photos=len(photos))
+    site = Publisher(SiteWriter(out, cache), lambda status: _manifest(model, config, job, gallery, about,
+                                                                       title, out, source, status))
+    if tasks:
+        site.refresh(progress.status(), force=True)  # the whole site at once, pending parts shown so
+        log(f"• run ({config.executor})")
+        runner = executor(config.executor, model, job, source=_portable_model(config, model),
+                          address=config.ray_address, worker_cpus=config.worker_cpus)
+        try:
+            for task, result in runner.run(tasks, progress):
+                settled = units.store(task, result.produced, found.pop(task.uid), cache, result.skipped)
+                gallery.absorb(task.unit, settled, cache, result.skipped)
+                if gallery.photos_settled and not gallery.tiles:
+                    raise GalleryError("none of the photos could be read")
+                site.refresh(progress.status())
+        except BaseException:
+            site.interrupted(progress.status())
+            raise
+        finally:
+            progress.close()
+            runner.close()
+    log("• pages")
+    data, _ = site.refresh(None, force=True)
+    written = site.written
+    log(f"done in {time.monotonic() - started:.1f}s")
     log(f"cache {config.cache}: {cache.stored} tiles computed, {reused} reused"
         + (f", {cache.damaged} damaged entries replaced" if cache.damaged else ""))
     log(f"site {Path(config.out).resolve() / 'index.html'}: {written['pages']} pages and {written['tiles']} tiles "
-        f"written, {written['unchanged']} unchanged"
+        f"written{f' over {site.refreshes} refreshes' if site.refreshes > 1 else ''}, {written['unchanged']} unchanged"
         + (f", {written['removed']} no longer listed removed" if written["removed"] else ""))
     if config.prune:
         removed, freed = cache.prune(cache.used)
@@ -134,10 +150,66 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     return data
 
 
-def _fitted(model, selection, render: RenderSettings) -> RenderSettings:
+def _about(model, config: BuildConfig) -> dict:
+    """Class names, CAM layers and the note shown when the model has no classifier."""
+    if not graph.has_classifier(model):
+        return {"classes": None, "names": None, "labels_source": None, "cam_layers": [],
+                "cam_note": f"No Grad-CAM or predictions: {model.name!r} has no classifier head "
+                            f"(its output has shape {tuple(model.outputs[0].shape)}, not one score per class)."}
+    classes = int(model.outputs[0].shape[-1])
+    names, labels_source = labels.class_names(classes, config.labels)
+    layers = [graph.locate(model, n).name for n in (config.cam_layers or [cams.default_layer(model)])]
+    return {"classes": classes, "names": names, "labels_source": labels_source, "cam_layers": layers,
+            "cam_note": None}
+
+
+def _manifest(model, config, job, gallery, about, title, out, source, status):
+    """The manifest of what the build knows now, and the files it publishes."""
+    results = gallery.photo_results()
+    info = manifest.model_entry(model, title=title, slug=out.model_slug(title, source), identity=source,
+                                source=public_path(config.model), fingerprint=job.fingerprint,
+                                preprocess=job.preprocess, classes=about["classes"],
+                                labels_source=about["labels_source"], cam_note=about["cam_note"])
+    settings = {"preset": config.preset, **job.render.key(), "filters": _describe(config.filters),
+                "variants": ", ".join(config.variants) or "none",
+                "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
+                "cam layers": ", ".join(job.cam_layers) or "none", "cam methods": ", ".join(config.cam_methods)}
+    return manifest.build(
+        model_info=info, table=manifest.layer_table(model), filter_tiles=gallery.filter_tiles(),
+        channels={layer: channel_count(model, layer) for layer in job.selection}, photos=results,
+        class_names=about["names"], settings=settings, command=config.command,
+        circuits={layer: circuits.strongest_inputs(model, layer) for layer in job.selection},
+        cam_sources={layer: graph.conv_source(model, layer) for layer in job.cam_layers}, status=status)
+
+
+def _flops(costs, job, unit) -> float:
+    if isinstance(unit, units.FilterUnit):
+        return cost.total_flops(costs, job.render, unit.layer, unit.images)
+    side = job.input[0]
+    passes = 1 + sum(unit.paged) / len(unit.paged) * (1 + 2 * len(job.cam_layers) * len(job.methods))
+    return len(unit.photos) * passes * costs.forward_flops(side)
+
+
+def _progress_spec(costs, job, unit) -> tuple:
+    """``(group, flops, images, photos)`` of a unit, as :class:`Progress` counts it."""
+    if isinstance(unit, units.FilterUnit):
+        return unit.layer, _flops(costs, job, unit), unit.images, 0
+    return "photos", _flops(costs, job, unit), 0, len(unit.photos)
+
+
+def _portable_model(config: BuildConfig, model):
+    """How a remote worker gets the model: see :class:`~gallery.build.cluster.ModelSource`."""
+    if config.executor == "local":
+        return None
+    from .cluster import ModelSource
+
+    return ModelSource.of(config.model, model, config.safe_mode)
+
+
+def _fitted(costs, selection, render: RenderSettings) -> RenderSettings:
     """``render`` with a batch that fits in memory; a tile size that cannot is refused here,
     before anything of that size is allocated."""
-    batch = cost.fit_batch(cost.Costs(model), list(selection), render, grad.memory_bytes())
+    batch = cost.fit_batch(costs, list(selection), render, grad.memory_bytes())
     if batch < render.batch:
         log(f"  {batch} images per batch (not {render.batch}): {render.size} px images need more memory")
         render = replace(render, batch=batch)

@@ -158,6 +158,27 @@ def check_names(names) -> None:
             "--backend jax")
 
 
+def limit_threads(threads: int) -> None:
+    """Compute on at most ``threads`` CPU threads; call before the backend runs anything.
+
+    A worker given a slice of a machine's CPUs keeps to it, so workers side by side do not
+    fight over cores. (JAX reads its thread settings from ``XLA_FLAGS`` when it starts, so
+    a worker process is given those in its environment instead.)
+    """
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+        except RuntimeError:  # the runtime already started: it keeps the threads it has
+            pass
+    elif BACKEND == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def memory_bytes() -> int | None:
     """Memory the computation can use: the accelerator's, else the host's available RAM."""
     try:

@@ -84,6 +84,11 @@ def check_spec(spec, weights="imagenet") -> None:
         raise GalleryError(f"weights file {str(weights)!r} does not exist")
 
 
+def application_name(text: str) -> str:
+    """The ``keras.applications`` constructor a model name stands for."""
+    return _application(text)[0]
+
+
 def _application(text: str) -> tuple[str, str] | None:
     return APPLICATIONS.get(text.lower().replace("_", "").replace("-", ""))
 

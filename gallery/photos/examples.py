@@ -41,7 +41,11 @@ class TopExamples:
         self.maps: dict[str, list[int]] = {}  # layer -> the map's (h, w)
 
     def add(self, layer: str, photo: int, found: dict) -> None:
-        """Offer one photo's :func:`peaks` for ``layer``; ties keep the earlier photo."""
+        """Offer one photo's :func:`peaks` for ``layer``; ties go to the lower photo index.
+
+        The result does not depend on the order photos are offered in, so top lists merge
+        exactly whichever worker analysed which photos, and in whatever order they finish.
+        """
         score = np.asarray(found["peak"], dtype="float64")
         if layer not in self._score:
             c = len(score)
@@ -52,7 +56,7 @@ class TopExamples:
         scores = np.concatenate([self._score[layer], score[:, None]], axis=1)
         photos = np.concatenate([self._photo[layer], np.full((len(score), 1), photo)], axis=1)
         at = np.concatenate([self._at[layer], np.asarray(found["at"], dtype="float64")[:, None]], axis=1)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :self.k]
+        order = np.lexsort((np.where(photos < 0, np.iinfo("int64").max, photos), -scores), axis=1)[:, :self.k]
         self._score[layer] = np.take_along_axis(scores, order, axis=1)
         self._photo[layer] = np.take_along_axis(photos, order, axis=1)
         self._at[layer] = np.take_along_axis(at, order[..., None], axis=1)

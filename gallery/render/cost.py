@@ -67,6 +67,11 @@ class Costs:
         forward += _conv_flops(self._layers[layer], h, w) / channels  # its own filter only
         return 2.0 * forward
 
+    def forward_flops(self, canvas: int) -> float:
+        """FLOPs of one image through every conv layer (a photo's forward pass)."""
+        shapes = self.shapes(canvas)
+        return sum(_conv_flops(self._layers[n], *shapes[n][:2]) for n in self.names)
+
     def image_bytes(self, layer: str, canvas: int) -> float:
         """Activation memory one image needs in a step on ``layer`` (an estimate, see module)."""
         shapes = self.shapes(canvas)

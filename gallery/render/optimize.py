@@ -194,7 +194,8 @@ class FilterRenderer:
 
 
 class Renderers:
-    """One renderer per ``(variant, layer)``, handed out in order; compiled ahead where it pays.
+    """One renderer per ``(variant, layer)``, kept with its compiled programs for every later
+    batch of that layer; compiled ahead where it pays.
 
     Compiling a layer's programs takes seconds that an accelerator would sit idle through,
     so where the backend can compile without running (:func:`grad.compiles_ahead`) a few
@@ -210,6 +211,7 @@ class Renderers:
             ahead = grad.accelerator() is not None
         self._pool = None
         self._pending: dict = {}
+        self._built: dict[tuple[str, str], FilterRenderer] = {}
         if ahead and grad.compiles_ahead():
             # XLA compiles a program on about one core; leave most cores to the host's other work.
             workers = max(1, min(4, (os.cpu_count() or 1) // 4))
@@ -221,11 +223,13 @@ class Renderers:
 
     def ready(self, variant: str, layer: str) -> FilterRenderer:
         """The renderer for ``(variant, layer)``, once its programs are compiled."""
-        if (variant, layer) not in self._pending:
-            return self._make(variant, layer)
-        renderer, compiled = self._pending.pop((variant, layer))
-        compiled.result()  # a compile error surfaces here, with its own traceback
-        return renderer
+        if (variant, layer) in self._pending:
+            renderer, compiled = self._pending.pop((variant, layer))
+            compiled.result()  # a compile error surfaces here, with its own traceback
+            self._built[(variant, layer)] = renderer
+        elif (variant, layer) not in self._built:
+            self._built[(variant, layer)] = self._make(variant, layer)
+        return self._built[(variant, layer)]
 
     def __enter__(self):
         return self

@@ -182,10 +182,14 @@ class SiteFolder:
         self._written[path] = digest
         return True
 
-    def finish(self, model: str, files: set[str], shared: set[str]) -> int:
-        """Remove what the model and the site no longer list; return how many files went."""
-        stale = (self.models[model]["files"] - files) | (self.shared - shared)
-        for path in sorted(stale):
+    def finish(self, model: str, files: set[str], shared: set[str]) -> list[str]:
+        """Remove what the model and the site no longer list; return what went.
+
+        Pages go first, so a page still on disk never links to a file already removed.
+        """
+        stale = sorted((self.models[model]["files"] - files) | (self.shared - shared),
+                       key=lambda p: (not p.endswith(".html"), p))
+        for path in stale:
             target = self.root / path
             if target.is_file() or target.is_symlink():
                 self._guard(target.unlink)
@@ -194,7 +198,7 @@ class SiteFolder:
         self.models[model]["files"] = set(files)
         self.shared = set(shared)
         self.save()
-        return len(stale)
+        return stale
 
     def _prune_folders(self, folder: Path) -> None:
         """Remove folders left empty, up to (not including) the site root."""

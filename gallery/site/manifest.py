@@ -14,7 +14,7 @@ import keras
 from ..model import graph
 from .slugs import assign
 
-SCHEMA = 3  # 3: filters carry variant images; 2: photos split into a pool and pages, filters carry top photos
+SCHEMA = 4  # 4: pending filters and photos, and the build status; 3: filters carry variant images
 
 
 def versions() -> dict[str, str]:
@@ -72,35 +72,46 @@ def model_entry(model, *, title: str, slug: str, identity: str, source: str, fin
     }
 
 
+PENDING = "static/pending.svg"  # what a filter or photo shows until the build settles it
+
+
 def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: dict[str, int],
           photos, class_names: list[str] | None, settings: dict, command: str,
-          circuits: dict | None = None, cam_sources: dict | None = None) -> tuple[dict, dict[str, str]]:
+          circuits: dict | None = None, cam_sources: dict | None = None,
+          status: dict | None = None) -> tuple[dict, dict[str, str]]:
     """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds.
 
-    ``photos`` is a :class:`~gallery.photo_tiles.PhotoResults`. Every photo is in the
+    ``photos`` is a :class:`~gallery.build.state.PhotoResults`. Every photo is in the
     ``pool`` (filters' top photos point into it by index); paged ones are also in
     ``photos``. A pool photo's image is published only if a page or a top list shows it.
+    Filters and photos still pending show :data:`PENDING` and publish no file yet;
+    ``status`` (``None`` once the build is done) says how far the build has come.
     """
     base = model_info["slug"]
     files: dict[str, str] = {}
-    ranked = {t["photo"] for name, tiles in filter_tiles.items() for tile in tiles
-              for t in photos.examples.top(name, tile.index)}
+    pool_index = {p.position: i for i, p in enumerate(photos.photos)}
+
+    def top(layer: str, index: int) -> list[dict]:
+        return [{**t, "photo": pool_index[t["photo"]]} for t in photos.examples.top(layer, index)]
+
+    ranked = {t["photo"] for name, tiles in filter_tiles.items() for tile in tiles for t in top(name, tile.index)}
     photo_slugs = assign(p.name for p in photos.photos)
     slug = assign([*filter_tiles, *(cam["layer"] for p in photos.photos for cam in p.cams),
                    *(layer for p in photos.photos for layer in p.features)]).__getitem__
     pool = _pool(base, photos.photos, ranked, photo_slugs)
     for entry, tiles in zip(pool, photos.photos):
-        if entry["image"]:
+        if entry["image"] and not tiles.pending:
             files[entry["image"]] = tiles.image_key
     circuits = circuits or {}
-    rendered = {name: {t.index for t in tiles} for name, tiles in filter_tiles.items()}
+    tiles_of = {(name, t.index): t for name, tiles in filter_tiles.items() for t in tiles}
 
     def link(layer: str | None, index: int) -> dict:
-        """A filter's page and thumbnail, when this build rendered it."""
-        if layer is None or index not in rendered.get(layer, ()):
+        """A filter's page and thumbnail, when this build renders it."""
+        tile = tiles_of.get((layer, index))
+        if tile is None:
             return {"page": None, "thumb": None}
         stem = f"{base}/layers/{slug(layer)}/{index}"
-        return {"page": f"{stem}.html", "thumb": f"{stem}.thumb.jpg"}
+        return {"page": f"{stem}.html", "thumb": PENDING if tile.pending else f"{stem}.thumb.jpg"}
 
     def name_of(index: int) -> str:
         return class_names[index] if class_names else f"class {index}"
@@ -112,19 +123,25 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
         filters = []
         for tile in tiles:
             image, thumb = f"{folder}/{tile.index}.png", f"{folder}/{tile.index}.thumb.jpg"
-            files[image], files[thumb] = tile.key, tile.thumb
+            if tile.pending:
+                image = thumb = PENDING
+            else:
+                files[image], files[thumb] = tile.key, tile.thumb
             filters.append({
-                "index": tile.index, "activation": round(tile.activation, 4), "dead": tile.activation <= 0,
+                "index": tile.index, "pending": tile.pending,
+                "activation": None if tile.pending else round(tile.activation, 4),
+                "dead": not tile.pending and tile.activation <= 0,
                 "image": image, "thumb": thumb, "page": f"{folder}/{tile.index}.html",
                 "inputs": [{"index": i, "strength": w, **link(source, i)}
                            for i, w in inputs.get(tile.index, [])],
-                "top": photos.examples.top(name, tile.index),
+                "top": top(name, tile.index),
                 "variants": [_variant(files, folder, tile.index, variant, images)
                              for variant, images in tile.variants.items()],
             })
         layers.append({"name": name, "slug": slug(name), "channels": channels[name], "page": f"{folder}/index.html",
                        "dir": f"{folder}/", "upstream": source, "filters": filters,
-                       "dead": sum(f["dead"] for f in filters), "map": photos.examples.maps.get(name)})
+                       "dead": sum(f["dead"] for f in filters), "pending": sum(f["pending"] for f in filters),
+                       "map": photos.examples.maps.get(name)})
 
     photo_entries = []
     for p, entry in zip(photos.photos, pool):
@@ -132,7 +149,6 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
             continue
         pslug = photo_slugs[p.name]
         folder = f"{base}/photos/{pslug}"
-        image = entry["image"]
         features = []
         for layer_name, (key, layout) in p.features.items():
             sheet = f"{folder}/features-{slug(layer_name)}.png"
@@ -150,12 +166,12 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
         contributions = [
             {"layer": layer, "source": (cam_sources or {}).get(layer),
              "channels": [{"index": k, "share": v, **link((cam_sources or {}).get(layer), k)}
-                          for k, v in top]}
-            for layer, top in p.contributions.items()
+                          for k, v in shares]}
+            for layer, shares in p.contributions.items()
         ]
         photo_entries.append({
-            "name": p.name, "slug": pslug, "image": image, "width": p.size[0], "height": p.size[1],
-            "page": f"{base}/photos/{pslug}.html", "features": features, "cams": cams,
+            "name": p.name, "slug": pslug, "image": entry["image"], "width": p.size[0], "height": p.size[1],
+            "page": f"{base}/photos/{pslug}.html", "features": features, "cams": cams, "pending": p.pending,
             "predictions": [{**pr, "name": name_of(pr["index"])} for pr in p.predictions],
             "contributions": contributions,
         })
@@ -171,6 +187,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
         "settings": settings,
         "versions": versions(),
         "command": command,
+        "status": status,
     }
     return manifest, files
 
@@ -178,21 +195,26 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
 def _variant(files: dict, folder: str, index: int, variant: str, images: list) -> dict:
     entries = []
     for copy, found in enumerate(images):
+        if found is None:
+            entries.append({"image": PENDING, "activation": None, "pending": True})
+            continue
         path = f"{folder}/{index}.{variant}-{copy}.png"
         files[path] = found.key
-        entries.append({"image": path, "activation": round(found.activation, 4)})
+        entries.append({"image": path, "activation": round(found.activation, 4), "pending": False})
     return {"name": variant, "images": entries}
 
 
 def _pool(base: str, tiles: list, wanted: set[int], slugs: dict[str, str]) -> list[dict]:
     """Every photo as ``{name, image, width, height, page}``; ``image`` and ``page`` are
-    ``None`` where nothing shows the photo."""
+    ``None`` where nothing shows the photo, and ``image`` is :data:`PENDING` for a paged
+    photo not analysed yet."""
     pool = []
     for i, t in enumerate(tiles):
         pslug = slugs[t.name]
         published = t.paged or i in wanted
         folder = f"{base}/photos/{pslug}" if t.paged else f"{base}/photos/pool"
+        image = (f"{folder}/photo.jpg" if t.paged else f"{folder}/{pslug}.jpg") if published else None
         pool.append({"name": t.name, "width": t.size[0], "height": t.size[1],
-                     "image": (f"{folder}/photo.jpg" if t.paged else f"{folder}/{pslug}.jpg") if published else None,
+                     "image": PENDING if t.pending and t.paged else image,
                      "page": f"{base}/photos/{pslug}.html" if t.paged else None})
     return pool

@@ -7,6 +7,7 @@ changed are left untouched, so rebuilds and syncs to a host stay cheap.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -90,25 +91,33 @@ def crop_style(photo: dict, at: list[float], map_size: list[int]) -> str:
 
 
 def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
-    """``(site path, template, context)`` for every page; contexts are plain data."""
-    common = {"manifest": manifest, "model": manifest["model"], "settings": manifest["settings"],
-              "versions": manifest["versions"], "command": manifest["command"]}
-    result = [("index.html", "index.html", {**common, "models": model_cards(manifests)}),
-              (manifest["page"], "model.html", common)]
+    """``(site path, template, context)`` for every page; contexts are plain data.
+
+    Each page gets only what it shows, so a refresh can tell which pages changed by
+    comparing contexts, and renders only those.
+    """
+    common = {"model": manifest["model"], "settings": manifest["settings"], "versions": manifest["versions"],
+              "command": manifest["command"], "model_page": manifest["page"],
+              "building": manifest["status"] is not None}
+    result = [("index.html", "index.html", {**common, "models": model_cards(manifests),
+                                            "building": any(m.get("status") for m in manifests)}),
+              (manifest["page"], "model.html", {**common, "manifest": manifest})]
     for layer in manifest["layers"]:
         result.append((layer["page"], "layer.html", {**common, "layer": layer}))
         sheets = [(p, next((f for f in p["features"] if f["layer"] == layer["name"]), None)) for p in manifest["photos"]]
         sheets = [(p, sheet) for p, sheet in sheets if sheet is not None]
         filters = layer["filters"]
+        about = {"name": layer["name"], "page": layer["page"]}
         for i, f in enumerate(filters):
             strongest = sorted(sheets, key=lambda ps: -ps[1]["peak"][f["index"]])[:FEATURE_MAPS_SHOWN]
             result.append((f["page"], "filter.html", {
-                **common, "layer": layer, "filter": f, "upstream": layer["upstream"],
-                "features": [{"photo": p, "sheet": sheet} for p, sheet in strongest],
+                **common, "layer": about, "filter": f, "upstream": layer["upstream"],
+                "pool_size": len(manifest["pool"]),
+                "features": [{"photo": _photo_link(p), "sheet": sheet} for p, sheet in strongest],
                 "top": [{"photo": manifest["pool"][t["photo"]], "peak": t["peak"],
                          "crop": crop_style(manifest["pool"][t["photo"]], t["at"], layer["map"])} for t in f["top"]],
-                "prev": filters[i - 1] if i > 0 else None,
-                "next": filters[i + 1] if i + 1 < len(filters) else None,
+                "prev": _filter_link(filters[i - 1]) if i > 0 else None,
+                "next": _filter_link(filters[i + 1]) if i + 1 < len(filters) else None,
             }))
     linked = {layer["name"]: ",".join(str(f["index"]) for f in layer["filters"]) for layer in manifest["layers"]}
     for photo in manifest["photos"]:
@@ -121,6 +130,14 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
     return result
 
 
+def _filter_link(f: dict) -> dict:
+    return {"index": f["index"], "page": f["page"]}
+
+
+def _photo_link(p: dict) -> dict:
+    return {"name": p["name"], "page": p["page"]}
+
+
 def static_files(templates: Path = TEMPLATES) -> dict[str, Path]:
     """``{site path: source file}`` of the assets every page shares."""
     static = templates / "static"
@@ -128,33 +145,79 @@ def static_files(templates: Path = TEMPLATES) -> dict[str, Path]:
             if asset.is_file()}
 
 
+def status_script(status: dict) -> bytes:
+    """``status.js``: what pages of a site still being built say about the build."""
+    text = json.dumps(status, ensure_ascii=True, separators=(",", ":")).replace("</", "<\\/")
+    return f"window.GALLERY_STATUS = {text};\n".encode("ascii")
+
+
+class SiteWriter:
+    """Writes a model's site into its folder, again and again as the build settles units.
+
+    Each :meth:`write` writes only what changed since the last: tiles not yet published,
+    and pages whose context changed (pages are compared by a digest of their context, so
+    unchanged ones are not even rendered). A page that does not exist yet is first
+    written as a stub that links nowhere, so that however a refresh is interrupted, every
+    link of every page on disk resolves: tiles come before the pages that show them, and
+    every page exists before any page links to it. The final write drops the status,
+    and removes what the inventory lists and this build no longer publishes.
+    """
+
+    def __init__(self, folder: SiteFolder, cache, templates: Path | None = None):
+        templates = templates or TEMPLATES  # looked up now, so a test can point it elsewhere
+        self.folder, self.cache, self.templates = folder, cache, templates
+        self.env = environment(templates)
+        self.static = static_files(templates)
+        self._published: dict[str, str] = {}  # tile path -> key written
+        self._contexts: dict[str, str] = {}  # page -> digest of the context it was rendered from
+
+    def write(self, manifest: dict, files: dict[str, str]) -> dict[str, int]:
+        """Publish ``manifest``; return counts of tiles and pages written and left unchanged."""
+        model = manifest["model"]["slug"]
+        final = manifest["status"] is None
+        manifests = self.folder.manifests(manifest)
+        plan = pages(manifest, manifests)
+        owned = {*files, *(path for path, _, _ in plan if path != "index.html"), f"{model}/manifest.json"}
+        shared = {"index.html", "search.js", *self.static, *(() if final else ("status.js",))}
+        self.folder.begin(model, manifest["model"]["identity"], owned, shared)
+        written = {"tiles": 0, "pages": 0, "unchanged": 0}
+        for site_path, key in files.items():
+            if self._published.get(site_path) == key:
+                continue
+            entry = self.cache.get(key)
+            if entry is None:
+                raise GalleryError(f"tile for {site_path} vanished from the cache during the build; run again")
+            written["tiles" if self.folder.write(site_path, entry[0]) else "unchanged"] += 1
+            self._published[site_path] = key
+        for site_path, asset in self.static.items():
+            self.folder.write(site_path, asset.read_bytes())
+        if not final:
+            self.folder.write("status.js", status_script(manifest["status"]))
+        for site_path, _, _ in plan:
+            if not (self.folder.root / site_path).exists():
+                self.folder.write(site_path, self._stub(site_path))
+        self.folder.write(f"{model}/manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
+        self.folder.write("search.js", search_script(search_index(manifests)))
+        for site_path, template, context in plan:
+            digest = hashlib.blake2b(json.dumps([template, context], sort_keys=True, default=str).encode("utf-8"),
+                                     digest_size=16).hexdigest()
+            if self._contexts.get(site_path) == digest:
+                continue
+            try:
+                html = self.env.get_template(template).render(root=_root(site_path), page=site_path, **context)
+            except Exception as exc:
+                raise RuntimeError(f"rendering {site_path} from {template} failed: {exc}") from exc
+            written["pages" if self.folder.write(site_path, html.encode("utf-8")) else "unchanged"] += 1
+            self._contexts[site_path] = digest
+        removed = self.folder.finish(model, owned, shared) if final else []
+        written["removed"] = sum(path != "status.js" for path in removed)  # that one goes with every build
+        return written
+
+    def _stub(self, site_path: str) -> bytes:
+        return self.env.get_template("_stub.html").render(root=_root(site_path)).encode("utf-8")
+
+
 def render(manifest: dict, files: dict[str, str], cache, folder: SiteFolder,
-           templates: Path = TEMPLATES) -> dict[str, int]:
-    """Write tiles, static assets, the manifest and every page into ``folder``, then remove
-    what an earlier build of this model published and this one does not; return counts."""
-    model = manifest["model"]["slug"]
-    manifests = folder.manifests(manifest)
-    plan = pages(manifest, manifests)
-    static = static_files(templates)
-    owned = {*files, *(path for path, _, _ in plan if path != "index.html"), f"{model}/manifest.json"}
-    shared = {"index.html", "search.js", *static}
-    folder.begin(model, manifest["model"]["identity"], owned, shared)
-    written = {"tiles": 0, "pages": 0, "unchanged": 0}
-    for site_path, key in files.items():
-        entry = cache.get(key)
-        if entry is None:
-            raise GalleryError(f"tile for {site_path} vanished from the cache during the build; run again")
-        written["tiles" if folder.write(site_path, entry[0]) else "unchanged"] += 1
-    for site_path, asset in static.items():
-        folder.write(site_path, asset.read_bytes())
-    folder.write(f"{model}/manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
-    folder.write("search.js", search_script(search_index(manifests)))
-    env = environment(templates)
-    for site_path, template, context in plan:
-        try:
-            html = env.get_template(template).render(root=_root(site_path), page=site_path, **context)
-        except Exception as exc:
-            raise RuntimeError(f"rendering {site_path} from {template} failed: {exc}") from exc
-        written["pages" if folder.write(site_path, html.encode("utf-8")) else "unchanged"] += 1
-    written["removed"] = folder.finish(model, owned, shared)
-    return written
+           templates: Path | None = None) -> dict[str, int]:
+    """Write the whole site of a finished build at once (see :class:`SiteWriter`)."""
+    return SiteWriter(folder, cache, templates).write(manifest, files)

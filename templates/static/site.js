@@ -23,6 +23,13 @@
     if (link) window.location.href = link.href;
   });
 
+  // --- a build still running says how far it has come (status.js, rewritten as it goes) ---
+  if (window.GALLERY_STATUS) {
+    Array.prototype.forEach.call(document.querySelectorAll("[data-status]"), function (el) {
+      el.textContent = window.GALLERY_STATUS.text;  // textContent: never parsed as HTML
+    });
+  }
+
   // --- search -------------------------------------------------------------------------
   var data = window.GALLERY_SEARCH || { entries: [], layers: [] };
   var input = document.getElementById("search");
@@ -116,7 +123,8 @@
       var key = button.dataset.sort;
       var items = Array.prototype.slice.call(tiles.children);
       items.sort(function (a, b) {
-        return key === "activation" ? b.dataset.activation - a.dataset.activation : a.dataset.index - b.dataset.index;
+        var x = +a.dataset.activation, y = +b.dataset.activation;  // pending filters: -Infinity, last
+        return key === "activation" && x !== y ? (y > x ? 1 : -1) : a.dataset.index - b.dataset.index;
       });
       items.forEach(function (item) { tiles.appendChild(item); });
       document.querySelectorAll("[data-sort]").forEach(function (other) {

@@ -1,0 +1,78 @@
+"""How true is the ETA? A real build, its ETA at every progress report against the time it then took.
+
+    python bench/eta.py [--layers block1_conv1,block3_conv1,block5_conv3] [--filters 0:12]
+                        [--size 128] [--steps 128] [--executor local]
+
+The default is the build a new user tried: VGG16-HED (from ../shared), three layers, 12
+filters each, the CPU default preset, into a fresh cache. Every time the build reports
+progress, the bench records the work done (in FLOPs) and the ETA; when the build ends it
+knows the time that was really left at each of those moments. Target: from 25% of the
+work on, every ETA within ±25% of the time actually left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gallery.build import pipeline, progress as progress_module  # noqa: E402
+from gallery.config import BuildConfig, RenderSettings, parse_filter_slice  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+TARGET = 0.25
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(SHARED / "models" / "vgg16_hed_notop.keras"))
+    parser.add_argument("--layers", default="block1_conv1,block3_conv1,block5_conv3")
+    parser.add_argument("--filters", default="0:12")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--executor", default="local")
+    args = parser.parse_args()
+    if not Path(args.model).is_file():
+        sys.exit(f"bench/eta.py needs {args.model} (the offline fixtures in ../shared)")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {Path(args.model).name}, layers {args.layers}, "
+          f"filters {args.filters}, {args.size} px, {args.steps} steps, executor {args.executor}")
+
+    trace = []  # (time, work done, ETA)
+    draw = progress_module.Progress.draw
+
+    def recording(self, force=False):
+        trace.append((time.monotonic(), self.work_done(), self.remaining()))
+        return draw(self, force)
+
+    progress_module.Progress.draw = recording
+    work = Path(tempfile.mkdtemp(prefix="eta-bench-"))
+    config = BuildConfig(model=args.model, preprocess="caffe", layers=tuple(args.layers.split(",")),
+                         filters=parse_filter_slice(args.filters), images=(SHARED / "samples",),
+                         render=RenderSettings(size=args.size, steps=args.steps), out=work / "site",
+                         cache=work / "cache", executor=args.executor)
+    pipeline.build(config)
+    end = time.monotonic()
+    rows = [(done, eta, end - t) for t, done, eta in trace if eta is not None and end - t > 1.0]
+    print(f"{'work done':>10} {'ETA (s)':>9} {'really left (s)':>16} {'error':>7}")
+    worst = 0.0
+    for mark in (0.10, 0.25, 0.40, 0.50, 0.60, 0.75, 0.90):
+        row = next((r for r in rows if r[0] >= mark), None)
+        if row:
+            print(f"{row[0]:>10.1%} {row[1]:>9.0f} {row[2]:>16.0f} {row[1] / row[2] - 1:>+7.0%}")
+    for done, eta, left in rows:
+        if done >= TARGET:
+            worst = max(worst, abs(eta / left - 1))
+    checked = sum(done >= TARGET for done, _, _ in rows)
+    print(f"from {TARGET:.0%} of the work on: {checked} ETAs, the worst {worst:.0%} off the time really left "
+          f"(target ±{TARGET:.0%}): {'met' if worst <= TARGET else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

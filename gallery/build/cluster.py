@@ -1,0 +1,193 @@
+"""Units on Ray (https://docs.ray.io): one worker per GPU, or per slice of CPUs, on any machines.
+
+Each worker is a Ray actor that loads the model once and keeps its compiled loops for
+every unit it runs. The model reaches workers through Ray's object store (a model file's
+own bytes, or an application's name and weights), so workers need no shared file system;
+they return entries' bytes and metadata, and the driver alone writes the cache and the
+site. A worker killed mid-unit is restarted and its unit retried (Ray's actor restarts and
+task retries; a worker that cannot come back is replaced and its units go to the others),
+so the build still completes with every tile. A killed driver resumes from the cache, as
+ever.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..console import log, warn
+from ..errors import GalleryError
+from .units import Task
+from .work import Result
+
+DEFAULT_WORKER_CPUS = 4
+IN_FLIGHT = 2  # units queued on each worker, so the next starts the moment one ends
+RESTARTS = 3  # per worker, by Ray, before the driver replaces it
+REPLACEMENTS = 4  # workers the driver starts in place of ones that cannot come back
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model as bytes: a model file's own, or an application's name with its weights."""
+
+    kind: str  # "file" or "application"
+    name: str  # the file's name (its suffix tells Keras the format), or the application's constructor
+    data: bytes
+    safe_mode: bool = True
+
+    @classmethod
+    def of(cls, spec, model, safe_mode: bool = True) -> "ModelSource":
+        from ..model import loading
+
+        text = str(spec)
+        if loading.is_model_file(text):
+            return cls("file", Path(text).name, Path(text).read_bytes(), safe_mode)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.weights.h5"
+            model.save_weights(path)
+            return cls("application", loading.application_name(text), path.read_bytes(), safe_mode)
+
+    def load(self):
+        import keras
+
+        from ..model import loading
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / (self.name if self.kind == "file" else "model.weights.h5")
+            path.write_bytes(self.data)
+            if self.kind == "file":
+                return loading.load_model(str(path), safe_mode=self.safe_mode)
+            model = getattr(keras.applications, self.name)(weights=None)
+            model.load_weights(path)
+            return model
+
+
+class _Worker:
+    """The Ray actor: one model, one :class:`~gallery.build.work.Worker`, many units."""
+
+    def __init__(self, source: list, job, threads: int):
+        import ray
+
+        from ..model import grad, loading
+        from .work import Worker
+
+        grad.limit_threads(threads)  # before the backend runs anything
+        # The model's bytes come as a reference in a list, fetched here: Ray would otherwise
+        # resolve them as a constructor argument, which it warns restarts cannot rely on.
+        model = ray.get(source[0]).load()
+        found = loading.fingerprint(model)
+        if found != job.fingerprint:
+            raise GalleryError(f"the worker's model has fingerprint {found[:12]}, not the driver's "
+                               f"{job.fingerprint[:12]}: it did not load the same model")
+        self.worker = Worker(model, job)
+
+    def run(self, task: Task) -> Result:
+        return self.worker.run(task)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayExecutor:
+    """Runs tasks on Ray workers and yields ``(task, result)`` as each finishes."""
+
+    name = "ray"
+
+    def __init__(self, job, source: ModelSource, address: str | None = None, worker_cpus: int | None = None,
+                 workers: int | None = None):
+        """``workers`` caps how many start (default: as many as the cluster has room for)."""
+        try:
+            import ray
+        except ImportError:
+            raise GalleryError("--executor ray needs Ray: pip install 'cnn-gallery[ray]'") from None
+        import keras
+
+        self.ray = ray
+        backend = keras.backend.backend()
+        env = {"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.owned = not ray.is_initialized()  # a Ray this build started (or joined) it also leaves
+        if self.owned:
+            # Joining a cluster, the package travels with the job, so the other machines need
+            # only the dependencies; a local Ray's workers import it from this environment.
+            package = {"py_modules": [str(Path(__file__).resolve().parents[1])]} if address else {}
+            try:
+                ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+                         runtime_env=package, **({} if address else {"num_cpus": os.cpu_count()}))
+            except Exception as exc:
+                raise GalleryError(f"cannot start or join Ray at {address or 'a local cluster'!r}: {exc}") from exc
+        resources = ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+        if gpus:
+            self.threads, count, options = 1, gpus, {"num_gpus": 1, "num_cpus": 1}
+        else:
+            self.threads = max(1, min(worker_cpus or DEFAULT_WORKER_CPUS, cpus))
+            count, options = max(1, cpus // self.threads), {"num_cpus": self.threads}
+        count = min(count, workers or count)
+        if backend == "jax" and not gpus:
+            env["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'true' if self.threads > 1 else 'false'}"
+        self._actor = ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS, **options)(_Worker).options(
+            runtime_env={"env_vars": env})
+        self._source, self._job = ray.put(source), job
+        self.workers = count
+        self.actors = [self._start() for _ in range(count)]
+        self._replaced = 0
+        log(f"  Ray: {count} workers, each {'one GPU' if gpus else f'{self.threads} CPU' + 's' * (self.threads > 1)} "
+            f"({int(cpus)} CPUs and {gpus} GPUs in the cluster)")
+
+    def _start(self):
+        return self._actor.remote([self._source], self._job, self.threads)
+
+    def pids(self) -> list[int]:
+        """The workers' process ids (for tests that kill one)."""
+        return self.ray.get([actor.pid.remote() for actor in self.actors])
+
+    def run(self, tasks: Iterable[Task], progress) -> Iterator[tuple[Task, Result]]:
+        queue = deque(tasks)
+        running: dict = {}  # object ref -> (task, actor)
+        load = {id(actor): 0 for actor in self.actors}
+        while queue or running:
+            for actor in list(self.actors):
+                while queue and load[id(actor)] < IN_FLIGHT:
+                    task = queue.popleft()
+                    running[actor.run.remote(task)] = (task, actor)
+                    load[id(actor)] += 1
+            ready, _ = self.ray.wait(list(running), num_returns=1)
+            task, actor = running.pop(ready[0])
+            load[id(actor)] -= 1
+            try:
+                result = self.ray.get(ready[0])
+            except self.ray.exceptions.RayActorError as exc:
+                queue.appendleft(task)  # to the other workers, or to the one that replaces this
+                self._replace(actor, load, exc)
+                continue
+            except self.ray.exceptions.RayTaskError as exc:
+                cause = exc.as_instanceof_cause()
+                raise (cause if isinstance(cause, GalleryError) else RuntimeError(
+                    f"{task.unit.name} failed on a Ray worker: {exc}")) from exc
+            progress.finish(task.uid, result.seconds)
+            yield task, result
+
+    def _replace(self, actor, load: dict, exc) -> None:
+        if actor not in self.actors:
+            return
+        self.actors.remove(actor)
+        if self._replaced >= REPLACEMENTS:
+            if not self.actors:
+                raise GalleryError(f"every Ray worker died, the last with: {exc}; finished tiles are cached")
+            warn(f"a Ray worker died ({exc}); going on with {len(self.actors)}")
+            return
+        self._replaced += 1
+        warn(f"a Ray worker died and could not be restarted; starting another ({exc})")
+        fresh = self._start()
+        self.actors.append(fresh)
+        load[id(fresh)] = 0
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        if self.owned:
+            self.ray.shutdown()

@@ -1,0 +1,54 @@
+"""Where units run: in this process (``local``), or on Ray workers (``ray``, see :mod:`.cluster`).
+
+An executor takes tasks in order and yields ``(task, result)`` as they finish; it never
+touches the cache or the site, which the driver alone writes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+from .units import FilterUnit, Task
+from .work import Result, Worker
+
+
+class LocalExecutor:
+    """One worker in this process, on the model the driver loaded: today's single-process build."""
+
+    name = "local"
+    workers = 1
+
+    def __init__(self, model, job):
+        self.worker = Worker(model, job)
+
+    def run(self, tasks: Iterable[Task], progress) -> Iterator[tuple[Task, Result]]:
+        for task in tasks:
+            progress.start(task.uid, task.unit.name)
+            result = self.worker.run(task, on_step=_stepper(task, self.worker.job, progress))
+            progress.finish(task.uid, result.seconds)
+            yield task, result
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def _stepper(task: Task, job, progress):
+    """``on_step(image_steps)`` for a filter unit: its share done, as the loop reports it."""
+    if not isinstance(task.unit, FilterUnit):
+        return None
+    total, done = task.unit.images * job.render.steps, [0]
+
+    def on_step(image_steps: int) -> None:
+        done[0] += image_steps
+        progress.advance(task.uid, done[0] / total)
+
+    return on_step
+
+
+def executor(name: str, model, job, source=None, address: str | None = None, worker_cpus: int | None = None):
+    """The executor a build asked for; ``source`` says how remote workers get the model."""
+    if name == "local":
+        return LocalExecutor(model, job)
+    from .cluster import RayExecutor
+
+    return RayExecutor(job, source, address=address, worker_cpus=worker_cpus)

@@ -1,0 +1,50 @@
+"""The site while the build runs: written at once, refreshed as units settle, finished last.
+
+A refresh rebuilds the manifest from what the build knows and hands it to the
+:class:`~gallery.site.pages.SiteWriter`, which writes only what changed. Refreshes come at
+most every few seconds, and no more often than keeps them to about a twentieth of the
+build's time, however large the site grows.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..site.pages import status_script
+
+MIN_INTERVAL = 3.0  # seconds between refreshes, at least
+SHARE = 0.05  # of the build's time that refreshes may take
+
+
+class Publisher:
+    def __init__(self, writer, make):
+        """``make(status)`` returns ``(manifest, files)``; ``status`` is ``None`` once done."""
+        self.writer, self.make = writer, make
+        self._next = 0.0
+        self.refreshes = 0
+        self.written = {"tiles": 0, "pages": 0, "unchanged": 0, "removed": 0}  # over every refresh
+
+    def refresh(self, status: dict | None, force: bool = False):
+        """Write the site now if it is time (or ``force``); ``(manifest, counts)`` or ``None``."""
+        start = time.monotonic()
+        if not force and start < self._next:
+            return None
+        data, files = self.make(status)
+        written = self.writer.write(data, files)
+        spent = time.monotonic() - start
+        self._next = time.monotonic() + max(MIN_INTERVAL, spent / SHARE)
+        self.refreshes += 1
+        for name, count in written.items():
+            self.written[name] += count
+        return data, written
+
+    def interrupted(self, status: dict) -> None:
+        """Say on the pages that the build stopped, if the site has been written; best effort."""
+        if not self.refreshes:
+            return
+        text = (f"This build stopped at {status['images']:,} of {status['total']:,} filter images; "
+                "run it again to finish it (finished work is kept).")
+        try:
+            self.writer.folder.write("status.js", status_script({**status, "text": text, "stopped": True}))
+        except Exception:  # a full disk, say: the error that stopped the build is the one to report
+            pass

@@ -1,0 +1,221 @@
+"""A build as independent units of work, and the one place that settles them with the cache.
+
+A unit is a pure function of (model, settings, unit): a *filter unit* renders one span
+of a layer's filters in one variant; a *photo unit* analyses one batch of photos. Its
+output is the cache entries it names up front. Spans and batches are cut from the
+settings alone, never from the executor or the number of workers, so every executor
+renders the same batches and publishes the same bytes.
+
+Settling a unit (:func:`lookup`, then :func:`store`) is the only place that knows how
+shared passes meet the cache: every entry of a unit is looked up, past any miss; a unit
+whose entries are all intact is never scheduled; one that lost any entry runs the passes
+that produce the lost ones; and only what was lost is written back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from ..config import RenderSettings
+from ..render.objectives import VARIANTS
+from ..render.optimize import spans
+from .cache import make_key, number
+
+MAIN = "channel"  # the variant every filter gets; the others are extra images
+PHOTO_SIDE = 640  # photos are published no larger than this
+PHOTO_BATCH = 8  # photos per unit: one forward pass
+SCHEMA = 4  # photo entries; 4: CAMs are keyed by the rank of their class, not the class
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _size(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(map(_count, value)) and all(value)
+
+
+# What the record of each kind of entry must hold before it is used (see Cache.get).
+REQUIRE = {
+    "filter": {"activation": number},
+    "photo": {"size": _size},
+    "features": {name: _count for name in ("cols", "rows", "cell", "channels")},
+    "cam": {"class": _count},
+    "contributions": {"class": _count},
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every unit of one build shares: sent to each worker once."""
+
+    fingerprint: str
+    render: RenderSettings
+    preprocess: str
+    selection: dict[str, tuple[int, ...]]  # the filters to render, by conv layer
+    variants: tuple[str, ...] = ()  # extra images per filter
+    cam_layers: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ("gradcam",)
+    ranks: int = 0  # classes explained per photo (top-k, at most the model's classes)
+    input: tuple[int, int] = (224, 224)  # the photos' input size
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The selected conv layers: their filters, feature maps and peaks."""
+        return tuple(self.selection)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (MAIN, *[v for v in self.variants if v != MAIN])
+
+    def photo_key(self, kind: str, digest: str, **parts) -> str:
+        common = {"model": self.fingerprint, "preprocess": self.preprocess, "input": list(self.input), "v": SCHEMA}
+        return make_key(kind=kind, photo=digest, **common, **parts)
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    part: str  # the pass that computes it
+    about: dict  # kind, model, layer: what --cache-info reports
+    slot: tuple = ()  # where it goes: (index, copy) for filters, (photo, layer, method, rank) for photos
+
+
+@dataclass
+class FilterUnit:
+    variant: str
+    layer: str
+    indices: tuple[int, ...]
+    entries: tuple[Entry, ...]
+    first_look: bool = False
+
+    @property
+    def name(self) -> str:
+        extra = "" if self.variant == MAIN else f" ({self.variant})"
+        return f"{self.layer} filters {self.indices[0]}–{self.indices[-1]}{extra}"
+
+    @property
+    def images(self) -> int:
+        return len(self.entries)
+
+
+@dataclass
+class PhotoUnit:
+    start: int  # the first photo's position in the build
+    photos: tuple  # Photo objects (bytes-backed when the unit travels)
+    paged: tuple[bool, ...]
+    entries: tuple[Entry, ...]
+    classes: dict[int, list[int]] = field(default_factory=dict)  # cached predictions, for CAM passes
+
+    @property
+    def name(self) -> str:
+        return f"photos {self.start + 1}–{self.start + len(self.photos)}"
+
+
+def filter_units(job: Job) -> list[FilterUnit]:
+    """Every filter unit, in the order a person wants to see them: the first span of each
+    layer (a first look at all of them), then the rest layer by layer, then the variants."""
+    first, rest, extra = [], [], []
+    for variant in job.kinds:
+        per_batch = max(1, job.render.batch // VARIANTS[variant].copies)
+        for layer, indices in job.selection.items():
+            for n, (start, length) in enumerate(spans(len(indices), per_batch)):
+                chosen = tuple(indices[start:start + length])
+                unit = FilterUnit(variant, layer, chosen, _filter_entries(job, variant, layer, chosen),
+                                  first_look=variant == MAIN and n == 0)
+                (first if unit.first_look else rest if variant == MAIN else extra).append(unit)
+    return first + rest + extra
+
+
+def filter_key(job: Job, layer: str, index: int, variant: str, copy: int) -> str:
+    return make_key(kind="filter", model=job.fingerprint, layer=layer, filter=index, variant=variant, copy=copy,
+                    preprocess=job.preprocess, **job.render.key())
+
+
+def _filter_entries(job, variant, layer, indices) -> tuple[Entry, ...]:
+    about = {"kind": "filter", "model": job.fingerprint, "layer": layer}
+    return tuple(Entry(filter_key(job, layer, i, variant, c), "render", about, (i, c))
+                 for i in indices for c in range(VARIANTS[variant].copies))
+
+
+def photo_units(job: Job, photos, pages: int | None, classify: bool) -> list[PhotoUnit]:
+    """The photos in batches; the first ``pages`` (all, for ``None``) get a page each."""
+    units = []
+    for start, length in spans(len(photos), PHOTO_BATCH):
+        batch = tuple(photos[start:start + length])
+        paged = tuple(pages is None or start + i < pages for i in range(length))
+        entries = [e for i, photo in enumerate(batch) for e in _photo_entries(job, start + i, photo, paged[i], classify)]
+        units.append(PhotoUnit(start, batch, paged, tuple(entries)))
+    return units
+
+
+def _photo_entries(job: Job, position: int, photo, paged: bool, classify: bool):
+    model = {"model": job.fingerprint}
+    yield Entry(make_key(kind="photo", photo=photo.digest, side=PHOTO_SIDE), "image", {"kind": "photo"}, (position,))
+    for layer in job.layers:
+        yield Entry(job.photo_key("peaks", photo.digest, layer=layer), "features", {"kind": "peaks", **model},
+                    (position, layer, "peaks"))
+        if paged:
+            yield Entry(job.photo_key("features", photo.digest, layer=layer), "features",
+                        {"kind": "features", **model}, (position, layer, "sheet"))
+    if not (paged and classify):
+        return
+    yield Entry(job.photo_key("predictions", photo.digest), "predictions", {"kind": "predictions", **model},
+                (position,))
+    for layer in job.cam_layers:
+        for method in job.methods:
+            part = f"cam:{layer}:{method}"
+            for rank in range(job.ranks):
+                yield Entry(job.photo_key("cam", photo.digest, layer=layer, method=method, rank=rank), part,
+                            {"kind": "cam", **model}, (position, layer, method, rank))
+            yield Entry(job.photo_key("contributions", photo.digest, layer=layer, method=method), part,
+                        {"kind": "contributions", **model}, (position, layer, method))
+
+
+@dataclass
+class Task:
+    """A unit the cache could not satisfy, and what it must produce."""
+
+    uid: int  # the unit's place in the build's plan
+    unit: FilterUnit | PhotoUnit
+    missing: frozenset[str]  # keys of the entries that were lost
+
+    @property
+    def parts(self) -> set[str]:
+        return {e.part for e in self.unit.entries if e.key in self.missing}
+
+
+def lookup(unit, cache) -> dict[str, tuple[bytes, dict]]:
+    """``{key: (payload, meta)}`` of every entry of ``unit`` the cache holds intact.
+
+    Every entry is looked up, not only up to the first miss, so the intact ones are known
+    (and kept) when the unit has to run again for a lost sibling.
+    """
+    found = {}
+    for entry in unit.entries:
+        got = cache.get(entry.key, require=REQUIRE.get(entry.about["kind"]))
+        if got is not None:
+            found[entry.key] = got
+    if isinstance(unit, PhotoUnit):
+        for entry in unit.entries:  # a CAM pass whose predictions are cached starts from them
+            if entry.part == "predictions" and entry.key in found:
+                unit.classes[entry.slot[0]] = [p["index"] for p in json.loads(found[entry.key][0])]
+    return found
+
+
+def store(task: Task, produced: dict[str, tuple[bytes, dict]], found: dict, cache, skipped=()) -> dict:
+    """Write what ``task`` lost from what its run ``produced``; return every entry it now has.
+
+    Entries that were intact stay as they are, even if the run produced them again.
+    ``skipped`` holds the photo positions the run could not read: they have no entries.
+    """
+    for entry in task.unit.entries:
+        if entry.key in found or (isinstance(task.unit, PhotoUnit) and entry.slot[0] in skipped):
+            continue
+        if entry.key not in produced:
+            raise RuntimeError(f"{task.unit.name}: the run did not produce its {entry.about['kind']} entry")
+        payload, meta = produced[entry.key]
+        cache.put(entry.key, payload, meta, about=entry.about)
+        found[entry.key] = (payload, meta)
+    return found

@@ -1,0 +1,194 @@
+"""Running one unit: what every executor calls, in-process or on a remote worker.
+
+A :class:`Worker` holds one loaded model for many units: the renderers keep their
+compiled loops and the photo analysis its compiled passes. It reads no cache and writes
+no file: it returns the entries' bytes and metadata, and the driver alone writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import imaging
+from ..console import warn
+from ..errors import GalleryError
+from ..model import grad
+from ..photos.activations import Activations
+from ..photos.cams import CamEngine
+from ..photos.examples import peaks
+from ..render.optimize import Renderers, spans
+from .units import PHOTO_SIDE, FilterUnit, Job, Task
+
+TOP_STORED = 50  # predictions kept per photo, however many the pages show
+TOP_CHANNELS = 12  # contributing channels kept per photo, class and CAM layer
+
+
+@dataclass
+class Result:
+    produced: dict[str, tuple[bytes, dict]] = field(default_factory=dict)
+    skipped: dict[int, str] = field(default_factory=dict)  # photo position -> why it could not be read
+    seconds: float = 0.0
+
+
+class Worker:
+    def __init__(self, model, job: Job, ahead: bool | None = None):
+        self.model, self.job = model, job
+        groups = {(variant, layer): indices for variant in job.kinds for layer, indices in job.selection.items()}
+        self.renderers = Renderers(model, job.render, job.preprocess, groups, ahead=ahead)
+        self._activations = None
+        self._cams: dict = {}
+
+    def run(self, task: Task, on_step=None) -> Result:
+        """Produce the entries of the passes ``task`` needs; ``on_step(image_steps)`` reports progress."""
+        start = time.perf_counter()
+        if isinstance(task.unit, FilterUnit):
+            result = self._filters(task.unit, on_step)
+        else:
+            result = _PhotoRun(self, task).run()
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def close(self) -> None:
+        self.renderers.__exit__(None, None, None)
+
+    # filters -----------------------------------------------------------------------------
+
+    def _filters(self, unit: FilterUnit, on_step) -> Result:
+        renderer = self.renderers.ready(unit.variant, unit.layer)
+        images, activations = self._render(renderer, list(unit.indices), on_step)
+        # Entries run index by index, copy by copy: the order the renderer returns images in.
+        return Result({entry.key: (imaging.encode_png(image), {"activation": float(act)})
+                       for entry, image, act in zip(unit.entries, images, activations)})
+
+    def _render(self, renderer, indices, on_step):
+        """Render, halving the batch while the device runs out of memory."""
+        copies = renderer.variant.copies
+        report = None if on_step is None else (lambda steps: on_step(steps * len(indices) * copies))
+        try:
+            return renderer.render(indices, on_step=report)
+        except Exception as exc:
+            if not grad.is_out_of_memory(exc) or len(indices) == 1:
+                raise
+        half = (len(indices) + 1) // 2
+        warn(f"{renderer.layer_name}: out of device memory; rendering {half} filters at a time")
+        parts = [self._render(renderer, indices[s:s + n], on_step) for s, n in spans(len(indices), half)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    # photos ------------------------------------------------------------------------------
+
+    @property
+    def activations(self) -> Activations:
+        if self._activations is None:
+            self._activations = Activations(self.model, list(self.job.layers), self.job.preprocess,
+                                            self.job.input[0])
+        return self._activations
+
+    def cam(self, layer: str, method: str) -> CamEngine:
+        if (layer, method) not in self._cams:
+            self._cams[layer, method] = CamEngine(self.model, layer, method, self.job.preprocess, self.job.input[0])
+        return self._cams[layer, method]
+
+
+class _PhotoRun:
+    """One photo unit: each photo is decoded at most once, and only if a pass it needs runs."""
+
+    def __init__(self, worker: Worker, task: Task):
+        self.worker, self.job, self.unit = worker, worker.job, task.unit
+        self.result = Result()
+        self.need: dict[int, set] = {}  # photo position -> the parts it lost
+        self.entries: dict[tuple, str] = {}  # slot -> key
+        for entry in self.unit.entries:
+            self.entries[(entry.part, *entry.slot)] = entry.key
+            if entry.key in task.missing:
+                self.need.setdefault(entry.slot[0], set()).add(entry.part)
+        self._pixels: dict[int, np.ndarray] = {}
+        self._shown: dict[int, np.ndarray] = {}
+
+    def run(self) -> Result:
+        for position in self.need:
+            if "image" in self.need[position] and self.pixels(position) is not None:
+                shown = self.shown(position)
+                self.put(("image", position), imaging.encode_jpeg(shown), {"size": [shown.shape[1], shown.shape[0]]})
+        self._features()
+        predictions = self._predictions()
+        for layer in self.job.cam_layers:
+            for method in self.job.methods:
+                self._cams(layer, method, predictions)
+        return self.result
+
+    def put(self, slot, payload: bytes, meta: dict | None = None) -> None:
+        self.result.produced[self.entries[slot]] = (payload, meta or {})
+
+    def rows(self, part: str) -> list[int]:
+        """Photos that lost an entry of ``part`` and can be read."""
+        return [p for p in sorted(self.need) if part in self.need[p] and self.pixels(p) is not None]
+
+    def pixels(self, position: int) -> np.ndarray | None:
+        if position not in self._pixels and position not in self.result.skipped:
+            photo = self.unit.photos[position - self.unit.start]
+            try:
+                self._pixels[position] = photo.pixels
+            except GalleryError as exc:
+                warn(f"skipping a photo: {exc}")
+                self.result.skipped[position] = str(exc)
+        return self._pixels.get(position)
+
+    def shown(self, position: int) -> np.ndarray:
+        """The photo as published (at most ``PHOTO_SIDE``), made once per photo."""
+        if position not in self._shown:
+            pixels = self.pixels(position)
+            h, w = pixels.shape[:2]
+            scale = min(1.0, PHOTO_SIDE / max(h, w))
+            self._shown[position] = imaging.resize(pixels, max(1, round(h * scale)), max(1, round(w * scale)))
+        return self._shown[position]
+
+    def _features(self) -> None:
+        """Peaks of every layer, and feature sheets for paged photos: one forward pass."""
+        rows = self.rows("features")
+        if not rows:
+            return
+        maps = self.worker.activations.feature_maps_batch([self.pixels(p) for p in rows])
+        for n, position in enumerate(rows):
+            for layer in self.job.layers:
+                found = maps[layer][n]
+                self.put(("features", position, layer, "peaks"), json.dumps(peaks(found)).encode("utf-8"))
+                if self._paged(position):
+                    sheet, cell = imaging.feature_sheet(found)
+                    cols, height = imaging.sheet_layout(int(found.shape[-1]))
+                    layout = {"cols": cols, "rows": height, "cell": cell, "channels": int(found.shape[-1])}
+                    self.put(("features", position, layer, "sheet"), imaging.encode_png(sheet), layout)
+
+    def _paged(self, position: int) -> bool:
+        return self.unit.paged[position - self.unit.start]
+
+    def _predictions(self) -> dict[int, list[int]]:
+        """Each paged photo's classes, best first: computed where lost, else as cached."""
+        classes = dict(self.unit.classes)
+        rows = self.rows("predictions")
+        if rows:
+            for position, probs in zip(rows, self.worker.activations.predictions_batch([self.pixels(p) for p in rows])):
+                order = np.argsort(-probs)[:TOP_STORED]
+                top = [{"index": int(c), "probability": float(probs[c])} for c in order]
+                self.put(("predictions", position), json.dumps(top).encode("utf-8"))
+                classes[position] = [int(c) for c in order]
+        return classes
+
+    def _cams(self, layer: str, method: str, classes: dict[int, list[int]]) -> None:
+        part = f"cam:{layer}:{method}"
+        rows = self.rows(part)
+        if not rows:
+            return
+        wanted = [classes[p][:self.job.ranks] for p in rows]
+        heats, contributions = self.worker.cam(layer, method).explain_batch([self.pixels(p) for p in rows], wanted)
+        for position, ranked, heat, share in zip(rows, wanted, heats, contributions):
+            shown = self.shown(position)
+            for rank, (c, m) in enumerate(zip(ranked, heat)):
+                overlay = imaging.overlay(shown, imaging.resize(m, shown.shape[0], shown.shape[1]))
+                self.put((part, position, layer, method, rank), imaging.encode_jpeg(overlay), {"class": int(c)})
+            order = np.argsort(-share[0])[:TOP_CHANNELS]
+            top = [[int(c), round(float(share[0][c]), 5)] for c in order]
+            self.put((part, position, layer, method), json.dumps(top).encode("utf-8"), {"class": int(ranked[0])})

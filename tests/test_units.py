@@ -1,0 +1,131 @@
+"""Work units, their order, exact merging of top photos, and a cost-weighted ETA."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from gallery.build import units
+from gallery.build.progress import Progress, about
+from gallery.config import RenderSettings
+from gallery.photos.examples import TopExamples, peaks
+
+
+def _job(batch=4, variants=()):
+    return units.Job("f" * 32, RenderSettings(size=16, steps=4, batch=batch), "none",
+                     {"a": tuple(range(10)), "b": tuple(range(3)), "c": tuple(range(6))}, variants)
+
+
+def test_spans_come_from_the_settings_and_a_first_look_comes_first():
+    plan = units.filter_units(_job(batch=4, variants=("diversity",)))
+    names = [(u.variant, u.layer, u.indices) for u in plan]
+    assert names[:3] == [("channel", "a", (0, 1, 2, 3)), ("channel", "b", (0, 1, 2)), ("channel", "c", (0, 1, 2, 3))]
+    assert [u.first_look for u in plan[:4]] == [True, True, True, False]
+    assert names[3:6] == [("channel", "a", (4, 5, 6, 7)), ("channel", "a", (8, 9)), ("channel", "c", (4, 5))]
+    diverse = [u for u in plan if u.variant == "diversity"]
+    assert all(len(u.indices) == 1 and u.images == 4 for u in diverse)  # batch 4 holds one filter's 4 copies
+    assert plan.index(diverse[0]) > max(plan.index(u) for u in plan if u.variant == "channel")
+    keys = [e.key for u in plan for e in u.entries]
+    assert len(keys) == len(set(keys)) == (10 + 3 + 6) * 5
+    # The same settings always cut the same units: nothing depends on who runs them.
+    assert [u.entries for u in units.filter_units(_job(batch=4, variants=("diversity",)))] == [u.entries for u in plan]
+
+
+class _Cache:
+    def __init__(self, entries):
+        self.entries, self.put_keys = dict(entries), []
+
+    def get(self, key, require=None):
+        return self.entries.get(key)
+
+    def put(self, key, data, meta=None, about=None):
+        self.put_keys.append(key)
+        self.entries[key] = (data, meta or {})
+
+
+def test_a_unit_that_lost_one_entry_runs_and_writes_only_that_one():
+    unit = units.filter_units(_job())[0]
+    kept = {e.key: (b"old", {"activation": 1.0}) for e in unit.entries[1:]}
+    cache = _Cache(kept)
+    found = units.lookup(unit, cache)
+    assert set(found) == set(kept)
+    task = units.Task(0, unit, frozenset(e.key for e in unit.entries) - set(found))
+    assert task.parts == {"render"}
+    produced = {e.key: (b"new", {"activation": 2.0}) for e in unit.entries}
+    settled = units.store(task, produced, found, cache)
+    assert cache.put_keys == [unit.entries[0].key]
+    assert settled[unit.entries[1].key] == (b"old", {"activation": 1.0})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(range(12)), st.integers(1, 5))
+def test_top_photos_merge_exactly_in_any_order(order, k):
+    rng = np.random.default_rng(7)
+    maps = np.round(rng.normal(size=(12, 3, 3, 4)), 1)  # rounded, so ties happen
+    maps[5] = maps[2]  # and an exact tie between two photos
+    reference, shuffled = TopExamples(k), TopExamples(k)
+    for photo in range(12):
+        reference.add("conv", photo, peaks(maps[photo]))
+    for photo in order:
+        shuffled.add("conv", photo, peaks(maps[photo]))
+    for channel in range(4):
+        assert shuffled.top("conv", channel) == reference.top("conv", channel)
+        best = maps.reshape(12, 9, 4).max(axis=1)[:, channel]
+        expected = sorted(range(12), key=lambda p: (-best[p], p))[:k]
+        assert [t["photo"] for t in reference.top("conv", channel)] == expected
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_the_eta_weighs_work_by_cost_and_learns_each_layers_rate():
+    clock = _Clock()
+    # Two layers: "deep" costs 10x per FLOP what "shallow" does (measured, not assumed).
+    spec = {0: ("shallow", 100.0, 4, 0), 1: ("deep", 100.0, 4, 0), 2: ("shallow", 300.0, 4, 0),
+            3: ("deep", 300.0, 4, 0)}
+    progress = Progress(spec, cached_images=0, total_images=16, cached_photos=0, total_photos=0,
+                        stream=_Null(), clock_fn=clock)
+    assert progress.remaining() is None
+    progress.start(0)
+    clock.t = 1.0
+    progress.finish(0)  # shallow: 0.01 s per FLOP
+    # Nothing known of "deep" yet: it borrows the rate of all measured work.
+    assert abs(progress.remaining() - (100 + 300 + 300) * 0.01) < 1e-9
+    progress.start(1)
+    clock.t = 6.0
+    progress.advance(1, 0.5)  # deep: 5 s for 50 FLOP, 0.1 s per FLOP
+    assert abs(progress.remaining() - (50 * 0.1 + 300 * 0.01 + 300 * 0.1)) < 1e-9
+    assert abs(progress.work_done() - 150 / 800) < 1e-12
+    status = progress.status()
+    assert status["text"] == "rendering: 4 of 16 filter images, under a minute left"
+
+
+def test_parallel_workers_divide_the_time_left():
+    clock = _Clock()
+    spec = {i: ("layer", 10.0, 1, 0) for i in range(6)}
+    progress = Progress(spec, cached_images=0, total_images=6, cached_photos=0, total_photos=0, stream=_Null(),
+                        clock_fn=clock)
+    clock.t = 10.0
+    progress.finish(0, seconds=10.0)  # two workers, each 10 s on a unit, side by side
+    progress.finish(1, seconds=10.0)
+    assert abs(progress.remaining() - 4 * 10.0 / 2) < 1e-9
+
+
+def test_time_left_in_words():
+    assert about(None) == "time left not known yet"
+    assert about(30) == "under a minute left"
+    assert about(7800) == "about 2 h 10 min left"
+    assert about(660) == "about 11 min left"
+
+
+class _Null:
+    def write(self, text):
+        pass
+
+    def flush(self):
+        pass
