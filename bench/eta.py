@@ -38,6 +38,7 @@ def main():
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--executor", default="local")
+    parser.add_argument("--all", action="store_true", help="print every ETA, not a few")
     args = parser.parse_args()
     if not Path(args.model).is_file():
         sys.exit(f"bench/eta.py needs {args.model} (the offline fixtures in ../shared)")
@@ -62,7 +63,8 @@ def main():
     rows = [(done, eta, end - t) for t, done, eta in trace if eta is not None and end - t > 1.0]
     print(f"{'work done':>10} {'ETA (s)':>9} {'really left (s)':>16} {'error':>7}")
     worst = 0.0
-    for mark in (0.10, 0.25, 0.40, 0.50, 0.60, 0.75, 0.90):
+    marks = [r[0] for r in rows] if args.all else (0.10, 0.25, 0.40, 0.50, 0.60, 0.75, 0.90)
+    for mark in marks:
         row = next((r for r in rows if r[0] >= mark), None)
         if row:
             print(f"{row[0]:>10.1%} {row[1]:>9.0f} {row[2]:>16.0f} {row[1] / row[2] - 1:>+7.0%}")

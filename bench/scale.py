@@ -36,7 +36,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--layer", default="block3_conv1")
-    parser.add_argument("--units", type=int, default=8, help="timed units per run")
+    parser.add_argument("--units", type=int, default=16, help="timed units per run")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--batch", type=int, default=4)
@@ -73,10 +73,10 @@ def main():
     try:
         for workers in (1, 2):
             executor = RayExecutor(job, source, worker_cpus=1, workers=workers)
-            silent = Progress({t.uid: (args.layer, unit_flops, args.batch, 0) for t in tasks}, 0, 0, 0, 0,
-                              stream=open(os.devnull, "w"))
-            warm = tasks[:workers]
-            list(executor.run(warm, silent))  # loads the model and compiles on every worker
+            silent = Progress({t.uid: ([((args.layer, args.size), unit_flops, 1)], args.batch, 0) for t in tasks},
+                              0, 0, 0, 0, stream=open(os.devnull, "w"))
+            # Every worker loads the model and compiles its loops on a unit of its own, untimed.
+            ray.get([actor.run.remote(task) for actor, task in zip(executor.actors, tasks)])
             timed = tasks[2:]
             start = time.perf_counter()
             results = list(executor.run(timed, silent))

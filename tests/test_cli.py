@@ -212,8 +212,8 @@ def test_control_characters_in_names_never_reach_the_terminal(tmp_path, capsys):
     from gallery.build.progress import Progress
 
     screen = _Terminal()
-    bar = Progress({0: ("conv1", 1.0, 2, 0)}, cached_images=0, total_images=2, cached_photos=0, total_photos=0,
-                   stream=screen)
+    bar = Progress({0: ([(("conv1", 16), 1.0, 1)], 2, 0)}, cached_images=0, total_images=2, cached_photos=0,
+                   total_photos=0, stream=screen)
     time.sleep(0.3)  # a terminal redraws at most five times a second
     bar.start(0, HOSTILE)
     bar.close()

@@ -83,31 +83,44 @@ class _Clock:
         return self.t
 
 
-def test_the_eta_weighs_work_by_cost_and_learns_each_layers_rate():
+def test_the_eta_weighs_work_by_cost_and_learns_each_stages_rate():
     clock = _Clock()
-    # Two layers: "deep" costs 10x per FLOP what "shallow" does (measured, not assumed).
-    spec = {0: ("shallow", 100.0, 4, 0), 1: ("deep", 100.0, 4, 0), 2: ("shallow", 300.0, 4, 0),
-            3: ("deep", 300.0, 4, 0)}
-    progress = Progress(spec, cached_images=0, total_images=16, cached_photos=0, total_photos=0,
-                        stream=_Null(), clock_fn=clock)
+    # Two layers with a coarse and a fine stage each, 2 steps a stage. A shallow step costs 10
+    # FLOPs at the fine canvas, a deep one 100; coarse steps cost a quarter.
+    def spec(layer, fine):
+        return [((layer, 8), fine / 4, 2), ((layer, 16), fine, 2)], 4, 0
+
+    progress = Progress({0: spec("shallow", 10.0), 1: spec("deep", 100.0), 2: spec("deep", 100.0)},
+                        cached_images=0, total_images=12, cached_photos=0, total_photos=0, stream=_Null(),
+                        clock_fn=clock)
     assert progress.remaining() is None
     progress.start(0)
     clock.t = 1.0
-    progress.finish(0)  # shallow: 0.01 s per FLOP
-    # Nothing known of "deep" yet: it borrows the rate of all measured work.
-    assert abs(progress.remaining() - (100 + 300 + 300) * 0.01) < 1e-9
+    progress.steps(0, 1)  # the first report of a stage carries its compiling: set apart
+    clock.t = 1.5
+    progress.steps(0, 2)  # shallow coarse: 0.5 s per 2.5 FLOPs
+    clock.t = 3.5
+    progress.steps(0, 4)  # shallow fine: 2 s per 20 FLOPs, its first report
+    progress.finish(0)
+    assert abs(progress.work_done() - 25 / 525) < 1e-12
+    # Deep stages borrow the rates of the shallow stages most like them in FLOPs per step.
+    fine = 2 / 20  # shallow fine, its first report standing alone; shallow coarse (0.5 / 2.5) is less alike
+    assert abs(progress.remaining() - 2 * (50 * fine + 200 * fine)) < 1e-9
     progress.start(1)
-    clock.t = 6.0
-    progress.advance(1, 0.5)  # deep: 5 s for 50 FLOP, 0.1 s per FLOP
-    assert abs(progress.remaining() - (50 * 0.1 + 300 * 0.01 + 300 * 0.1)) < 1e-9
-    assert abs(progress.work_done() - 150 / 800) < 1e-12
-    status = progress.status()
-    assert status["text"] == "rendering: 4 of 16 filter images, under a minute left"
+    clock.t = 5.5
+    progress.steps(1, 1)  # deep coarse, first report: 2 s for 25 FLOPs (compiling)
+    clock.t = 6.5
+    progress.steps(1, 2)  # 1 s for 25 FLOPs
+    deep_coarse = 1 / 25  # and now the deep fine stages borrow it: it is the measured stage nearest in cost
+    left = 200 * deep_coarse + (50 * deep_coarse + 200 * deep_coarse)
+    busy = 1.0 + 0.5 + 2.0 + 2.0 + 1.0
+    assert abs(progress.remaining() - left / (busy / 6.5)) < 1e-9
+    assert progress.status()["text"] == "rendering: 4 of 12 filter images, under a minute left"
 
 
 def test_parallel_workers_divide_the_time_left():
     clock = _Clock()
-    spec = {i: ("layer", 10.0, 1, 0) for i in range(6)}
+    spec = {i: ([(("layer", 16), 10.0, 1)], 1, 0) for i in range(6)}
     progress = Progress(spec, cached_images=0, total_images=6, cached_photos=0, total_photos=0, stream=_Null(),
                         clock_fn=clock)
     clock.t = 10.0

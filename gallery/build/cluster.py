@@ -4,10 +4,9 @@ Each worker is a Ray actor that loads the model once and keeps its compiled loop
 every unit it runs. The model reaches workers through Ray's object store (a model file's
 own bytes, or an application's name and weights), so workers need no shared file system;
 they return entries' bytes and metadata, and the driver alone writes the cache and the
-site. A worker killed mid-unit is restarted and its unit retried (Ray's actor restarts and
-task retries; a worker that cannot come back is replaced and its units go to the others),
-so the build still completes with every tile. A killed driver resumes from the cache, as
-ever.
+site. When a worker dies mid-unit, its units go back to the queue, for the other workers
+and for a new worker started in its place, so the build still completes with every tile.
+A killed driver resumes from the cache, as ever.
 """
 
 from __future__ import annotations
@@ -26,8 +25,7 @@ from .work import Result
 
 DEFAULT_WORKER_CPUS = 4
 IN_FLIGHT = 2  # units queued on each worker, so the next starts the moment one ends
-RESTARTS = 3  # per worker, by Ray, before the driver replaces it
-REPLACEMENTS = 4  # workers the driver starts in place of ones that cannot come back
+REPLACEMENTS = 4  # workers the driver starts in place of dead ones, per worker it began with
 
 
 @dataclass(frozen=True)
@@ -69,16 +67,15 @@ class ModelSource:
 class _Worker:
     """The Ray actor: one model, one :class:`~gallery.build.work.Worker`, many units."""
 
-    def __init__(self, source: list, job, threads: int):
+    def __init__(self, source: list, job, threads: int | None):
         import ray
 
         from ..model import grad, loading
         from .work import Worker
 
-        grad.limit_threads(threads)  # before the backend runs anything
-        # The model's bytes come as a reference in a list, fetched here: Ray would otherwise
-        # resolve them as a constructor argument, which it warns restarts cannot rely on.
-        model = ray.get(source[0]).load()
+        if threads:
+            grad.limit_threads(threads)  # before the backend runs anything
+        model = ray.get(source[0]).load()  # a reference in a list: fetched here, not by Ray on the way
         found = loading.fingerprint(model)
         if found != job.fingerprint:
             raise GalleryError(f"the worker's model has fingerprint {found[:12]}, not the driver's "
@@ -87,9 +84,6 @@ class _Worker:
 
     def run(self, task: Task) -> Result:
         return self.worker.run(task)
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 class RayExecutor:
@@ -122,28 +116,25 @@ class RayExecutor:
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
         if gpus:
-            self.threads, count, options = 1, gpus, {"num_gpus": 1, "num_cpus": 1}
+            self.threads, count, options = None, gpus, {"num_gpus": 1, "num_cpus": 1}
         else:
             self.threads = max(1, min(worker_cpus or DEFAULT_WORKER_CPUS, cpus))
             count, options = max(1, cpus // self.threads), {"num_cpus": self.threads}
         count = min(count, workers or count)
         if backend == "jax" and not gpus:
             env["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'true' if self.threads > 1 else 'false'}"
-        self._actor = ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS, **options)(_Worker).options(
-            runtime_env={"env_vars": env})
+        # No restarts by Ray: a dead worker's units are requeued here, and a new worker started.
+        self._actor = ray.remote(max_restarts=0, **options)(_Worker).options(runtime_env={"env_vars": env})
         self._source, self._job = ray.put(source), job
         self.workers = count
         self.actors = [self._start() for _ in range(count)]
-        self._replaced = 0
-        log(f"  Ray: {count} workers, each {'one GPU' if gpus else f'{self.threads} CPU' + 's' * (self.threads > 1)} "
+        self._spares = REPLACEMENTS * count
+        each = "one GPU" if gpus else f"{self.threads} CPU" + "s" * (self.threads > 1)
+        log(f"  Ray: {count} worker{'s' * (count > 1)}, each {each} "
             f"({int(cpus)} CPUs and {gpus} GPUs in the cluster)")
 
     def _start(self):
         return self._actor.remote([self._source], self._job, self.threads)
-
-    def pids(self) -> list[int]:
-        """The workers' process ids (for tests that kill one)."""
-        return self.ray.get([actor.pid.remote() for actor in self.actors])
 
     def run(self, tasks: Iterable[Task], progress) -> Iterator[tuple[Task, Result]]:
         queue = deque(tasks)
@@ -165,23 +156,25 @@ class RayExecutor:
                 self._replace(actor, load, exc)
                 continue
             except self.ray.exceptions.RayTaskError as exc:
-                cause = exc.as_instanceof_cause()
-                raise (cause if isinstance(cause, GalleryError) else RuntimeError(
-                    f"{task.unit.name} failed on a Ray worker: {exc}")) from exc
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, GalleryError):  # the user's to fix: one line, as in a local build
+                    raise GalleryError(str(cause)) from exc
+                raise RuntimeError(f"{task.unit.name} failed on a Ray worker: {exc}") from exc
             progress.finish(task.uid, result.seconds)
             yield task, result
 
     def _replace(self, actor, load: dict, exc) -> None:
-        if actor not in self.actors:
+        if actor not in self.actors:  # its other unit in flight, failing after it
             return
         self.actors.remove(actor)
-        if self._replaced >= REPLACEMENTS:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not self._spares:
             if not self.actors:
-                raise GalleryError(f"every Ray worker died, the last with: {exc}; finished tiles are cached")
-            warn(f"a Ray worker died ({exc}); going on with {len(self.actors)}")
+                raise GalleryError(f"every Ray worker died, the last with: {reason}; finished tiles are cached")
+            warn(f"a Ray worker died ({reason}); going on with {len(self.actors)}")
             return
-        self._replaced += 1
-        warn(f"a Ray worker died and could not be restarted; starting another ({exc})")
+        self._spares -= 1
+        warn(f"a Ray worker died ({reason}); its units go back to the queue and a new worker starts")
         fresh = self._start()
         self.actors.append(fresh)
         load[id(fresh)] = 0

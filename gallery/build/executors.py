@@ -24,7 +24,7 @@ class LocalExecutor:
     def run(self, tasks: Iterable[Task], progress) -> Iterator[tuple[Task, Result]]:
         for task in tasks:
             progress.start(task.uid, task.unit.name)
-            result = self.worker.run(task, on_step=_stepper(task, self.worker.job, progress))
+            result = self.worker.run(task, on_step=_stepper(task, progress))
             progress.finish(task.uid, result.seconds)
             yield task, result
 
@@ -32,15 +32,15 @@ class LocalExecutor:
         self.worker.close()
 
 
-def _stepper(task: Task, job, progress):
-    """``on_step(image_steps)`` for a filter unit: its share done, as the loop reports it."""
+def _stepper(task: Task, progress):
+    """``on_step(image_steps)`` for a filter unit: the steps its images have taken so far."""
     if not isinstance(task.unit, FilterUnit):
         return None
-    total, done = task.unit.images * job.render.steps, [0]
+    done = [0]
 
     def on_step(image_steps: int) -> None:
         done[0] += image_steps
-        progress.advance(task.uid, done[0] / total)
+        progress.steps(task.uid, done[0] // task.unit.images)
 
     return on_step
 

@@ -8,7 +8,6 @@ settle.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from ..model import circuits, grad, graph, loading
 from ..photos import cams, labels, sources
 from ..photos.activations import input_size
 from ..render import cost
-from ..render.optimize import channel_count
+from ..render.optimize import channel_count, stages
 from ..site import manifest
 from ..site.pages import SiteWriter
 from ..site.folder import SiteFolder, identity
@@ -30,14 +29,6 @@ from .executors import executor
 from .progress import Progress
 from .publish import Publisher
 from .state import Gallery
-
-
-@contextmanager
-def stage(name: str, timings: dict):
-    log(f"• {name}")
-    start = time.monotonic()
-    yield
-    timings[name] = time.monotonic() - start
 
 
 def select_targets(model, config: BuildConfig) -> dict[str, list[int]]:
@@ -119,6 +110,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                                                                        title, out, source, status))
     if tasks:
         site.refresh(progress.status(), force=True)  # the whole site at once, pending parts shown so
+        progress.tail = site.spent
         log(f"• run ({config.executor})")
         runner = executor(config.executor, model, job, source=_portable_model(config, model),
                           address=config.ray_address, worker_cpus=config.worker_cpus)
@@ -129,6 +121,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                 if gallery.photos_settled and not gallery.tiles:
                     raise GalleryError("none of the photos could be read")
                 site.refresh(progress.status())
+                progress.tail = site.spent
         except BaseException:
             site.interrupted(progress.status())
             raise
@@ -191,10 +184,12 @@ def _flops(costs, job, unit) -> float:
 
 
 def _progress_spec(costs, job, unit) -> tuple:
-    """``(group, flops, images, photos)`` of a unit, as :class:`Progress` counts it."""
-    if isinstance(unit, units.FilterUnit):
-        return unit.layer, _flops(costs, job, unit), unit.images, 0
-    return "photos", _flops(costs, job, unit), 0, len(unit.photos)
+    """``(stages, images, photos)`` of a unit, as :class:`Progress` counts it."""
+    if not isinstance(unit, units.FilterUnit):
+        return [(("photos",), _flops(costs, job, unit), 1)], 0, len(unit.photos)
+    return ([((unit.layer, canvas), unit.images * costs.step_flops(unit.layer, cost.network_side(job.render, canvas)),
+              n) for canvas, n in stages(job.render.steps, job.render.size, job.render.scales)],
+            unit.images, 0)
 
 
 def _portable_model(config: BuildConfig, model):

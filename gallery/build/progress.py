@@ -3,15 +3,19 @@
 Units differ in cost by orders of magnitude: a step on VGG16's block5_conv3 runs the
 image through 12 conv layers first, one on block1_conv1 through none. So work is
 counted in FLOPs (see :mod:`gallery.render.cost`), and time is predicted per layer from
-the seconds per FLOP measured on that layer's own units so far, including the one
-running (a first look at every layer comes early, so each is measured soon). A layer not
-measured yet borrows the rate of all measured work. Workers running side by side are
+the seconds per FLOP measured on that layer's own units so far, stage by stage of the
+coarse-to-fine schedule (a coarse step costs a quarter as many FLOPs, but not a quarter
+of the time), the running unit included. The first report of each stage is set apart,
+since it carries the compiling of its loop. A first look at every layer comes early, so
+each is measured soon; a stage not measured yet borrows the rate of the measured stage
+most like it in FLOPs per image-step. Workers running side by side are
 counted by how busy they have been: remaining work-seconds over that parallelism is the
 ETA.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -39,13 +43,30 @@ def about(seconds: float | None) -> str:
 
 @dataclass
 class _Unit:
-    group: str  # a layer, or "photos": units of a group cost alike per FLOP
-    flops: float
+    stages: list  # [(key, FLOPs of one step of all its images, steps)]; a key is (layer, canvas) or ("photos",)
     images: int  # filter images it renders (0 for photos)
     photos: int
-    fraction: float = 0.0
+    done: int = 0  # steps taken
     started: float | None = None
+    last: float | None = None  # when it last reported
     seconds: float | None = None  # once finished: how long it ran
+
+    @property
+    def flops(self) -> float:
+        return sum(f * n for _, f, n in self.stages)
+
+    def segments(self, first: int, last: int):
+        """``(stage, FLOPs)`` of steps ``first`` to ``last`` (exclusive), stage by stage."""
+        start = 0
+        for i, (_, f, n) in enumerate(self.stages):
+            overlap = min(last, start + n) - max(first, start)
+            if overlap > 0:
+                yield i, f * overlap
+            start += n
+
+    @property
+    def steps(self) -> int:
+        return sum(n for _, _, n in self.stages)
 
 
 class Progress:
@@ -53,8 +74,8 @@ class Progress:
 
     def __init__(self, units, cached_images: int, total_images: int, cached_photos: int, total_photos: int,
                  stream=None, interval: float = 10.0, clock_fn=time.monotonic):
-        """``units``: ``{id: (group, flops, images, photos)}`` of the units that will run."""
-        self.units = {uid: _Unit(*spec) for uid, spec in units.items()}
+        """``units``: ``{id: (stages, images, photos)}`` of the units that will run (see :class:`_Unit`)."""
+        self.units = {uid: _Unit(list(stages), images, photos) for uid, (stages, images, photos) in units.items()}
         self.total_flops = sum(u.flops for u in self.units.values()) or 1.0
         self.images = [cached_images, total_images]
         self.photos = [cached_photos, total_photos]
@@ -64,6 +85,10 @@ class Progress:
         self.first: float | None = None  # when the first unit started
         self.first_filter: float | None = None
         self.fresh_images = 0
+        # Seconds and FLOPs measured per stage key; the first report of each stage of each
+        # unit is kept apart, since it carries the compiling of that stage's loop.
+        self.measured: dict[tuple, list[float]] = {}  # key -> [seconds, flops, first seconds, first flops]
+        self.tail = 0.0  # seconds the work after the last unit takes (the site's final writing), as measured
         self._last = 0.0
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.note = ""
@@ -73,69 +98,93 @@ class Progress:
     def start(self, uid, note: str = "") -> None:
         now = self.now()
         unit = self.units[uid]
-        unit.started = now
+        unit.started = unit.last = now
         self.first = self.first if self.first is not None else now
         if unit.images and self.first_filter is None:
             self.first_filter = now
         self.note = note
         self.draw()
 
-    def advance(self, uid, fraction: float) -> None:
-        self.units[uid].fraction = min(1.0, fraction)
+    def steps(self, uid, done: int) -> None:
+        """``done`` optimization steps of a filter unit have run (as its loop reports)."""
+        self._measure(self.units[uid], min(done, self.units[uid].steps), self.now())
         self.draw()
 
     def finish(self, uid, seconds: float | None = None) -> None:
         unit = self.units[uid]
         now = self.now()
         if unit.started is None:  # a remote worker ran it: the driver saw it leave, not start
-            unit.started = now - (seconds or 0.0)
+            unit.started = unit.last = now - (seconds or 0.0)
             self.first = min(self.first or unit.started, unit.started)
             if unit.images:
                 self.first_filter = min(self.first_filter or unit.started, unit.started)
-        unit.seconds = seconds if seconds is not None else now - unit.started
-        unit.fraction = 1.0
+        if seconds is not None:
+            unit.last = min(unit.last, unit.started + seconds)
+            now = unit.started + seconds
+        self._measure(unit, unit.steps, max(now, unit.last))
+        unit.seconds = now - unit.started
         self.images[0] += unit.images
         self.fresh_images += unit.images
         self.photos[0] += unit.photos
         self.draw()
 
+    def _measure(self, unit: _Unit, done: int, now: float) -> None:
+        """Attribute the time since the unit's last report to the steps taken since, by FLOPs."""
+        parts = list(unit.segments(unit.done, done))
+        total = sum(f for _, f in parts)
+        for stage, flops in parts:
+            key = unit.stages[stage][0]
+            share = (now - unit.last) * flops / total if total else 0.0
+            entry = self.measured.setdefault(key, [0.0, 0.0, 0.0, 0.0])
+            entry[0] += share
+            entry[1] += flops
+            before = sum(n for _, _, n in unit.stages[:stage])
+            if unit.done <= before:  # the first report within this stage
+                entry[2] += share
+                entry[3] += flops
+        unit.done, unit.last = done, now
+
     # estimates -----------------------------------------------------------------------------
 
-    def _measured(self, unit: _Unit, now: float) -> tuple[float, float]:
-        """``(seconds, flops)`` measured on a unit so far."""
-        if unit.seconds is not None:
-            return unit.seconds, unit.flops
-        if unit.started is not None and unit.fraction > 0:
-            return now - unit.started, unit.fraction * unit.flops
-        return 0.0, 0.0
+    def _rate(self, key: tuple) -> float:
+        """Seconds per FLOP of a stage key: without its first reports (compiling) if it has more."""
+        seconds, flops, first_seconds, first_flops = self.measured[key]
+        if flops > first_flops:
+            return (seconds - first_seconds) / (flops - first_flops)
+        return seconds / flops
 
     def remaining(self) -> float | None:
         """Seconds of wall time left, or ``None`` before anything has been measured."""
         now = self.now()
-        seconds, flops = {}, {}
-        for unit in self.units.values():
-            s, f = self._measured(unit, now)
-            if f > 0:
-                seconds[unit.group] = seconds.get(unit.group, 0.0) + s
-                flops[unit.group] = flops.get(unit.group, 0.0) + f
-        if not flops:
+        measured = {key for key, m in self.measured.items() if m[1] > 0}
+        if not measured:
             return None
-        pooled = sum(seconds.values()) / sum(flops.values())
-        busy = sum(seconds.values())
-        busy += sum(now - u.started for u in self.units.values()
-                    if u.seconds is None and u.started is not None and u.fraction == 0)
+        busy = sum(m[0] for m in self.measured.values())
+        busy += sum(now - u.last for u in self.units.values() if u.seconds is None and u.last is not None)
         # Workers side by side: how many were busy at once, on average. Below one when the
         # driver's own work (refreshing the site) takes turns with an in-process worker.
         parallel = max(0.1, busy / max(now - self.first, 1e-9))
         left = 0.0
         for unit in self.units.values():
             if unit.seconds is None:
-                rate = seconds[unit.group] / flops[unit.group] if unit.group in flops else pooled
-                left += (1.0 - unit.fraction) * unit.flops * rate
-        return left / parallel
+                for stage, flops in unit.segments(unit.done, unit.steps):
+                    key, step, _ = unit.stages[stage]
+                    known = key if key in measured else self._alike(key, step / max(unit.images, 1), measured)
+                    left += flops * self._rate(known)
+        return left / parallel + self.tail
+
+    def _alike(self, key: tuple, step: float, measured: set) -> tuple:
+        """The measured stage most like an unmeasured one in FLOPs per image-step: it borrows
+        that rate. (Cheap steps spend their time on per-step overhead, costly ones on
+        convolutions, so seconds per FLOP differ between them by orders of magnitude.)"""
+        steps = {k: f / max(u.images, 1) for u in self.units.values() for k, f, _ in u.stages
+                 if k in measured and k[0] != "photos" and u.images}
+        if not steps or key[0] == "photos":
+            return max(measured, key=lambda k: self.measured[k][1])
+        return min(steps, key=lambda k: abs(math.log(steps[k] / step)))
 
     def work_done(self) -> float:
-        return sum(u.flops * u.fraction for u in self.units.values()) / self.total_flops
+        return sum(f for u in self.units.values() for _, f in u.segments(0, u.done)) / self.total_flops
 
     def rate(self) -> float | None:
         """Filter images per minute rendered by this run."""

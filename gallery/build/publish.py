@@ -21,6 +21,7 @@ class Publisher:
         """``make(status)`` returns ``(manifest, files)``; ``status`` is ``None`` once done."""
         self.writer, self.make = writer, make
         self._next = 0.0
+        self.spent = 0.0  # seconds the last refresh took: what the final one will take, about
         self.refreshes = 0
         self.written = {"tiles": 0, "pages": 0, "unchanged": 0, "removed": 0}  # over every refresh
 
@@ -31,7 +32,7 @@ class Publisher:
             return None
         data, files = self.make(status)
         written = self.writer.write(data, files)
-        spent = time.monotonic() - start
+        spent = self.spent = time.monotonic() - start
         self._next = time.monotonic() + max(MIN_INTERVAL, spent / SHARE)
         self.refreshes += 1
         for name, count in written.items():

@@ -7,6 +7,7 @@ PyTorch. The backend is whatever Keras chose at import (``KERAS_BACKEND`` or
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Callable
 
@@ -54,11 +55,22 @@ def _detached(value):
     return value.detach() if hasattr(value, "detach") else value  # aux may be a plain number
 
 
+class _NoRetracingWarning(logging.Filter):
+    """TensorFlow warns when many distinct ``tf.function``s trace; a build makes one per
+    layer, canvas and loop length on purpose, and traces each once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def compile(fn: Callable) -> Callable:
     """Compile a pure step function once per input signature."""
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
+        logger = tf.get_logger()
+        if not any(isinstance(f, _NoRetracingWarning) for f in logger.filters):
+            logger.addFilter(_NoRetracingWarning())
         return tf.function(fn)
     if BACKEND == "jax":
         return _AheadOfTime(fn)
