@@ -142,3 +142,22 @@ class _Null:
 
     def flush(self):
         pass
+
+
+def test_photo_units_travel_with_their_bytes_not_their_paths(tmp_path, photo_dir):
+    from gallery.build.cluster import portable
+    from gallery.build.work import Worker
+    from gallery.photos.sources import load_photos
+
+    from .conftest import tiny_classifier
+
+    photos = load_photos([photo_dir])
+    job = units.Job("f" * 32, RenderSettings(size=16, steps=2), "none", {"conv1": (0,)}, (), ("conv2",),
+                    ("gradcam",), 2, (8, 8))
+    (unit,) = units.photo_units(job, photos, None, classify=True)
+    task = portable(units.Task(0, unit, frozenset(e.key for e in unit.entries)))
+    for path in photo_dir.iterdir():
+        path.unlink()  # a worker on another machine has no such files
+    result = Worker(tiny_classifier(), job).run(task)
+    assert not result.skipped
+    assert set(result.produced) == {e.key for e in unit.entries}

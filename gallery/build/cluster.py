@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..console import log, warn
 from ..errors import GalleryError
-from .units import Task
+from .units import PhotoUnit, Task
 from .work import Result
 
 DEFAULT_WORKER_CPUS = 4
@@ -86,6 +86,13 @@ class _Worker:
         return self.worker.run(task)
 
 
+def portable(task: Task) -> Task:
+    """``task`` as it travels to a worker: photos carry their files' bytes, not local paths."""
+    if not isinstance(task.unit, PhotoUnit):
+        return task
+    return replace(task, unit=replace(task.unit, photos=tuple(p.portable() for p in task.unit.photos)))
+
+
 class RayExecutor:
     """Runs tasks on Ray workers and yields ``(task, result)`` as each finishes."""
 
@@ -144,7 +151,7 @@ class RayExecutor:
             for actor in list(self.actors):
                 while queue and load[id(actor)] < IN_FLIGHT:
                     task = queue.popleft()
-                    running[actor.run.remote(task)] = (task, actor)
+                    running[actor.run.remote(portable(task))] = (task, actor)
                     load[id(actor)] += 1
             ready, _ = self.ray.wait(list(running), num_returns=1)
             task, actor = running.pop(ready[0])

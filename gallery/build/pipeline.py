@@ -19,7 +19,7 @@ from ..model import circuits, grad, graph, loading
 from ..photos import cams, labels, sources
 from ..photos.activations import input_size
 from ..render import cost
-from ..render.optimize import channel_count, stages
+from ..render.optimize import channel_count
 from ..site import manifest
 from ..site.pages import SiteWriter
 from ..site.folder import SiteFolder, identity
@@ -79,16 +79,15 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     costs = cost.Costs(model)
     render = _fitted(costs, selection, config.render)
     fingerprint = loading.fingerprint(model)
-    title = loading.title(config.model, model)
-    source = identity(loading.source(config.model, config.weights))
-    log(f"  {title}: {len(selection)} conv layers, {sum(map(len, selection.values()))} filters, "
-        f"preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
+    log(f"  {loading.title(config.model, model)}: {len(selection)} conv layers, "
+        f"{sum(map(len, selection.values()))} filters, preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
     photos = sources.load_photos(config.images)
     about = _about(model, config)
     job = units.Job(fingerprint, render, preprocess, {k: tuple(v) for k, v in selection.items()}, config.variants,
                     tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0),
                     input_size(model, config.photo_size))
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
+
     log("• plan")
     plan = [*units.photo_units(job, photos, config.photo_pages, about["classes"] is not None),
             *units.filter_units(job)]
@@ -102,15 +101,15 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
             found[uid] = entries
     reused = cache.hits
     log(f"  {len(plan)} units: {len(plan) - len(tasks)} settled from the cache, {len(tasks)} to run "
-        f"({cost.describe(sum(_flops(costs, job, t.unit) for t in tasks))})")
-    progress = Progress({t.uid: _progress_spec(costs, job, t.unit) for t in tasks},
-                        cached_images=len(gallery.images), total_images=gallery.images_total,
-                        cached_photos=len(gallery.tiles) + len(gallery.broken), total_photos=len(photos))
-    site = Publisher(SiteWriter(out, cache), lambda status: _manifest(model, config, job, gallery, about,
-                                                                       title, out, source, status))
+        f"({cost.describe(sum(units.flops(t.unit, job, costs) for t in tasks))})")
+
+    fixed = _fixed_parts(model, config, job, about, out)
+    site = Publisher(SiteWriter(out, cache), lambda status: _manifest(fixed, config, job, gallery, status))
     if tasks:
+        progress = Progress({t.uid: units.cost_stages(t.unit, job, costs) for t in tasks},
+                            cached_images=len(gallery.images), total_images=gallery.images_total,
+                            cached_photos=len(gallery.tiles) + len(gallery.broken), total_photos=len(photos))
         site.refresh(progress.status(), force=True)  # the whole site at once, pending parts shown so
-        progress.tail = site.spent
         log(f"• run ({config.executor})")
         runner = executor(config.executor, model, job, source=_portable_model(config, model),
                           address=config.ray_address, worker_cpus=config.worker_cpus)
@@ -120,14 +119,15 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                 gallery.absorb(task.unit, settled, cache, result.skipped)
                 if gallery.photos_settled and not gallery.tiles:
                     raise GalleryError("none of the photos could be read")
+                progress.tail = site.spent  # what the final writing will take, about
                 site.refresh(progress.status())
-                progress.tail = site.spent
         except BaseException:
             site.interrupted(progress.status())
             raise
         finally:
             progress.close()
             runner.close()
+
     log("• pages")
     data, _ = site.refresh(None, force=True)
     written = site.written
@@ -156,40 +156,29 @@ def _about(model, config: BuildConfig) -> dict:
             "cam_note": None}
 
 
-def _manifest(model, config, job, gallery, about, title, out, source, status):
-    """The manifest of what the build knows now, and the files it publishes."""
-    results = gallery.photo_results()
+def _fixed_parts(model, config, job, about, out: SiteFolder) -> dict:
+    """What the manifest says of the model, the same on every refresh: worked out once."""
+    title = loading.title(config.model, model)
+    source = identity(loading.source(config.model, config.weights))
     info = manifest.model_entry(model, title=title, slug=out.model_slug(title, source), identity=source,
                                 source=public_path(config.model), fingerprint=job.fingerprint,
                                 preprocess=job.preprocess, classes=about["classes"],
                                 labels_source=about["labels_source"], cam_note=about["cam_note"])
+    return {"model_info": info, "table": manifest.layer_table(model), "class_names": about["names"],
+            "channels": {layer: channel_count(model, layer) for layer in job.selection},
+            "circuits": {layer: circuits.strongest_inputs(model, layer) for layer in job.selection},
+            "cam_sources": {layer: graph.conv_source(model, layer) for layer in job.cam_layers}}
+
+
+def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, status: dict | None):
+    """The manifest of what the build knows now, and the files it publishes."""
+    results = gallery.photo_results()
     settings = {"preset": config.preset, **job.render.key(), "filters": _describe(config.filters),
                 "variants": ", ".join(config.variants) or "none",
                 "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
                 "cam layers": ", ".join(job.cam_layers) or "none", "cam methods": ", ".join(config.cam_methods)}
-    return manifest.build(
-        model_info=info, table=manifest.layer_table(model), filter_tiles=gallery.filter_tiles(),
-        channels={layer: channel_count(model, layer) for layer in job.selection}, photos=results,
-        class_names=about["names"], settings=settings, command=config.command,
-        circuits={layer: circuits.strongest_inputs(model, layer) for layer in job.selection},
-        cam_sources={layer: graph.conv_source(model, layer) for layer in job.cam_layers}, status=status)
-
-
-def _flops(costs, job, unit) -> float:
-    if isinstance(unit, units.FilterUnit):
-        return cost.total_flops(costs, job.render, unit.layer, unit.images)
-    side = job.input[0]
-    passes = 1 + sum(unit.paged) / len(unit.paged) * (1 + 2 * len(job.cam_layers) * len(job.methods))
-    return len(unit.photos) * passes * costs.forward_flops(side)
-
-
-def _progress_spec(costs, job, unit) -> tuple:
-    """``(stages, images, photos)`` of a unit, as :class:`Progress` counts it."""
-    if not isinstance(unit, units.FilterUnit):
-        return [(("photos",), _flops(costs, job, unit), 1)], 0, len(unit.photos)
-    return ([((unit.layer, canvas), unit.images * costs.step_flops(unit.layer, cost.network_side(job.render, canvas)),
-              n) for canvas, n in stages(job.render.steps, job.render.size, job.render.scales)],
-            unit.images, 0)
+    return manifest.build(**fixed, filter_tiles=gallery.filter_tiles(), photos=results, settings=settings,
+                          command=config.command, status=status)
 
 
 def _portable_model(config: BuildConfig, model):

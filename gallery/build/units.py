@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from ..config import RenderSettings
 from ..render.objectives import VARIANTS
-from ..render.optimize import spans
+from ..render import cost
+from ..render.optimize import spans, stages
 from .cache import make_key, number
 
 MAIN = "channel"  # the variant every filter gets; the others are extra images
@@ -171,6 +172,23 @@ def _photo_entries(job: Job, position: int, photo, paged: bool, classify: bool):
                             {"kind": "cam", **model}, (position, layer, method, rank))
             yield Entry(job.photo_key("contributions", photo.digest, layer=layer, method=method), part,
                         {"kind": "contributions", **model}, (position, layer, method))
+
+
+def flops(unit, job: Job, costs) -> float:
+    """What running ``unit`` costs, in FLOPs (see :mod:`gallery.render.cost`)."""
+    if isinstance(unit, FilterUnit):
+        return cost.total_flops(costs, job.render, unit.layer, unit.images)
+    passes = 1 + sum(unit.paged) / len(unit.paged) * (1 + 2 * len(job.cam_layers) * len(job.methods))
+    return len(unit.photos) * passes * costs.forward_flops(job.input[0])
+
+
+def cost_stages(unit, job: Job, costs) -> tuple:
+    """``(stages, images, photos)`` of a unit, as :class:`~gallery.build.progress.Progress`
+    counts it: a filter unit's stages are those of the coarse-to-fine schedule."""
+    if not isinstance(unit, FilterUnit):
+        return [(("photos",), flops(unit, job, costs), 1)], 0, len(unit.photos)
+    return ([((unit.layer, canvas), unit.images * costs.step_flops(unit.layer, cost.network_side(job.render, canvas)),
+              n) for canvas, n in stages(job.render.steps, job.render.size, job.render.scales)], unit.images, 0)
 
 
 @dataclass

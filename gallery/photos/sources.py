@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ class Photo:
     digest: str
     path: Path | None = None
     array: np.ndarray | None = field(default=None, repr=False)
+    data: bytes | None = field(default=None, repr=False)  # the file's bytes, for a worker on another machine
 
     @classmethod
     def from_array(cls, name: str, pixels: np.ndarray) -> "Photo":
@@ -62,7 +64,19 @@ class Photo:
     @property
     def pixels(self) -> np.ndarray:
         """uint8 RGB ``(h, w, 3)``; decoded from the file on every call, never kept."""
-        return self.array if self.array is not None else read_photo(self.path)
+        if self.array is not None:
+            return self.array
+        return read_photo(io.BytesIO(self.data), self.path) if self.data is not None else read_photo(self.path)
+
+    def portable(self) -> "Photo":
+        """This photo with its file's bytes in hand, so a process without the file can decode it."""
+        if self.path is None or self.data is not None:
+            return self
+        try:
+            data = self.path.read_bytes()
+        except OSError:
+            return self  # decoding will fail the same way, and say why, where it happens
+        return replace(self, data=data)
 
 
 def default_photos() -> list[Photo]:
@@ -85,9 +99,11 @@ def check_photo(path: Path) -> None:
         raise GalleryError(f"{str(path)!r} is too large ({exc})") from exc
 
 
-def read_photo(path: Path) -> np.ndarray:
-    """Decode one image file to uint8 RGB, or raise :class:`GalleryError` saying why not."""
+def read_photo(path, shown: Path | None = None) -> np.ndarray:
+    """Decode one image (a file's path, or its bytes as a file object) to uint8 RGB, or raise
+    :class:`GalleryError` saying why not; ``shown`` names it in messages."""
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    path_shown = shown if shown is not None else path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -96,11 +112,11 @@ def read_photo(path: Path) -> np.ndarray:
                 img.load()
                 pixels = to_rgb_uint8(img, MAX_SIDE)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise GalleryError(f"{str(path)!r} is not a readable image ({exc})") from exc
+        raise GalleryError(f"{str(path_shown)!r} is not a readable image ({exc})") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise GalleryError(f"{str(path)!r} is too large ({exc})") from exc
+        raise GalleryError(f"{str(path_shown)!r} is too large ({exc})") from exc
     if pixels.size == 0:
-        raise GalleryError(f"{str(path)!r} is an empty image")
+        raise GalleryError(f"{str(path_shown)!r} is an empty image")
     return pixels
 
 
