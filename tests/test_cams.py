@@ -140,3 +140,80 @@ def test_many_engines_on_one_model_leave_its_graph_readable():
     for layer in ("conv1", "conv2", "conv1"):
         CamEngine(model, layer)(_photo(), [1])
     assert default_layer(model) == "conv2"
+
+
+def flat_head_classifier(softmax: bool = False):
+    """conv → pool → conv (4×4×3) → flatten → dense: ∂y_c/∂A_ij^k = W[(i, j, k), c] varies over
+    space, and the map is 4×4 on an 8×8 photo, so upsampling is not the identity."""
+    import keras
+
+    keras.utils.set_random_seed(99)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(4, activation="softmax" if softmax else None, name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _head(model):
+    w = ops.convert_to_numpy(model.get_layer("head").kernel).reshape(4, 4, 3, 4)  # (h, w, k, classes)
+    return w, ops.convert_to_numpy(model.get_layer("head").bias)
+
+
+def _closed_form(method, a, w, c):
+    """α_k for class c from the flat head's gradient g = W[..., c] (constant in A)."""
+    g = w[..., c]
+    if method == "gradcam":
+        return g.mean(axis=(0, 1))
+    g2, g3 = g * g, g ** 3
+    denominator = 2 * g2 + a.sum(axis=(0, 1), keepdims=True) * g3
+    alpha = g2 / np.where(np.abs(denominator) > 1e-12, denominator, 1e-12)
+    return (alpha * np.maximum(g, 0)).sum(axis=(0, 1))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_unnormalised_maps_and_contributions_match_the_closed_form_with_a_spatial_gradient(method):
+    model = flat_head_classifier()
+    w, _ = _head(model)
+    photos = [_photo(seed=s) for s in range(3)]
+    engine = CamEngine(model, "c2", method)
+    maps, weights, a = engine.raw(photos, [[0, 1, 3]] * 3)
+    _, contributions = engine.explain_batch(photos, [[0, 1, 3]] * 3)
+    for i in range(3):
+        for n, c in enumerate([0, 1, 3]):
+            alpha = _closed_form(method, a[i], w, c)
+            np.testing.assert_allclose(weights[i, n], alpha, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(maps[i, n], np.maximum(a[i] @ alpha, 0), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(contributions[i][n], alpha * a[i].mean(axis=(0, 1)), rtol=1e-4, atol=1e-6)
+
+
+def _bilinear(a, size):
+    """Half-pixel-centred bilinear upsampling of ``(h, w, k)`` maps to ``size × size``, by hand."""
+    h = a.shape[0]
+    centres = (np.arange(size) + 0.5) * h / size - 0.5
+    lo = np.clip(np.floor(centres).astype(int), 0, h - 1)
+    hi = np.clip(lo + 1, 0, h - 1)
+    frac = np.clip(centres - lo, 0, 1)
+    rows = a[lo] * (1 - frac)[:, None, None] + a[hi] * frac[:, None, None]
+    return rows[:, lo] * (1 - frac)[None, :, None] + rows[:, hi] * frac[None, :, None]
+
+
+def test_scorecam_matches_the_closed_form_across_mask_chunks(monkeypatch):
+    from gallery.photos import cams
+
+    monkeypatch.setattr(cams, "MASK_BATCH", 2)  # 3 channels: one full chunk and one padded
+    model = flat_head_classifier(softmax=True)
+    photo = _photo(seed=5)
+    maps, weights, a = CamEngine(model, "c2", "scorecam").raw([photo], [[0, 2]])
+    x = photo.astype("float32")
+    up = _bilinear(a[0], 8)
+    low, span = up.min(axis=(0, 1)), up.max(axis=(0, 1)) - up.min(axis=(0, 1))
+    masks = np.where(span > 0, (up - low) / np.where(span > 0, span, 1), 0)
+    probs = ops.convert_to_numpy(model(np.stack([x * masks[..., k:k + 1] for k in range(3)])))
+    baseline = ops.convert_to_numpy(model(np.zeros((1, 8, 8, 3), "float32")))[0]
+    for n, c in enumerate([0, 2]):
+        alpha = probs[:, c] - baseline[c]
+        np.testing.assert_allclose(weights[0, n], alpha, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(maps[0, n], np.maximum(a[0] @ alpha, 0), rtol=1e-4, atol=1e-6)

@@ -25,13 +25,6 @@ def test_spectrum_scale_is_inverse_frequency():
     assert scale[4, 4] == pytest.approx(1 / np.sqrt(0.5))
 
 
-def test_decorrelation_matrix_has_unit_max_column_norm():
-    assert np.max(np.linalg.norm(params.COLOR_CORRELATION, axis=0)) == pytest.approx(1.0)
-    x = np.array([[1.0, 0.0, 0.0]], dtype="float32")
-    np.testing.assert_allclose(ops.convert_to_numpy(params.decorrelate(ops.convert_to_tensor(x))),
-                               params.COLOR_CORRELATION[:, 0][None], rtol=1e-6)
-
-
 @pytest.mark.parametrize("name", ["fourier", "pixel"])
 def test_parameterizations_give_bounded_images(name):
     init, image_fn = params.PARAMETERIZATIONS[name](12)

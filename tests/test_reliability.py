@@ -83,6 +83,7 @@ def test_kill_9_then_rerun_finishes_without_redoing_work(setup, moment, capsys):
         "pages": lambda: any((tmp / "site").rglob("*.html")) if (tmp / "site").is_dir() else False,
     }
     _wait(triggers[moment], proc)
+    assert proc.poll() is None, f"the build ended before it could be killed: {proc.stderr.read()[-2000:]}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = len(_records(tmp / "cache"))

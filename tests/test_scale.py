@@ -128,6 +128,7 @@ def test_a_killed_ray_driver_resumes(tmp_path, photo_dir, capsys):
         if (tmp_path / "cache").is_dir() and _filter_records(tmp_path / "cache") >= 3:
             break
         time.sleep(0.05)
+    assert proc.poll() is None, f"the build ended before it could be killed: {proc.stderr.read()[-2000:]}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = _filter_records(tmp_path / "cache")

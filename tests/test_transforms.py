@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 from keras import ops
 
 from gallery.render import transforms
@@ -61,12 +60,6 @@ def test_sample_matrices_are_seeded():
     b = transforms.sample_matrices(samplers, np.random.default_rng(7), 5, 32)
     assert a.shape == (5, 3, 3)
     np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.parametrize("kind,padding", [("lucid", transforms.PAD), ("standard", 0), ("none", 0)])
-def test_named_pipelines(kind, padding):
-    pad, samplers = transforms.pipeline(kind)
-    assert pad == padding and (len(samplers) > 0) == (kind != "none")
 
 
 def test_standard_is_lucid_cropped_to_the_tile():

@@ -70,7 +70,6 @@ class Cache:
     def __init__(self, root):
         self.root = Path(root)
         self.hits = 0
-        self.misses = 0
         self.damaged = 0
         self.stored = 0
         # Keys read back intact or written by this build: what ``--prune`` keeps. A pass
@@ -125,7 +124,6 @@ class Cache:
             record = json.loads(_read(record_path))
             data = _read(data_path)
         except FileNotFoundError:
-            self.misses += 1
             return None
         except (OSError, ValueError) as exc:  # a folder, a link, a file where the shard folder goes
             return self._damaged(key, f"unreadable ({type(exc).__name__})")
@@ -180,7 +178,6 @@ class Cache:
 
     def _damaged(self, key: str, why: str):
         self.damaged += 1
-        self.misses += 1
         log(f"cache: entry {key[:12]} is damaged ({why}); recomputing it")
         data_path, record_path = self._paths(key)
         for folder in (data_path.parent.parent, data_path.parent):

@@ -26,7 +26,12 @@ from .cache import make_key, number
 MAIN = "channel"  # the variant every filter gets; the others are extra images
 PHOTO_SIDE = 640  # photos are published no larger than this
 PHOTO_BATCH = 8  # photos per unit: one forward pass
-SCHEMA = 4  # photo entries; 4: CAMs are keyed by the rank of their class, not the class
+PHOTO_SCHEMA = 4  # what photo entries hold; 4: CAMs are keyed by the rank of their class, not the class
+# How filter images are made, beyond the settings in their key: bump it whenever the same
+# settings would give other pixels (a transform that changes meaning, a new loop), so old
+# tiles are recomputed rather than reused by luck. Named in keys from 2 on, so the tiles of
+# version 1 caches stay valid.
+FILTER_ALGORITHM = 1
 
 
 def _count(value) -> bool:
@@ -71,7 +76,7 @@ class Job:
         return (MAIN, *[v for v in self.variants if v != MAIN])
 
     def photo_key(self, kind: str, digest: str, **parts) -> str:
-        common = {"model": self.fingerprint, "preprocess": self.preprocess, "input": list(self.input), "v": SCHEMA}
+        common = {"model": self.fingerprint, "preprocess": self.preprocess, "input": list(self.input), "v": PHOTO_SCHEMA}
         return make_key(kind=kind, photo=digest, **common, **parts)
 
 
@@ -130,8 +135,9 @@ def filter_units(job: Job) -> list[FilterUnit]:
 
 
 def filter_key(job: Job, layer: str, index: int, variant: str, copy: int) -> str:
+    version = {"algorithm": FILTER_ALGORITHM} if FILTER_ALGORITHM != 1 else {}
     return make_key(kind="filter", model=job.fingerprint, layer=layer, filter=index, variant=variant, copy=copy,
-                    preprocess=job.preprocess, **job.render.key())
+                    preprocess=job.preprocess, **job.render.key(), **version)
 
 
 def _filter_entries(job, variant, layer, indices) -> tuple[Entry, ...]:

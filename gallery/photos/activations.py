@@ -19,11 +19,6 @@ def input_size(model: keras.Model, fallback: int = 224) -> tuple[int, int]:
     return (int(h) if h else fallback, int(w) if w else fallback)
 
 
-def model_input(model: keras.Model, photo: np.ndarray, preprocess=None, fallback: int = 224):
-    """A uint8 photo → a preprocessed ``(1, h, w, 3)`` float batch at the model's input size."""
-    return model_inputs(model, [photo], preprocess, fallback)
-
-
 def model_inputs(model: keras.Model, photos: Sequence[np.ndarray], preprocess=None, fallback: int = 224):
     """uint8 photos of any sizes → one preprocessed ``(B, h, w, 3)`` batch at the input size."""
     h, w = input_size(model, fallback)
@@ -69,8 +64,3 @@ class Activations:
 def feature_maps(model, image: np.ndarray, layer: str, *, preprocess=None) -> np.ndarray:
     """The output of ``layer`` on a uint8 RGB photo: float32 ``(h, w, channels)``."""
     return Activations(model, [layer], preprocess).feature_maps(image)[graph.locate(model, layer).name]
-
-
-def top_k(probabilities: np.ndarray, names: list[str], k: int = 5) -> list[dict]:
-    order = np.argsort(-probabilities)[:k]
-    return [{"index": int(i), "name": names[i], "probability": float(probabilities[i])} for i in order]

@@ -156,13 +156,13 @@ class CamEngine:
         maps, contributions = self.explain_batch([photo], [classes])
         return maps[0], contributions[0]
 
-    def explain_batch(self, photos: Sequence[np.ndarray], classes: Sequence[Sequence[int]]):
-        """For each photo, ``(maps, contributions)`` lists over the photos.
+    def raw(self, photos: Sequence[np.ndarray], classes: Sequence[Sequence[int]]):
+        """``(maps, weights, activations)`` at the layer, before any upsampling or scaling.
 
-        ``maps[i]``: ``(n, H_i, W_i)`` float32 in ``[0, 1]`` at photo ``i``'s size.
-        ``contributions[i]``: ``(n, k)``, each channel's share of the map before the ReLU,
-        ``α_k · mean_ij A_ij^k``. The photos go through the model as one batch; every
-        photo must ask for the same number of classes.
+        ``maps``: ``(B, n, h, w)``, ``ReLU(Σ_k α_k A_k)`` for each photo and class;
+        ``weights``: ``(B, n, k)``, the method's ``α_k``; ``activations``: ``A``, ``(B, h, w, k)``.
+        The photos go through the model as one batch; every photo must ask for the same
+        number of classes.
         """
         wanted = np.asarray([list(c) for c in classes], dtype="int64")
         if wanted.ndim != 2 or len(wanted) != len(photos):
@@ -174,9 +174,18 @@ class CamEngine:
         a = self._features(x)
         weights = self.weigh(Evidence(self, x, a, wanted))  # (B, n, k)
         maps = ops.relu(ops.sum(weights[:, :, None, None, :] * a[:, None], axis=-1))
-        maps = ops.convert_to_numpy(maps).astype("float32")
-        mean_activation = ops.convert_to_numpy(ops.mean(a, axis=(1, 2))).astype("float32")
-        contributions = ops.convert_to_numpy(weights).astype("float32") * mean_activation[:, None, :]
+        return (ops.convert_to_numpy(maps).astype("float32"), ops.convert_to_numpy(weights).astype("float32"),
+                ops.convert_to_numpy(a).astype("float32"))
+
+    def explain_batch(self, photos: Sequence[np.ndarray], classes: Sequence[Sequence[int]]):
+        """For each photo, ``(maps, contributions)`` lists over the photos.
+
+        ``maps[i]``: ``(n, H_i, W_i)`` float32 in ``[0, 1]``: :meth:`raw`'s maps upsampled to
+        photo ``i``'s size and scaled by their maximum. ``contributions[i]``: ``(n, k)``, each
+        channel's share of the map before the ReLU, ``α_k · mean_ij A_ij^k``.
+        """
+        maps, weights, a = self.raw(photos, classes)
+        contributions = weights * a.mean(axis=(1, 2))[:, None, :]
         out = []
         for photo, photo_maps in zip(photos, maps):
             height, width = photo.shape[:2]

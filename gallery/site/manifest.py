@@ -14,7 +14,7 @@ import keras
 from ..model import graph
 from .slugs import assign
 
-SCHEMA = 4  # 4: pending filters and photos, and the build status; 3: filters carry variant images
+MANIFEST_SCHEMA = 4  # 4: pending filters and photos, and the build status; 3: filters carry variant images
 
 
 def versions() -> dict[str, str]:
@@ -177,7 +177,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
         })
 
     manifest = {
-        "schema": SCHEMA,
+        "schema": MANIFEST_SCHEMA,
         "model": model_info,
         "page": f"{base}/index.html",
         "layers": layers,
