@@ -1,148 +1,207 @@
 #!/usr/bin/env python
-"""Seconds per filter for filter rendering, as ratios against baselines run in the same process.
+"""Filter rendering against its peers at equal quality: the time each needs to reach the
+robust activation of the tiles the keras.io loop publishes at 32 steps.
 
-    python bench/filters.py [--model PATH] [--layer block5_conv3] [--size 128] [--steps 32] [--filters 4] [--rounds 3]
+    python bench/filters.py [--layers block3_conv1,block5_conv3] [--filters 8] [--size 128]
+                            [--keras-io-lr 907] [--rounds 1]
 
-Compares, on the same layer, size and steps:
-  * ``gallery``: the gallery's renderer (Fourier parameterization, robustness transforms,
-    pre-activation objective), filters batched;
-  * ``gallery, batch 1``: the same, one filter per optimization;
-  * ``keras-io loop``: the keras.io "visualizing what convnets learn" method, one filter at a
-    time: a truncated feature extractor, plain pixels, a ``tf.function`` gradient-ascent
-    step on the mean post-ReLU activation (TensorFlow backend only).
+Methods, each timed on the same filters of the same layer at the same tile size, every
+model and compiled function built and traced outside the timing:
 
-Absolute times on shared machines are noisy; the ratios within one run are the figures.
+* ``gallery``: the CPU default preset (Fourier parameterization with a 1/f^1.5
+  spectrum, decorrelated colour, robustness transforms, full-size Adam steps of 0.2, the
+  filters batched), at several step counts (the preset itself takes 64);
+* ``keras.io``: the loop of "Visualizing what convnets learn" (F. Chollet, 2020), one
+  filter at a time: uniform noise near grey, the mean post-ReLU activation (2 pixels of
+  border left out), L2-normalised gradient steps. keras.io steps 10 on 180 px images in
+  [-1, 1], about 4 grey levels per pixel per step; here pixels are caffe-scaled 0–255 at
+  ``--size``, and ``--keras-io-lr`` (887 at 128 px) is the step that moves them as much;
+  tiles are its own ``deprocess_image``, without the crop, so sizes match;
+* ``tf-keras-vis`` (``pip install -e ".[bench]"``): ``ActivationMaximization`` with its
+  defaults (RMSprop, jitter and rotation, TV and norm regularizers), run eagerly as that
+  library does, one filter at a time.
+
+Every method's saved 8-bit tiles are scored identically, by ``tests/tile_scores.py``:
+*plain* (mean pre-activation), *robust* (the same over 16 fixed jitters, scales and
+rotations) and *HF* (spectral power above half Nyquist: white noise 0.80). The headline
+is the time to reach keras.io's 32-step robust activation; a method that never does
+within its step counts says so. Absolute times on shared machines are noisy; compare
+within one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "vgg16_hed_notop.keras"
+KERAS_IO_STEP = 4.0  # grey levels per pixel per step that keras.io's lr of 10 gives at 180 px in [-1, 1]
 
 
-def keras_io_baseline(model, layer_name, size, steps, filters):
-    """One filter at a time, as in the keras.io example (F. Chollet, 2020)."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    extractor = keras.Model(model.inputs, model.get_layer(layer_name).output)
-
-    @tf.function
-    def step(image, index, lr):
-        with tf.GradientTape() as tape:
-            tape.watch(image)
-            activation = extractor(image)
-            loss = tf.reduce_mean(activation[:, 2:-2, 2:-2, index])
-        grads = tf.math.l2_normalize(tape.gradient(loss, image))
-        return image + lr * grads
-
-    for index in filters:
-        image = tf.random.uniform((1, size, size, 3)) * 20 + 128 - 10 - 123.68  # caffe-centred
-        for _ in range(steps):
-            image = step(image, tf.constant(index), tf.constant(10.0))
-        np.asarray(image)
+def keras_io_lr(size: int) -> float:
+    """The L2-normalised step that moves caffe-scaled pixels as far as keras.io's does."""
+    return KERAS_IO_STEP * math.sqrt(size * size * 3)
 
 
-def tf_keras_vis_baseline(model, layer_name, size, steps, filters):
-    """tf-keras-vis ActivationMaximization (its defaults: Adam, jitter, rotation, TV and
-    norm regularizers), one filter per call, on the model cut at the layer."""
-    import keras
-    from tf_keras_vis.activation_maximization import ActivationMaximization
-    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
-    from tf_keras_vis.utils.scores import CategoricalScore
+class KerasIo:
+    """keras.io's loop, built once: extractor and ``tf.function`` step traced outside timing."""
 
-    inputs = keras.Input((size, size, 3))
-    x = inputs
-    for layer in model.layers[1:]:
-        x = layer(x)
-        if layer.name == layer_name:
-            break
-    maximizer = ActivationMaximization(keras.Model(inputs, x), model_modifier=[ReplaceToLinear()])
-    for index in filters:
-        maximizer(CategoricalScore(index), steps=steps)
+    def __init__(self, model, layer, size, lr):
+        import keras
+        import tensorflow as tf
+
+        self.size, self.lr = size, lr
+        self.extractor = keras.Model(model.input, model.get_layer(layer).output)
+
+        @tf.function
+        def step(image, index):
+            with tf.GradientTape() as tape:
+                tape.watch(image)
+                activation = self.extractor(image)
+                loss = tf.reduce_mean(tf.gather(activation, index, axis=-1)[:, 2:-2, 2:-2])
+            return image + self.lr * tf.math.l2_normalize(tape.gradient(loss, image))
+
+        self.step = step
+        self.render([0], 1)  # trace
+
+    def render(self, filters, steps):
+        import tensorflow as tf
+
+        tiles = []
+        for index in filters:
+            rng = np.random.default_rng(index)
+            # keras.io: uniform noise, (u - 0.5) * 0.25 in [-1, 1]: grey ± 16 levels; caffe-centred.
+            rgb = 127.5 + (rng.uniform(size=(1, self.size, self.size, 3)) - 0.5) * 0.25 * 127.5
+            image = tf.constant((rgb[..., ::-1] - [103.939, 116.779, 123.68]).astype("float32"))
+            for _ in range(steps):
+                image = self.step(image, tf.constant(index))
+            tiles.append(deprocess(np.asarray(image)[0]))
+        return np.stack(tiles)
 
 
-def timed(fn, repeats=1):
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+def deprocess(x):
+    """keras.io's ``deprocess_image`` without the crop; the model's input is BGR."""
+    x = x - x.mean()
+    x = x / (x.std() + 1e-5) * 0.15 + 0.5
+    return (np.clip(x, 0, 1) * 255).astype("uint8")[..., ::-1]
+
+
+class TfKerasVis:
+    """tf-keras-vis's ``ActivationMaximization`` on the model cut at the layer (eager, RMSprop)."""
+
+    def __init__(self, model, layer, size):
+        import keras
+        from tf_keras_vis.activation_maximization import ActivationMaximization
+        from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+
+        copy = keras.models.clone_model(model)  # calling its layers anew must leave the original's graph alone
+        copy.set_weights(model.get_weights())
+        inputs = keras.Input((size, size, 3))
+        x = inputs
+        for part in copy.layers[1:]:
+            x = part(x)
+            if part.name == layer:
+                break
+        self.maximizer = ActivationMaximization(keras.Model(inputs, x), model_modifier=[ReplaceToLinear()])
+        self.render([0], 1)
+
+    def render(self, filters, steps):
+        from tf_keras_vis.utils.scores import CategoricalScore
+
+        tiles = [self.maximizer(CategoricalScore(i), steps=steps)[0] for i in filters]
+        return np.clip(np.stack(tiles), 0, 255).astype("uint8")
+
+
+class Gallery:
+    """The CPU default preset, at each step count the bench asks for."""
+
+    def __init__(self, model, layer, size):
+        from gallery import presets
+        from gallery.config import RenderSettings
+        from gallery.render.optimize import FilterRenderer
+
+        self.renderers = {}
+        self.make = lambda steps, n: FilterRenderer(model, layer, RenderSettings(
+            **{**presets.resolve("default", None, {"size": size, "steps": steps}), "batch": n}), "caffe")
+
+    def prepare(self, steps, n):
+        if steps not in self.renderers:
+            self.renderers[steps] = self.make(steps, n)
+            self.renderers[steps].render(list(range(n)))  # compile every stage outside the timing
+
+    def render(self, filters, steps):
+        self.prepare(steps, len(filters))
+        return self.renderers[steps].render(list(filters))[0]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--preprocess", default="caffe")
-    parser.add_argument("--layer", default="block5_conv3")
+    parser.add_argument("--layers", default="block3_conv1,block5_conv3")
+    parser.add_argument("--filters", type=int, default=8)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--filters", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--keras-io-lr", type=float, default=None, help="default: matched per pixel, see above")
+    parser.add_argument("--gallery-steps", default="8,12,16,24,32,64")
+    parser.add_argument("--peer-steps", default="16,32,64")
     args = parser.parse_args()
     if not args.model.is_file():
         sys.exit(f"model {args.model} not found (the offline fixtures live in ../shared/models)")
 
     import keras
 
+    if keras.backend.backend() != "tensorflow":
+        sys.exit("bench/filters.py compares with TensorFlow loops: run it with the TensorFlow backend")
     from gallery import load_model
-    from gallery.config import HALF_THEN_FULL, RenderSettings
-    from gallery.render.optimize import FilterRenderer
+    from tests.tile_scores import Scorer, high_frequency
 
     model = load_model(str(args.model))
     filters = list(range(args.filters))
+    lr = args.keras_io_lr or keras_io_lr(args.size)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; "
-          f"keras {keras.__version__} backend {keras.backend.backend()}")
-    print(f"layer {args.layer}, size {args.size}, steps {args.steps}, {len(filters)} filters")
-
-    def ours(batch, **options):
-        settings = RenderSettings(size=args.size, steps=args.steps, batch=batch, **options)
-        renderer = FilterRenderer(model, args.layer, settings, args.preprocess)
-        renderer.render(filters[:batch])  # compile every stage outside the timing
-
-        def run():
-            for start in range(0, len(filters), batch):
-                renderer.render(filters[start:start + batch])
-        return run
-
-    n = len(filters)
-    runs = {
-        "gallery": ours(n, scales=HALF_THEN_FULL),
-        "gallery, full-size steps": ours(n, scales=(1.0,)),
-        "gallery, Lucid's padded canvas": ours(n, scales=(1.0,), transforms="lucid"),
-        "gallery, batch 1": ours(1, scales=HALF_THEN_FULL),
-    }
-    counts = dict.fromkeys(runs, n)
-    if keras.backend.backend() == "tensorflow":
-        keras_io_baseline(model, args.layer, args.size, 1, filters[:1])  # trace once
-        runs["keras-io loop"] = lambda: keras_io_baseline(model, args.layer, args.size, args.steps, filters)
-        counts["keras-io loop"] = n
+          f"keras {keras.__version__}, backend {keras.backend.backend()}; {args.filters} filters at {args.size} px; "
+          f"keras.io step {lr:.0f}")
+    for layer in args.layers.split(","):
+        scorer = Scorer(model, layer)
+        methods = {"gallery": (Gallery(model, layer, args.size), [int(s) for s in args.gallery_steps.split(",")]),
+                   "keras.io": (KerasIo(model, layer, args.size, lr), sorted({32, *map(int, args.peer_steps.split(","))}))}
         try:
-            tf_keras_vis_baseline(model, args.layer, args.size, 1, filters[:1])
-            runs["tf-keras-vis"] = lambda: tf_keras_vis_baseline(model, args.layer, args.size, args.steps, filters[:2])
-            counts["tf-keras-vis"] = 2
+            methods["tf-keras-vis"] = (TfKerasVis(model, layer, args.size), [int(s) for s in args.peer_steps.split(",")])
         except ImportError:
-            print("tf-keras-vis is not installed (pip install -e '.[bench]'); skipping it")
-    # Rounds in rotating order, best of each: shared machines drift by 2x within minutes.
-    results = dict.fromkeys(runs, float("inf"))
-    names = list(runs)
-    for r in range(args.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            results[name] = min(results[name], timed(runs[name]) / counts[name])
-    base = results["gallery"]
-    print(f"{'method':<32} {'s/filter':>9} {'gallery is faster by':>21}")
-    for name, seconds in results.items():
-        print(f"{name:<32} {seconds:9.3f} {seconds / base:20.2f}x")
+            print("tf-keras-vis is not installed (pip install -e '.[bench]'); left out")
+        rows = []
+        for name, (method, step_counts) in methods.items():
+            for steps in step_counts:
+                if hasattr(method, "prepare"):
+                    method.prepare(steps, len(filters))
+                start = time.perf_counter()
+                tiles = method.render(filters, steps)
+                seconds = time.perf_counter() - start
+                rows.append((name, steps, seconds, scorer.plain(tiles, filters).mean(),
+                             scorer.robust(tiles, filters).mean(), high_frequency(tiles).mean()))
+        target = next(r[4] for r in rows if r[0] == "keras.io" and r[1] == 32)
+        base = next(r[2] for r in rows if r[0] == "keras.io" and r[1] == 32)
+        print(f"\n{layer}: keras.io's 32-step robust activation is {target:.1f}, reached in {base:.2f}s")
+        print(f"{'method':<14} {'steps':>5} {'seconds':>8} {'plain':>8} {'robust':>8} {'HF':>5}")
+        for name, steps, seconds, plain, robust, hf in rows:
+            print(f"{name:<14} {steps:>5} {seconds:>8.2f} {plain:>8.1f} {robust:>8.1f} {hf:>5.2f}")
+        for name in methods:
+            reached = [r for r in rows if r[0] == name and r[4] >= target]
+            if reached:
+                first = min(reached, key=lambda r: r[2])
+                print(f"time to keras.io's 32-step robust activation, {name}: {first[2]:.2f}s at {first[1]} steps, "
+                      f"{first[2] / base:.2f}x keras.io's time (HF {first[5]:.2f})")
+            else:
+                print(f"time to keras.io's 32-step robust activation, {name}: not reached within "
+                      f"{max(r[1] for r in rows if r[0] == name)} steps")
 
 
 if __name__ == "__main__":

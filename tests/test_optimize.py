@@ -186,3 +186,13 @@ def test_compiling_ahead_in_threads_gives_the_same_tiles(tmp_path, monkeypatch):
     # Per (variant, layer), its batch sizes in filters: diversity's 4 copies make 1 filter a batch.
     assert sorted(prepared) == [("channel", "conv1", [1, 4]), ("channel", "conv2", [2]),
                                 ("diversity", "conv1", [1]), ("diversity", "conv2", [1])]
+
+
+def test_visualize_filters_with_no_settings_gives_the_default_builds_tiles(monkeypatch):
+    from gallery.presets import PRESETS
+
+    monkeypatch.setattr(grad, "accelerator", lambda: None)  # the CPU default, on any machine
+    model = tiny_classifier()
+    defaults = {k: v for k, v in PRESETS["default"]["cpu"].items() if k != "variants"}
+    expected = FilterRenderer(model, "conv2", RenderSettings(**defaults)).render([0, 3])[0]
+    np.testing.assert_array_equal(visualize_filters(model, "conv2", [0, 3]), expected)

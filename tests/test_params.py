@@ -25,6 +25,27 @@ def test_spectrum_scale_is_inverse_frequency():
     assert scale[4, 4] == pytest.approx(1 / np.sqrt(0.5))
 
 
+def test_spectrum_decay_is_the_slope_and_reaches_the_image():
+    steep = params.spectrum_scale(8, 8, decay=1.5)
+    assert steep[0, 4] == pytest.approx(2.0 ** 1.5) and steep[0, 1] == pytest.approx(8.0 ** 1.5)
+    # The renderer's parameterization carries the slope: the same parameters give another image.
+    p = ops.convert_to_tensor(np.random.default_rng(0).normal(size=(1, 2, 3, 8, 5)).astype("float32"))
+    pink, steeper = (ops.convert_to_numpy(params.parameterize("fourier", 8, d)[1](p)) for d in (1.0, 1.5))
+    expected = ops.convert_to_numpy(params.fourier(8, decay=1.5)[1](p))
+    np.testing.assert_allclose(steeper, expected, atol=1e-6)
+    assert np.abs(pink - steeper).max() > 0.01
+
+
+def test_render_settings_name_a_bad_step_or_slope():
+    from gallery.config import RenderSettings
+    from gallery.errors import GalleryError
+
+    for bad in ({"learning_rate": -0.1}, {"decay": float("nan")}, {"learning_rate": "fast"}):
+        with pytest.raises(GalleryError, match=repr(next(iter(bad.values())))):
+            RenderSettings(**bad)
+    assert RenderSettings(decay=1.5).key()["decay"] == 1.5 and "decay" not in RenderSettings(decay=1.0).key()
+
+
 @pytest.mark.parametrize("name", ["fourier", "pixel"])
 def test_parameterizations_give_bounded_images(name):
     init, image_fn = params.PARAMETERIZATIONS[name](12)

@@ -130,17 +130,33 @@ def test_cams_are_faithful_keeping_their_top_pixels_keeps_the_class(efficientnet
     assert (top > bottom).mean() >= 0.6, (top, bottom)
 
 
+def _saved_tile_peaks(model, layer, filters, settings):
+    """``(peaks, recorded)``: each tile's strongest unit, scored from its saved PNG by the
+    tests' own path, and the activation the renderer recorded for it."""
+    from gallery.imaging import encode_png
+
+    from .tile_scores import Scorer, decode
+
+    tiles, recorded = FilterRenderer(model, layer, settings, "caffe").render(filters)
+    saved = np.stack([decode(encode_png(tile)) for tile in tiles])
+    scorer = Scorer(model, layer)
+    np.testing.assert_allclose(scorer.plain(saved, filters), recorded, rtol=1e-3, atol=1e-2)
+    return scorer.peak(saved, filters), scorer
+
+
 @pytest.mark.parametrize("layer", ["block3_conv1", "block4_conv2", "block5_conv3"])
-def test_vgg16_tiles_excite_their_filter_far_more_than_photos(layer, samples):
-    """Faithfulness: each saved 8-bit tile, fed back through the network, drives its own
-    filter's mean pre-activation well above the best of the natural sample photos."""
+def test_vgg16_tiles_excite_their_filter_more_than_any_photo(layer, samples):
+    """Faithfulness: each saved 8-bit tile drives its filter's strongest unit above the
+    strongest unit of any sample photo. Peak against peak: at block5 the photos' *mean*
+    pre-activations are all negative, so a bar on means would pass noise."""
     model = load_model(str(SHARED_MODELS / "vgg16_hed_notop.keras"))
     filters = [0, 1, 2, 3]
-    renderer = FilterRenderer(model, layer, RenderSettings(size=96, steps=64, batch=4), "caffe")
-    tiles, reached = renderer.render(filters)
-    np.testing.assert_allclose(renderer.activation(tiles, filters), reached, rtol=1e-5, atol=1e-4)
     photos = np.stack(list(samples.values()))
-    for f, tile_value in zip(filters, reached):
-        on_photos = renderer.activation(photos, [f] * len(photos))
-        best = max(float(on_photos.max()), 0.0)
-        assert tile_value > 2.0 * best + 1.0, (layer, f, tile_value, on_photos)
+    peaks, scorer = _saved_tile_peaks(model, layer, filters, RenderSettings(size=96, batch=4))
+    best = np.array([scorer.peak(photos, [f] * len(photos)).max() for f in filters])
+    assert (peaks > best).all(), (layer, peaks, best)
+    if layer == "block5_conv3":
+        # The bar must reject what an optimizer that does nothing publishes: its noise.
+        idle, _ = _saved_tile_peaks(model, layer, filters, RenderSettings(size=96, steps=8, batch=4,
+                                                                            learning_rate=0.0))
+        assert not (idle > best).all(), (idle, best)

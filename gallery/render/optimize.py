@@ -69,7 +69,7 @@ class FilterRenderer:
         self._loop_input = self.to_input if fast is model else graph.input_fn(fast, graph.locate(fast, layer))
         self.preprocess = prep.resolve(preprocess)
         self.padding, self.samplers = transforms.pipeline(settings.transforms)
-        self._init, self._image_fn = params.PARAMETERIZATIONS[settings.parameterization](settings.size)
+        self._init, self._image_fn = params.parameterize(settings.parameterization, settings.size, settings.decay)
         self.conv = self.path.layer
         self.channels = _channel_count(self.conv)
         self._loops: dict = {}
@@ -258,14 +258,19 @@ def channel_count(model: keras.Model, layer: str) -> int:
     return _channel_count(graph.locate(model, layer).layer)
 
 
-def visualize_filters(model, layer: str, filters, *, size: int = 128, steps: int = 128, seed: int = 0,
-                      preprocess=None, batch: int = 32) -> np.ndarray:
+def visualize_filters(model, layer: str, filters, *, size: int | None = None, steps: int | None = None,
+                      seed: int = 0, preprocess=None, batch: int | None = None, preset: str = "default") -> np.ndarray:
     """Activation-maximization images for ``filters`` of ``layer``: uint8 ``(n, size, size, 3)``.
 
-    Exactly what the gallery's tiles show for the same settings.
+    Settings not given come from ``preset`` for this machine's device, as the CLI's do: with
+    none given on a CPU, these are exactly the tiles of a default build.
     """
-    settings = RenderSettings(size=size, steps=steps, seed=seed, batch=batch)
+    from .. import presets
+
+    chosen = presets.resolve(preset, grad.accelerator(), {"size": size, "steps": steps, "batch": batch})
+    chosen.pop("variants", None)
+    settings = RenderSettings(seed=seed, **chosen)
     renderer = FilterRenderer(model, layer, settings, preprocess)
     filters = list(filters)
-    chunks = [renderer.render(filters[i:i + batch])[0] for i in range(0, len(filters), batch)]
-    return np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), "uint8")
+    chunks = [renderer.render(filters[start:start + length])[0] for start, length in spans(len(filters), settings.batch)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, settings.size, settings.size, 3), "uint8")

@@ -81,6 +81,10 @@ def irfft2(re, im, bases):
 def fourier(size: int, decorrelated: bool = True, sd: float = 0.01, decay: float = 1.0):
     """Fourier-space parameterization with 1/f scaling (Lucid's ``fft_image``).
 
+    ``decay`` is the slope of the amplitude spectrum: Lucid's 1 gives natural images'
+    pink spectrum; a steeper slope gives coarse structure larger steps and fine detail
+    smaller ones.
+
     Params have shape ``(batch, 2, 3, size, size // 2 + 1)``: real and imaginary parts of
     each colour channel's half spectrum. The division by 4 follows Lucid's scale for
     sigmoid outputs.
@@ -98,3 +102,8 @@ def fourier(size: int, decorrelated: bool = True, sd: float = 0.01, decay: float
 
 
 PARAMETERIZATIONS = {"fourier": fourier, "pixel": pixel}
+
+
+def parameterize(name: str, size: int, decay: float = 1.0):
+    """``(init, image_fn)`` of parameterization ``name``; ``decay`` is the Fourier one's slope."""
+    return fourier(size, decay=decay) if name == "fourier" else PARAMETERIZATIONS[name](size)
