@@ -14,12 +14,13 @@ from pathlib import Path
 from . import presets
 from .config import (DIVERSE_COPIES, EXECUTORS, PRECISIONS, STEP_TRANSFORMS, VARIANT_NAMES, BuildConfig, RenderSettings,
                      default_cache_dir, parse_filter_slice, public_command, valid_scales)
+from .console import native_quiet
 from .errors import GalleryError
 from .presets import PRESETS
 
 PREPROCESS = ("caffe", "tf", "torch", "none")
 BACKENDS = ("tensorflow", "jax", "torch")
-CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
+CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam", "cam")
 
 
 def _integer(text: str, minimum: int, expected: str) -> int:
@@ -134,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", type=Path, metavar="PATH",
                    help="photo files and/or folders (default: bundled sample photos)")
     p.add_argument("--cam-layers", type=_names, metavar="a,b", help="layers for Grad-CAM (default: the last conv layer)")
-    p.add_argument("--cam-method", type=_methods, default=("gradcam",), metavar="gradcam,gradcam++,scorecam",
+    p.add_argument("--cam-method", type=_methods, default=("gradcam",), metavar="gradcam,gradcam++,scorecam,layercam,cam",
                    help="CAM methods, comma-separated (default: gradcam)")
     p.add_argument("--top-k", type=_positive, default=5, help="predicted classes per photo (default: 5)")
     p.add_argument("--photo-pages", type=_pages, default=48, metavar="N|all",
@@ -158,7 +159,9 @@ def parser() -> argparse.ArgumentParser:
                         "of a smaller machine)")
     p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: Keras's own setting)")
     p.add_argument("--unsafe", action="store_true", help="allow model files that carry code (Lambda layers)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--list-layers", action="store_true",
+                   help="print the model's conv layers with output shapes and filter counts, and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and the backend's own start-up lines")
     return p
 
 
@@ -195,7 +198,22 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         os.environ["KERAS_BACKEND"] = args.backend
     try:
+        # The backend's native start-up lines (no CUDA driver, cuInit 303, CPU features)
+        # say nothing about the build and bury its first lines; --debug shows them.
+        with native_quiet(enabled=not args.debug):
+            from .model import grad
+
+            grad.accelerator()  # starts the devices now, under the quiet
+
         config = config_from(args, argv)
+        if args.list_layers:
+            from .build import pipeline
+
+            try:
+                print("\n".join(pipeline.layer_listing(config)), flush=True)
+            except BrokenPipeError:  # `| head` closed the pipe: not an error
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         if args.cache_info:
             from .build.cache import Cache
 

@@ -8,7 +8,10 @@ escapes instead of being sent raw.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import tempfile
 import unicodedata
 
 
@@ -26,3 +29,32 @@ def log(*lines: str, stream=None) -> None:
 
 def warn(message: str) -> None:
     log(f"warning: {message}")
+
+
+@contextlib.contextmanager
+def native_quiet(enabled: bool = True):
+    """Hold back what native libraries write straight to file descriptor 2 while they start.
+
+    TensorFlow and XLA log from C++ before absl is initialised, so ``TF_CPP_MIN_LOG_LEVEL``
+    cannot silence them (tensorflow/tensorflow#100442): "Could not find cuda drivers",
+    "failed call to cuInit", CPU-feature notices. They are kept in a temporary file and
+    dropped if the block succeeds, or replayed before its error if it fails.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -55,7 +55,7 @@ def _run(argv, capsys):
     (["--layers", ","], "--layers: expected comma-separated layer names"),
     (["--model", "x.keras", "--bogus"], "unrecognized arguments: --bogus"),
     (["--weights", "missing.h5"], "weights file 'missing.h5' does not exist"),
-    (["--cam-method", "lime"], "--cam-method: expected methods from gradcam, gradcam++, scorecam, got 'lime'"),
+    (["--cam-method", "lime"], "--cam-method: expected methods from gradcam, gradcam++, scorecam, layercam, cam, got 'lime'"),
     (["--photo-pages", "some"], "--photo-pages: expected a number of photos (0 or more) or 'all', got 'some'"),
     (["--photo-pages", "-2"], "--photo-pages: expected a number of photos (0 or more) or 'all', got '-2'"),
     (["--examples", "0"], "--examples: expected a positive integer, got '0'"),
@@ -273,3 +273,49 @@ def test_cache_info_refuses_a_folder_that_is_not_a_cache(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     code, err = _run(["--cache-info", "--cache", tmp_path], capsys)
     assert code == 2 and f"--cache {str(tmp_path)!r} is not a cnn-gallery cache" in err
+
+
+def test_a_model_file_without_preprocessing_is_warned_about_once_chosen_never(tmp_path, capsys, model_file):
+    from .conftest import tiny_transfer
+
+    base = ["--size", "16", "--steps", "1", "--filters", "0:1", "--out", tmp_path / "o", "--cache", tmp_path / "c"]
+    code, err = _run(["--model", model_file, *base], capsys)
+    assert code == 0 and "tiny.keras gets no input preprocessing" in err and "--preprocess caffe" in err, err
+    code, err = _run(["--model", model_file, "--preprocess", "none", *base], capsys)  # chosen: no warning
+    assert code == 0 and "gets no input" not in err, err
+    tiny_transfer().save(tmp_path / "scaled.keras")  # rescales its own pixels
+    code, err = _run(["--model", tmp_path / "scaled.keras", *base[:-4], "--out", tmp_path / "o2",
+                      "--cache", tmp_path / "c2"], capsys)
+    assert code == 0 and "gets no input" not in err, err
+
+
+def test_a_build_prints_its_own_lines_not_the_frameworks(tmp_path, model_file):
+    """No TensorFlow/XLA start-up log (CUDA drivers, cuInit, CPU features) on a machine without a GPU."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    run = subprocess.run([sys.executable, str(ROOT / "build.py"), "--model", str(model_file), "--preprocess", "none",
+                          "--size", "16", "--steps", "1", "--filters", "0:1", "--out", str(tmp_path / "o"),
+                          "--cache", str(tmp_path / "c")], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    noise = [line for line in (run.stdout + run.stderr).splitlines()
+             if line[:5] in ("I0000", "W0000", "E0000") or "cuInit" in line or "cuda" in line.lower()]
+    assert not noise, noise
+
+
+def test_list_layers_prints_every_conv_layer_and_exits(tmp_path, capsys):
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = inputs
+    for i in range(14):
+        x = keras.layers.Conv2D(i + 1, 1, name=f"conv_{i:02d}")(x)
+    keras.Model(inputs, x, name="deep").save(tmp_path / "deep.keras")
+    code = main(["--model", str(tmp_path / "deep.keras"), "--list-layers", "--out", str(tmp_path / "o")])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and out[0].startswith("deep: 14 conv layers, 105 filters"), out
+    assert out[1].split() == ["layer", "type", "output", "filters"]
+    assert [line.split() for line in out[2:]] == [[f"conv_{i:02d}", "Conv2D", f"8×8×{i + 1}", str(i + 1)]
+                                                  for i in range(14)]
+    assert not (tmp_path / "o").exists()  # nothing built
+    code, err = _run(["--model", tmp_path / "deep.keras", "--layers", "conv_13x", "--out", tmp_path / "o",
+                      "--cache", tmp_path / "c"], capsys)
+    assert code == 2 and "did you mean 'conv_13'" in err and "(14 in all; --list-layers prints every one)" in err, err

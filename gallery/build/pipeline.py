@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import BuildConfig, RenderSettings, public_path
-from ..console import log
+from ..console import log, warn
 from ..errors import GalleryError
 from ..folders import FolderLock, check_layout
 from ..model import circuits, grad, graph, loading
@@ -50,6 +50,21 @@ def select_targets(model, config: BuildConfig) -> dict[str, list[int]]:
     return selection
 
 
+def layer_listing(config: BuildConfig) -> list[str]:
+    """``--list-layers``: the model's conv layers, their output shapes and filter counts."""
+    loading.check_spec(config.model, config.weights)
+    model = loading.load_model(config.model, config.weights, safe_mode=config.safe_mode)
+    shapes = {row["name"]: row["shape"] or "?" for row in manifest.layer_table(model)}
+    rows = [(name, type(graph.locate(model, name).layer).__name__, shapes.get(name, "?"),
+             f"{channel_count(model, name):,}") for name in graph.conv_layers(model)]
+    total = sum(channel_count(model, name) for name in graph.conv_layers(model))
+    head = ("layer", "type", "output", "filters")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    line = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return [f"{loading.title(config.model, model)}: {len(rows)} conv layers, {total:,} filters "
+            "(output shapes with ? take any size)", line(head), *map(line, rows)]
+
+
 def build(config: BuildConfig) -> dict:
     """Run every stage; return the manifest. Raises :class:`GalleryError` for user errors.
 
@@ -74,6 +89,10 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     model = loading.load_model(config.model, config.weights, safe_mode=config.safe_mode)
     loading.check_supported(model)
     preprocess = config.preprocess or loading.default_preprocess(config.model)
+    if config.preprocess is None and loading.is_model_file(config.model) and not loading.scales_its_inputs(model):
+        warn(f"{public_path(config.model)} gets no input preprocessing: its pixels arrive as 0-255 RGB and it has "
+             "no Rescaling or Normalization layer; if it was trained on scaled pixels, pass --preprocess "
+             "caffe, tf or torch (--preprocess none silences this)")
     selection = select_targets(model, config)
     grad.check_names(graph.all_layer_names(model))
     costs = cost.Costs(model)

@@ -77,11 +77,10 @@ def locate(model: keras.Model, name: str) -> LayerPath:
         if found is None or (depth < len(parts) - 1 and not _is_container(found)):
             available = conv_layers(model)
             close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
-            shown = ", ".join(available[:12]) + (" …" if len(available) > 12 else "")
             raise GalleryError(
                 f"layer {name!r} is not in model {model.name!r}; "
                 + (f"did you mean {' or '.join(map(repr, close))}? " if close else "")
-                + f"its conv layers are: {shown}"
+                + f"its conv layers are: {_shown(available)}"
             )
         steps.append((container, found))
         container = found
@@ -92,11 +91,16 @@ def locate_conv(model: keras.Model, name: str) -> LayerPath:
     """Like :func:`locate`, for a layer whose filters can be rendered: a 2-D conv layer."""
     path = locate(model, name)
     if not _is_conv(path.layer):
-        available = conv_layers(model)
-        shown = ", ".join(available[:12]) + (" …" if len(available) > 12 else "")
         raise GalleryError(f"layer {name!r} is a {type(path.layer).__name__}, not a 2-D conv layer, so it has no "
-                           f"filters to render; conv layers of {model.name!r}: {shown}")
+                           f"filters to render; conv layers of {model.name!r}: {_shown(conv_layers(model))}")
     return path
+
+
+def _shown(names: list[str]) -> str:
+    """The first conv layers by name, and how to see them all."""
+    if len(names) <= 12:
+        return ", ".join(names)
+    return ", ".join(names[:12]) + f" … ({len(names)} in all; --list-layers prints every one)"
 
 
 def calls(layer) -> list:
@@ -326,6 +330,41 @@ def conv_source(model: keras.Model, name: str) -> str | None:
             return None
         layer = history[0]
     return prefix + layer.name
+
+
+PASSTHROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout2D, keras.layers.Identity)
+
+
+def gap_dense_kernel(model: keras.Model, name: str):
+    """The dense kernel ``(k, classes)`` when ``name`` reaches the classes through global
+    average pooling and one dense layer alone (dropout aside), as CAM requires (Zhou et al.,
+    CVPR 2016); otherwise a :class:`GalleryError` that names what is in the way."""
+    path = locate(model, name)
+    chain, depth, tensor = [], len(path.steps) - 1, _io(path.layer)[1]
+    while len(chain) < 8:
+        container = path.steps[depth][0]
+        if depth > 0 and tensor is container.outputs[0]:  # leave a nested backbone by its output
+            depth, tensor = depth - 1, _io(path.steps[depth - 1][1])[1]
+            continue
+        consumers = [layer for layer in container.layers if calls(layer) and _io(layer)[0] is tensor]
+        if len(consumers) != 1:
+            break
+        if not isinstance(consumers[0], PASSTHROUGH):
+            chain.append(consumers[0])
+        tensor = _io(consumers[0])[1]
+        if depth == 0 and tensor is model.outputs[0]:
+            break
+    kinds = [type(layer).__name__ for layer in chain]
+    dense = chain[1] if len(chain) > 1 else None
+    softmax_after = len(chain) == 3 and isinstance(chain[2], (keras.layers.Softmax, keras.layers.Activation)) \
+        and _is_softmax(chain[2])
+    if (tensor is model.outputs[0] and kinds[:1] == ["GlobalAveragePooling2D"]
+            and isinstance(dense, keras.layers.Dense) and (len(chain) == 2 or softmax_after)
+            and getattr(dense.activation, "__name__", "") in ("linear", "softmax")):
+        return dense.kernel
+    after = " → ".join(kinds) or "nothing"
+    raise GalleryError(f"CAM needs layer {name!r} to reach the classes through global average pooling and one dense "
+                       f"layer, and after it come: {after}; use Grad-CAM (--cam-method gradcam), which needs no such head")
 
 
 def has_classifier(model: keras.Model) -> bool:

@@ -194,6 +194,11 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
+def scales_its_inputs(model: keras.Model) -> bool:
+    """Whether the model rescales or normalizes its pixels itself (EfficientNet does)."""
+    return any(isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)) for layer in _all_layers(model))
+
+
 def title(spec, model: keras.Model) -> str:
     """The model's name on pages: the application name, or the file's stem."""
     if isinstance(spec, keras.Model):
