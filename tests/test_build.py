@@ -97,6 +97,20 @@ def test_build_writes_a_complete_site(tmp_path, classifier_file, photo_dir, labe
     assert json.loads((model_dir / "manifest.json").read_text())["model"]["name"] == "tiny"
 
 
+def test_each_cam_method_is_named_and_explained_on_photo_pages(tmp_path, classifier_file, photo_dir):
+    from gallery.photos.cams import METHODS
+    from gallery.site.pages import CAM_TITLES
+
+    assert set(CAM_TITLES) == set(METHODS)
+    config = _config(tmp_path, classifier_file, images=(photo_dir,), cam_methods=("cam", "scorecam"),
+                     layers=("conv2",), filters=slice(0, 1))
+    manifest = pipeline.build(config)
+    check_site(config.out)
+    html = (config.out / manifest["photos"][0]["page"]).read_text(encoding="utf-8")
+    assert "<h2>CAM <span" in html and "<h2>Score-CAM <span" in html and "Grad-CAM" not in html
+    assert "the dense layer&#39;s weights" in html and "masked by each channel" in html
+
+
 def test_published_files_do_not_reveal_local_folders(tmp_path, classifier_file, photo_dir, labels_file, monkeypatch):
     from gallery import cli
 

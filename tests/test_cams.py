@@ -113,10 +113,10 @@ def test_scorecam_matches_masked_forward_passes_done_by_hand():
         _assert_same_map(ours, expected)
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "scorecam"])
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "scorecam", "layercam", "cam"])
 def test_a_batch_of_photos_gives_each_photo_its_own_maps(method):
     model = tiny_classifier()
-    engine = CamEngine(model, "conv1", method)
+    engine = CamEngine(model, "conv2" if method == "cam" else "conv1", method)  # CAM: the layer GAP pools
     photos = [_photo(seed=s) for s in range(3)] + [np.random.default_rng(9).integers(0, 256, (13, 20, 3), dtype=np.uint8)]
     classes = [[0, 2], [1, 3], [3, 0], [2, 1]]
     maps, shares = engine.explain_batch(photos, classes)
@@ -217,3 +217,57 @@ def test_scorecam_matches_the_closed_form_across_mask_chunks(monkeypatch):
         alpha = probs[:, c] - baseline[c]
         np.testing.assert_allclose(weights[0, n], alpha, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(maps[0, n], np.maximum(a[0] @ alpha, 0), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_cam_is_exactly_the_dense_weights_on_the_last_maps(softmax):
+    """Zhou et al. 2016: M_c = Σ_k W_kc A_k, with the raw weights W_kc themselves (Grad-CAM's
+    are W_kc/(h·w) on this head: the same map, another scale)."""
+    model = tiny_classifier(softmax=softmax)
+    w = ops.convert_to_numpy(model.get_layer("head").kernel)  # (5, 4)
+    photos = [_photo(seed=s) for s in range(2)]
+    maps, weights, a = CamEngine(model, "conv2", "cam").raw(photos, [[2, 0, 3]] * 2)
+    for i in range(2):
+        for n, c in enumerate([2, 0, 3]):
+            np.testing.assert_allclose(weights[i, n], w[:, c], rtol=1e-6)
+            np.testing.assert_allclose(maps[i, n], np.maximum(a[i] @ w[:, c], 0), rtol=1e-5, atol=1e-5)
+    _, gradcam_weights, _ = CamEngine(model, "conv2", "gradcam").raw(photos[:1], [[2]])
+    np.testing.assert_allclose(gradcam_weights[0, 0] * 64, w[:, 2], rtol=1e-4, atol=1e-6)
+    _assert_same_map(grad_cam(model, photos[0], 2, layer="conv2", method="cam"), np.maximum(a[0] @ w[:, 2], 0))
+
+
+def test_cam_through_a_nested_backbone_and_dropout():
+    import keras
+
+    inner = tiny_backbone("inner")
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inner(inputs))
+    x = keras.layers.Dropout(0.5)(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probs")(x))
+    _, weights, _ = CamEngine(model, "inner/sep", "cam").raw([_photo()], [[1]])
+    np.testing.assert_allclose(weights[0, 0], ops.convert_to_numpy(model.get_layer("probs").kernel)[:, 1])
+
+
+def test_cam_refuses_other_heads_and_says_why():
+    with pytest.raises(GalleryError, match=r"after it come: MaxPooling2D → Conv2D → Flatten → Dense.*gradcam"):
+        CamEngine(flat_head_classifier(), "c1", "cam")
+    with pytest.raises(GalleryError, match=r"after it come: Conv2D → GlobalAveragePooling2D → Dense"):
+        CamEngine(tiny_classifier(), "conv1", "cam")
+
+
+def test_layercam_weighs_each_unit_by_its_positive_gradient():
+    """LayerCAM: α_ij^k = ReLU(∂y_c/∂A_ij^k) = ReLU(W[(i, j, k), c]) on the flat head, so
+    M = ReLU(Σ_k α_ij^k A_ij^k) and channel k's share is mean_ij α_ij^k A_ij^k."""
+    model = flat_head_classifier()
+    w, _ = _head(model)
+    photos = [_photo(seed=s) for s in range(2)]
+    engine = CamEngine(model, "c2", "layercam")
+    maps, weights, a = engine.raw(photos, [[1, 2]] * 2)
+    _, contributions = engine.explain_batch(photos, [[1, 2]] * 2)
+    assert weights.shape == (2, 2, 4, 4, 3)
+    for i in range(2):
+        for n, c in enumerate([1, 2]):
+            alpha = np.maximum(w[..., c], 0)
+            np.testing.assert_allclose(weights[i, n], alpha, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(maps[i, n], np.maximum((alpha * a[i]).sum(-1), 0), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(contributions[i][n], (alpha * a[i]).mean(axis=(0, 1)), rtol=1e-4, atol=1e-6)

@@ -74,8 +74,8 @@ def samples():
 
 
 def test_efficientnet_cams_match_the_closed_form_of_its_gap_dense_head(efficientnet, samples):
-    """top_activation → GAP → Dense(softmax): ∂logit_c/∂A_ij^k = W_kc/(hw), so Grad-CAM is
-    ReLU(A·W_c) and Grad-CAM++ weighs channel k by hw·ReLU(g_k)/(2 + S_k g_k)."""
+    """top_activation → GAP → Dense(softmax): CAM is ReLU(A·W_c) by definition;
+    ∂logit_c/∂A_ij^k = W_kc/(hw), so Grad-CAM is the same map and Grad-CAM++ weighs channel k by hw·ReLU(g_k)/(2 + S_k g_k)."""
     from keras import ops
 
     from gallery import feature_maps, grad_cam
@@ -86,7 +86,7 @@ def test_efficientnet_cams_match_the_closed_form_of_its_gap_dense_head(efficient
     hw = a.shape[0] * a.shape[1]
     c = 285  # Egyptian cat
     g = w[:, c] / hw
-    for method, weights in (("gradcam", g), ("gradcam++", np.where(g != 0, hw * np.maximum(g, 0) / (2 + a.sum((0, 1)) * g), 0))):
+    for method, weights in (("cam", w[:, c]), ("gradcam", g), ("gradcam++", np.where(g != 0, hw * np.maximum(g, 0) / (2 + a.sum((0, 1)) * g), 0))):
         expected = np.maximum(a @ weights, 0)
         expected = np.asarray(Image.fromarray((expected / expected.max()).astype("float32"), "F").resize((224, 224), Image.BILINEAR))
         ours = grad_cam(efficientnet, photo, c, method=method)
@@ -106,7 +106,7 @@ def _kept(photo, heat, keep_top: bool, fraction=0.25):
 
 
 @pytest.mark.parametrize("method,names", [
-    ("gradcam", None), ("gradcam++", None),
+    ("gradcam", None), ("gradcam++", None), ("layercam", None), ("cam", None),
     ("scorecam", ("cat", "camera", "coffee")),  # 1,280 masked forwards per photo: a subset keeps CI quick
 ])
 def test_cams_are_faithful_keeping_their_top_pixels_keeps_the_class(efficientnet, samples, method, names):

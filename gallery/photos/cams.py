@@ -27,6 +27,15 @@ from .activations import model_inputs
 MASK_BATCH = 32  # masked photos per forward pass in Score-CAM
 
 
+def cam_weights(ev: "Evidence"):
+    """CAM (Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR
+    2016): ``α_k = W_kc``, the dense weight from channel ``k``'s global average to class
+    ``c``'s score, so ``M_c = Σ_k W_kc A_k`` exactly. Only for a GAP → dense head."""
+    kernel = ops.convert_to_tensor(ev.engine.cam_kernel)  # (k, classes)
+    picked = ops.take(kernel, ops.convert_to_tensor(ev.classes.reshape(-1)), axis=1)  # (k, B·n)
+    return ops.reshape(ops.transpose(picked), (*ev.classes.shape, -1))
+
+
 def gradcam_weights(ev: "Evidence"):
     """Grad-CAM (Selvaraju et al., ICCV 2017): ``α_k = mean_ij ∂y_c/∂A_ij^k``."""
     return ops.mean(ev.grads, axis=(2, 3))
@@ -44,6 +53,13 @@ def gradcam_pp_weights(ev: "Evidence"):
     return ops.sum(alpha * ops.relu(g), axis=(2, 3))
 
 
+def layercam_weights(ev: "Evidence"):
+    """LayerCAM (Jiang et al., IEEE TIP 2021): ``α_ij^k = ReLU(∂y_c/∂A_ij^k)``, a weight per
+    unit rather than per channel, so fine layers keep their spatial detail:
+    ``M_c = ReLU(Σ_k α_ij^k A_ij^k)``."""
+    return ops.relu(ev.grads)  # (B, n, h, w, k)
+
+
 def scorecam_weights(ev: "Evidence"):
     """Score-CAM (Wang et al., CVPR-W 2020): ``α_k = p_c(X ∘ H_k) − p_c(X_b)``.
 
@@ -54,7 +70,8 @@ def scorecam_weights(ev: "Evidence"):
     return ev.masked_scores
 
 
-METHODS = {"gradcam": gradcam_weights, "gradcam++": gradcam_pp_weights, "scorecam": scorecam_weights}
+METHODS = {"cam": cam_weights, "gradcam": gradcam_weights, "gradcam++": gradcam_pp_weights,
+           "scorecam": scorecam_weights, "layercam": layercam_weights}
 
 
 def default_layer(model: keras.Model) -> str:
@@ -120,6 +137,7 @@ class CamEngine:
         self.model, self.method, self.weigh = model, method, METHODS[method]
         self.path = graph.locate(model, layer or default_layer(model))
         self.layer = self.path.name
+        self.cam_kernel = graph.gap_dense_kernel(model, self.layer) if method == "cam" else None
         self.preprocess = preprocess
         self.fallback = fallback
         self.classes = int(model.outputs[0].shape[-1])
@@ -160,7 +178,8 @@ class CamEngine:
         """``(maps, weights, activations)`` at the layer, before any upsampling or scaling.
 
         ``maps``: ``(B, n, h, w)``, ``ReLU(Σ_k α_k A_k)`` for each photo and class;
-        ``weights``: ``(B, n, k)``, the method's ``α_k``; ``activations``: ``A``, ``(B, h, w, k)``.
+        ``weights``: ``(B, n, k)``, the method's ``α_k`` (``(B, n, h, w, k)`` for a method that
+        weighs each unit, LayerCAM); ``activations``: ``A``, ``(B, h, w, k)``.
         The photos go through the model as one batch; every photo must ask for the same
         number of classes.
         """
@@ -172,8 +191,9 @@ class CamEngine:
             raise GalleryError(f"class index {int(bad[0])} is outside 0..{self.classes - 1}")
         x = model_inputs(self.model, photos, self.preprocess, self.fallback)
         a = self._features(x)
-        weights = self.weigh(Evidence(self, x, a, wanted))  # (B, n, k)
-        maps = ops.relu(ops.sum(weights[:, :, None, None, :] * a[:, None], axis=-1))
+        weights = self.weigh(Evidence(self, x, a, wanted))  # (B, n, k), or (B, n, h, w, k) per unit
+        spread = weights if len(weights.shape) == 5 else weights[:, :, None, None, :]
+        maps = ops.relu(ops.sum(spread * a[:, None], axis=-1))
         return (ops.convert_to_numpy(maps).astype("float32"), ops.convert_to_numpy(weights).astype("float32"),
                 ops.convert_to_numpy(a).astype("float32"))
 
@@ -182,10 +202,14 @@ class CamEngine:
 
         ``maps[i]``: ``(n, H_i, W_i)`` float32 in ``[0, 1]``: :meth:`raw`'s maps upsampled to
         photo ``i``'s size and scaled by their maximum. ``contributions[i]``: ``(n, k)``, each
-        channel's share of the map before the ReLU, ``α_k · mean_ij A_ij^k``.
+        channel's share of the map before the ReLU, ``mean_ij α_ij^k A_ij^k`` (``α_k ·
+        mean_ij A_ij^k`` where the weight is one per channel).
         """
         maps, weights, a = self.raw(photos, classes)
-        contributions = weights * a.mean(axis=(1, 2))[:, None, :]
+        if weights.ndim == 5:
+            contributions = (weights * a[:, None]).mean(axis=(2, 3))
+        else:
+            contributions = weights * a.mean(axis=(1, 2))[:, None, :]
         out = []
         for photo, photo_maps in zip(photos, maps):
             height, width = photo.shape[:2]
@@ -199,6 +223,7 @@ def grad_cam(model, image: np.ndarray, class_index: int, *, layer: str | None = 
              method: str = "gradcam", preprocess=None) -> np.ndarray:
     """A class activation map for ``class_index``: float32 in ``[0, 1]`` at the photo's size.
 
-    ``method`` is ``"gradcam"``, ``"gradcam++"`` or ``"scorecam"``.
+    ``method`` is ``"gradcam"``, ``"gradcam++"``, ``"scorecam"``, ``"layercam"`` or
+    ``"cam"`` (for a global-average-pooling → dense head only).
     """
     return CamEngine(model, layer, method, preprocess)(image, [class_index])[0]

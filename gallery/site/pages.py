@@ -16,6 +16,16 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from ..errors import GalleryError
 from .folder import SiteFolder
 
+# How photo pages name each CAM method (gallery.photos.cams.METHODS), and what weighs the
+# layer's channels in it.
+CAM_TITLES = {
+    "cam": ("CAM", "the dense layer's weights from each channel's global average to the class score"),
+    "gradcam": ("Grad-CAM", "gradients of the pre-softmax score, averaged over the map"),
+    "gradcam++": ("Grad-CAM++", "positive gradients of the pre-softmax score, weighted pixel by pixel"),
+    "scorecam": ("Score-CAM", "how much the class probability rises when the photo is masked by each channel"),
+    "layercam": ("LayerCAM", "positive gradients of the pre-softmax score, unit by unit"),
+}
+
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
@@ -124,7 +134,8 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
         groups: dict = {}
         for cam in photo["cams"]:
             groups.setdefault((cam["layer"], cam["method"]), []).append(cam)
-        cam_groups = [{"layer": k[0], "method": k[1], "maps": v} for k, v in groups.items()]
+        cam_groups = [{"layer": k[0], "method": k[1], "title": CAM_TITLES[k[1]][0], "weighed_by": CAM_TITLES[k[1]][1],
+                       "maps": v} for k, v in groups.items()]
         result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked,
                                                      "cam_groups": cam_groups}))
     return result
