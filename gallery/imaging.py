@@ -10,7 +10,7 @@ import io
 import math
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 FEATURE_COLORMAP = "viridis"
 CAM_COLORMAP = "jet"
@@ -69,6 +69,23 @@ def contact_sheet(cells: np.ndarray, gap: int = 0, background: int = 0) -> np.nd
         r, c = divmod(i, cols)
         sheet[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = cells[i]
     return sheet
+
+
+def labelled_sheet(cells: np.ndarray, labels: list[str], gap: int = 4, strip: int = 16) -> np.ndarray:
+    """``(n, h, w, 3)`` cells in a near-square grid on white, each with its label centred
+    in a ``strip``-pixel band below it (Pillow's bundled font, so every machine draws the
+    same pixels)."""
+    n, h, w, _ = cells.shape
+    pitch_y, pitch_x = h + strip + gap, w + gap
+    cols, rows = sheet_layout(n)
+    sheet = Image.new("RGB", (cols * pitch_x + gap, rows * pitch_y + gap), "white")
+    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default(size=strip - 4)
+    for i, (cell, label) in enumerate(zip(cells, labels)):
+        r, c = divmod(i, cols)
+        x, y = gap + c * pitch_x, gap + r * pitch_y
+        sheet.paste(Image.fromarray(cell), (x, y))
+        draw.text((x + w / 2, y + h + strip / 2), label, fill="black", font=font, anchor="mm")
+    return np.asarray(sheet)
 
 
 def feature_sheet(maps: np.ndarray) -> tuple[np.ndarray, int]:

@@ -149,6 +149,14 @@ def test_multi_model_site_search_and_navigation(shared_site, browser):
     page, problems = _watched_page(browser)
     page.goto((shared_site / "index.html").as_uri())
     assert page.locator(".card-title").all_text_contents() == ["efficientnet_lite0_imagenet", "vgg16_hed_notop"]
+    # Classes come ordered by probability; a query that finds nothing says so.
+    page.fill("#search", "cat")
+    kinds = page.locator("#search-results li .kind").all_text_contents()
+    shares = [float(k.split(" · ")[2].rstrip("%")) for k in kinds if k.startswith("class")]
+    assert len(shares) >= 2 and shares == sorted(shares, reverse=True), kinds
+    page.fill("#search", "zzqx")
+    assert page.locator("#search-results li.none").inner_text().startswith("Nothing matches \u201czzqx\u201d")
+    assert page.locator("#search-results").is_visible()
     # A class name finds the photo it was predicted on.
     page.fill("#search", "egyptian")
     page.keyboard.press("Enter")

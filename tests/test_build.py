@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -97,6 +99,29 @@ def test_build_writes_a_complete_site(tmp_path, classifier_file, photo_dir, labe
     assert json.loads((model_dir / "manifest.json").read_text())["model"]["name"] == "tiny"
 
 
+def test_every_layer_page_offers_its_filters_as_one_labelled_image(tmp_path, classifier_file):
+    config = _config(tmp_path, classifier_file, images=())
+    manifest = pipeline.build(config)
+    check_site(config.out)
+    for layer in manifest["layers"]:
+        html = (config.out / layer["page"]).read_text(encoding="utf-8")
+        name = layer["collage"].rsplit("/", 1)[1]
+        assert name == f"tiny-{layer['slug']}-filters.jpg" and f'/{name}" download>' in html
+        with Image.open(config.out / layer["collage"]) as sheet:
+            cells = np.asarray(sheet.convert("RGB"), dtype="float32")
+        n = len(layer["filters"])
+        cols = math.ceil(math.sqrt(n))
+        assert cells.shape == (math.ceil(n / cols) * (96 + 16 + 4) + 4, cols * (96 + 4) + 4, 3)
+        for i, f in enumerate(layer["filters"]):  # each cell is that filter's thumbnail, in order
+            r, c = divmod(i, cols)
+            with Image.open(config.out / f["thumb"]) as thumb:
+                expected = np.asarray(thumb.convert("RGB"), dtype="float32")
+            cell = cells[4 + r * 116: 4 + r * 116 + 96, 4 + c * 100: 4 + c * 100 + 96]
+            assert np.abs(cell - expected).mean() < 6, (layer["name"], i)  # JPEG twice, nothing more
+            label = cells[4 + r * 116 + 96: 4 + r * 116 + 112, 4 + c * 100: 4 + c * 100 + 96]
+            assert label.min() < 100 and np.median(label) > 250  # dark text on white
+
+
 def test_each_cam_method_is_named_and_explained_on_photo_pages(tmp_path, classifier_file, photo_dir):
     from gallery.photos.cams import METHODS
     from gallery.site.pages import CAM_TITLES
@@ -109,6 +134,9 @@ def test_each_cam_method_is_named_and_explained_on_photo_pages(tmp_path, classif
     html = (config.out / manifest["photos"][0]["page"]).read_text(encoding="utf-8")
     assert "<h2>CAM <span" in html and "<h2>Score-CAM <span" in html and "Grad-CAM" not in html
     assert "the dense layer&#39;s weights" in html and "masked by each channel" in html
+    # Only filter 0 of conv2 is rendered: the other channels say so, and why, instead of a grey square.
+    assert 'aria-label="conv2 filter 1, not rendered in this build">not rendered</span>' in html
+    assert "belong to conv2, filters this build did not render; add them with <code>--layers</code>" in html
 
 
 def test_published_files_do_not_reveal_local_folders(tmp_path, classifier_file, photo_dir, labels_file, monkeypatch):
@@ -140,7 +168,7 @@ def test_rerun_recomputes_nothing_and_steps_only_touch_filters(tmp_path, classif
                          render=RenderSettings(size=16, steps=4, batch=4))
     pipeline.build(more_steps)
     err = capsys.readouterr().err
-    assert "22 tiles computed" in err  # the 11 filter images and their thumbnails, no photo tile
+    assert "24 tiles computed" in err  # the 11 filter images, their thumbnails, 2 layer collages, no photo tile
     assert "5 units: 1 settled from the cache, 4 to run" in err  # the photos' unit is looked up, not run
 
 
@@ -204,3 +232,8 @@ def test_variant_images_appear_on_filter_pages(tmp_path, classifier_file, photo_
     for item in negative["images"] + diverse["images"]:
         assert (config.out / item["image"]).is_file() and Path(item["image"]).name in html
     assert "What suppresses it" in html
+
+
+def test_long_names_wrap_between_words_and_stay_escaped():
+    assert str(site.breakable("efficientnet_lite0_imagenet")) == "efficientnet_<wbr>lite0_<wbr>imagenet"
+    assert str(site.breakable("a<b>_c")) == "a&lt;b&gt;_<wbr>c"

@@ -118,12 +118,11 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
         else:
             tasks.append(units.Task(uid, unit, frozenset(e.key for e in unit.entries) - set(entries)))
             found[uid] = entries
-    reused = cache.hits
     log(f"  {len(plan)} units: {len(plan) - len(tasks)} settled from the cache, {len(tasks)} to run "
         f"({cost.describe(sum(units.flops(t.unit, job, costs) for t in tasks))})")
 
     fixed = _fixed_parts(model, config, job, about, out)
-    site = Publisher(SiteWriter(out, cache), lambda status: _manifest(fixed, config, job, gallery, status))
+    site = Publisher(SiteWriter(out, cache), lambda status: _manifest(fixed, config, job, gallery, cache, status))
     if tasks:
         progress = Progress({t.uid: units.cost_stages(t.unit, job, costs) for t in tasks},
                             cached_images=len(gallery.images), total_images=gallery.images_total,
@@ -151,7 +150,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     data, _ = site.refresh(None, force=True)
     written = site.written
     log(f"done in {time.monotonic() - started:.1f}s")
-    log(f"cache {config.cache}: {cache.stored} tiles computed, {reused} reused"
+    log(f"cache {config.cache}: {cache.stored} tiles computed, {cache.hits} reused"
         + (f", {cache.damaged} damaged entries replaced" if cache.damaged else ""))
     log(f"site {Path(config.out).resolve() / 'index.html'}: {written['pages']} pages and {written['tiles']} tiles "
         f"written{f' over {site.refreshes} refreshes' if site.refreshes > 1 else ''}, {written['unchanged']} unchanged"
@@ -189,7 +188,7 @@ def _fixed_parts(model, config, job, about, out: SiteFolder) -> dict:
             "cam_sources": {layer: graph.conv_source(model, layer) for layer in job.cam_layers}}
 
 
-def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, status: dict | None):
+def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Cache, status: dict | None):
     """The manifest of what the build knows now, and the files it publishes."""
     results = gallery.photo_results()
     settings = {"preset": config.preset, **job.render.key(), "filters": _describe(config.filters),
@@ -197,7 +196,7 @@ def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, status: d
                 "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
                 "cam layers": ", ".join(job.cam_layers) or "none", "cam methods": ", ".join(config.cam_methods)}
     return manifest.build(**fixed, filter_tiles=gallery.filter_tiles(), photos=results, settings=settings,
-                          command=config.command, status=status)
+                          command=config.command, status=status, collages=gallery.collages(cache))
 
 
 def _portable_model(config: BuildConfig, model):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .. import imaging
 from ..photos.examples import TopExamples
 from ..render.objectives import VARIANTS
@@ -69,6 +71,7 @@ class Gallery:
         self.paged = [pages is None or i < pages for i in range(len(self.photos))]
         self.images: dict[tuple, VariantImage] = {}  # (layer, index, variant, copy) -> image
         self.thumbs: dict[tuple[str, int], str] = {}
+        self._collages: dict[str, str] = {}  # layer -> key, once every filter of it is rendered
         self.tiles: dict[int, PhotoTiles] = {}  # settled photos, by position
         self.broken: set[int] = set()
         self.examples = TopExamples(examples)
@@ -97,6 +100,24 @@ class Gallery:
             small = imaging.resize(imaging.decode(png), THUMB_SIDE, THUMB_SIDE)
             cache.put(key, imaging.encode_jpeg(small, quality=85), about={"kind": "thumb"})
         return key
+
+    def collages(self, cache) -> dict[str, str]:
+        """``{layer: key}``: one image of every selected filter of each finished layer, its
+        thumbnails labelled with their indices, made once and cached."""
+        for layer, indices in self.job.selection.items():
+            keys = [self.thumbs.get((layer, i)) for i in indices]
+            if layer in self._collages or None in keys:
+                continue
+            key = make_key(kind="collage", thumbs=keys, filters=list(indices))
+            if cache.get(key) is None:
+                found = [cache.get(k) for k in keys]
+                if None in found:  # a thumbnail lost mid-build: its unit reruns, the collage waits
+                    continue
+                cells = np.stack([imaging.decode(payload) for payload, _ in found])
+                sheet = imaging.labelled_sheet(cells, [f"#{i}" for i in indices])
+                cache.put(key, imaging.encode_jpeg(sheet, quality=90), about={"kind": "collage", "layer": layer})
+            self._collages[layer] = key
+        return dict(self._collages)
 
     def _photos(self, unit: PhotoUnit, found: dict, skipped: set[int]) -> None:
         by_slot = {(e.part, *e.slot): e.key for e in unit.entries}

@@ -78,7 +78,7 @@ PENDING = "static/pending.svg"  # what a filter or photo shows until the build s
 def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: dict[str, int],
           photos, class_names: list[str] | None, settings: dict, command: str,
           circuits: dict | None = None, cam_sources: dict | None = None,
-          status: dict | None = None) -> tuple[dict, dict[str, str]]:
+          status: dict | None = None, collages: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
     """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds.
 
     ``photos`` is a :class:`~gallery.build.state.PhotoResults`. Every photo is in the
@@ -138,7 +138,13 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
                 "variants": [_variant(files, folder, tile.index, variant, images)
                              for variant, images in tile.variants.items()],
             })
+        collage = None
+        if (collages or {}).get(name):
+            # Named for the model and layer, since a download leaves the site's folders behind.
+            collage = f"{folder}/{base}-{slug(name)}-filters.jpg"
+            files[collage] = collages[name]
         layers.append({"name": name, "slug": slug(name), "channels": channels[name], "page": f"{folder}/index.html",
+                       "collage": collage,
                        "dir": f"{folder}/", "upstream": source, "filters": filters,
                        "dead": sum(f["dead"] for f in filters), "pending": sum(f["pending"] for f in filters),
                        "map": photos.examples.maps.get(name)})

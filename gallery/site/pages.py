@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
 
 from ..errors import GalleryError
 from .folder import SiteFolder
@@ -39,7 +41,14 @@ def environment(templates: Path = TEMPLATES) -> Environment:
     )
     env.filters["pct"] = lambda v: f"{100 * v:.1f}%"
     env.filters["num"] = lambda v: f"{v:,}"
+    env.filters["breakable"] = breakable
     return env
+
+
+def breakable(name) -> Markup:
+    """``name`` escaped, with a line-break opportunity after each ``_``, ``/`` and ``-``, so
+    long identifiers wrap between their words rather than inside one."""
+    return Markup(re.sub(r"([_/-])", r"\1<wbr>", str(escape(name))))
 
 
 def _root(page: str) -> str:
@@ -69,7 +78,7 @@ def search_index(manifests: list[dict]) -> dict:
         for photo in m["photos"]:
             entries.append({"k": "photo", "l": photo["name"], "u": photo["page"], "d": model})
             for pred in photo["predictions"]:
-                entries.append({"k": "class", "l": pred["name"], "u": photo["page"],
+                entries.append({"k": "class", "l": pred["name"], "u": photo["page"], "p": round(pred["probability"], 4),
                                 "d": f"{photo['name']} · {100 * pred['probability']:.1f}% · {model}"})
     return {"entries": entries, "layers": layers}
 

@@ -57,11 +57,12 @@
     var scored = [];
     data.entries.forEach(function (entry) {
       var at = norm(entry.l).indexOf(q);
-      if (at !== -1) scored.push([at === 0 ? 0 : 1, entry.l.length, entry]);
+      // Places (models, layers, photos) before classes; classes by their probability.
+      if (at !== -1) scored.push([at === 0 ? 0 : 1, entry.k === "class" ? 1 - (entry.p || 0) : 0, entry.l.length, entry]);
     });
-    scored.sort(function (a, b) { return a[0] - b[0] || a[1] - b[1]; });
+    scored.sort(function (a, b) { return a[0] - b[0] || a[1] - b[1] || a[2] - b[2]; });
     var seen = {};
-    return filterJumps(query).concat(scored.map(function (s) { return s[2]; })).filter(function (e) {
+    return filterJumps(query).concat(scored.map(function (s) { return s[3]; })).filter(function (e) {
       var key = e.k + "|" + e.l + "|" + e.u;
       if (seen[key]) return false;
       seen[key] = true;
@@ -69,9 +70,19 @@
     }).slice(0, 30);
   }
 
-  function show(results) {
+  function show(results, query) {
     list.textContent = "";
     selected = results.length ? 0 : -1;
+    if (!results.length && query.trim()) {
+      var none = document.createElement("li");
+      none.className = "none";
+      none.setAttribute("role", "option");
+      none.setAttribute("aria-disabled", "true");
+      none.textContent = "Nothing matches \u201c" + query.trim() + "\u201d: try a layer, a filter (block3_conv1 12), a class or a photo.";
+      list.appendChild(none);
+      list.hidden = false;
+      return;
+    }
     results.forEach(function (entry, i) {
       var li = document.createElement("li");
       li.setAttribute("role", "option");
@@ -101,7 +112,7 @@
   }
 
   if (input && list) {
-    input.addEventListener("input", function () { show(matches(input.value)); });
+    input.addEventListener("input", function () { show(matches(input.value), input.value); });
     input.addEventListener("keydown", function (event) {
       if (event.key === "ArrowDown") { event.preventDefault(); move(1); }
       else if (event.key === "ArrowUp") { event.preventDefault(); move(-1); }
