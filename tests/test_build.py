@@ -237,3 +237,31 @@ def test_variant_images_appear_on_filter_pages(tmp_path, classifier_file, photo_
 def test_long_names_wrap_between_words_and_stay_escaped():
     assert str(site.breakable("efficientnet_lite0_imagenet")) == "efficientnet_<wbr>lite0_<wbr>imagenet"
     assert str(site.breakable("a<b>_c")) == "a&lt;b&gt;_<wbr>c"
+
+
+def test_the_first_layer_shows_each_filters_kernel_exactly(tmp_path, classifier_file):
+    import keras
+
+    from gallery.model import circuits
+
+    config = _config(tmp_path, classifier_file, images=(), filters=slice(0, 2))
+    manifest = pipeline.build(config)
+    check_site(config.out)
+    by_name = {layer["name"]: layer for layer in manifest["layers"]}
+    assert by_name["conv2"]["kernels"] is None  # weighs feature maps, not colours
+    sheet = by_name["conv1"]["kernels"]
+    kernel = keras.ops.convert_to_numpy(keras.saving.load_model(classifier_file).get_layer("conv1").kernel).astype("float64")
+    scale = np.abs(kernel).max()
+    assert sheet["shape"] == "3×3×3" and (sheet["cols"], sheet["rows"]) == (3, 2) and sheet["scale"] == pytest.approx(scale)
+    with Image.open(config.out / sheet["image"]) as image:
+        pixels = np.asarray(image.convert("RGB")).astype("float64")
+    for f in range(6):  # every filter of the layer, rendered or not: one 3×3 cell, one pixel per weight
+        r, c = divmod(f, 3)
+        expected = np.clip(np.round(128 + 127.5 * kernel[..., f] / scale), 0, 255)
+        np.testing.assert_array_equal(pixels[3 * r:3 * r + 3, 3 * c:3 * c + 3], expected)
+    html = (config.out / by_name["conv1"]["filters"][1]["page"]).read_text(encoding="utf-8")
+    assert "kernel of filter 1, one square per weight" in html and "kernels.png" in html
+    # A caffe model sees BGR: its kernel is shown in RGB.
+    cells, _ = circuits.pixel_kernels(keras.saving.load_model(classifier_file), "conv1", "caffe")
+    flipped = np.clip(np.round(128 + 127.5 * kernel[:, :, ::-1, 4] / scale), 0, 255)
+    np.testing.assert_array_equal(cells[4], flipped)

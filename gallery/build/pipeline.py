@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from .. import imaging
 from ..config import BuildConfig, RenderSettings, public_path
 from ..console import log, warn
 from ..errors import GalleryError
@@ -24,7 +25,7 @@ from ..site import manifest
 from ..site.pages import SiteWriter
 from ..site.folder import SiteFolder, identity
 from . import units
-from .cache import Cache
+from .cache import Cache, make_key
 from .executors import executor
 from .progress import Progress
 from .publish import Publisher
@@ -121,7 +122,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     log(f"  {len(plan)} units: {len(plan) - len(tasks)} settled from the cache, {len(tasks)} to run "
         f"({cost.describe(sum(units.flops(t.unit, job, costs) for t in tasks))})")
 
-    fixed = _fixed_parts(model, config, job, about, out)
+    fixed = {**_fixed_parts(model, config, job, about, out), "kernels": _kernel_sheets(model, job, cache)}
     site = Publisher(SiteWriter(out, cache), lambda status: _manifest(fixed, config, job, gallery, cache, status))
     if tasks:
         progress = Progress({t.uid: units.cost_stages(t.unit, job, costs) for t in tasks},
@@ -186,6 +187,23 @@ def _fixed_parts(model, config, job, about, out: SiteFolder) -> dict:
             "channels": {layer: channel_count(model, layer) for layer in job.selection},
             "circuits": {layer: circuits.strongest_inputs(model, layer) for layer in job.selection},
             "cam_sources": {layer: graph.conv_source(model, layer) for layer in job.cam_layers}}
+
+
+def _kernel_sheets(model, job, cache: Cache) -> dict[str, dict]:
+    """First-layer kernels, one sheet per layer that has them (see :func:`circuits.pixel_kernels`)."""
+    sheets = {}
+    for layer in job.selection:
+        found = circuits.pixel_kernels(model, layer, job.preprocess)
+        if found is None:
+            continue
+        cells, scale = found
+        key = make_key(kind="kernels", model=job.fingerprint, layer=layer, preprocess=job.preprocess)
+        if cache.get(key) is None:
+            cache.put(key, imaging.encode_png(imaging.contact_sheet(cells)), about={"kind": "kernels"})
+        cols, rows = imaging.sheet_layout(len(cells))
+        sheets[layer] = {"key": key, "cols": cols, "rows": rows, "scale": scale,
+                         "shape": "×".join(map(str, cells.shape[1:]))}
+    return sheets
 
 
 def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Cache, status: dict | None):

@@ -73,3 +73,24 @@ def strongest_inputs(model: keras.Model, name: str, top: int = 8) -> tuple[str |
         f: [(int(i), round(float(strengths[f, i]), 4)) for i in order[f] if strengths[f, i] > 0]
         for f in range(strengths.shape[0])
     }
+
+
+def pixel_kernels(model: keras.Model, name: str, preprocess: str) -> tuple[np.ndarray, float] | None:
+    """``(cells, scale)`` for the model's first conv layer, whose filters are linear in the
+    pixels: each filter's kernel as a ``(kh, kw, 3)`` uint8 image, one pixel per weight,
+    ``128 + 127.5·w/scale`` with ``scale`` the layer's largest absolute weight (grey is
+    zero), in RGB order (caffe models see BGR, so their kernels are flipped back). ``None``
+    for any other layer: deeper kernels weigh feature maps, not colours.
+    """
+    layer = graph.locate(model, name).layer
+    first = graph.conv_layers(model)[:1] == [name]
+    if not (first and type(layer) is keras.layers.Conv2D and getattr(layer, "groups", 1) == 1):
+        return None
+    kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float64")  # (kh, kw, c_in, n)
+    if kernel.shape[2] != 3:
+        return None
+    if preprocess == "caffe":
+        kernel = kernel[:, :, ::-1]
+    scale = float(np.abs(kernel).max()) or 1.0
+    cells = np.clip(np.round(128 + 127.5 * kernel / scale), 0, 255).astype("uint8")
+    return np.moveaxis(cells, -1, 0), scale

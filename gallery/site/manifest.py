@@ -78,7 +78,8 @@ PENDING = "static/pending.svg"  # what a filter or photo shows until the build s
 def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: dict[str, int],
           photos, class_names: list[str] | None, settings: dict, command: str,
           circuits: dict | None = None, cam_sources: dict | None = None,
-          status: dict | None = None, collages: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
+          status: dict | None = None, collages: dict[str, str] | None = None,
+          kernels: dict[str, dict] | None = None) -> tuple[dict, dict[str, str]]:
     """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds.
 
     ``photos`` is a :class:`~gallery.build.state.PhotoResults`. Every photo is in the
@@ -143,8 +144,12 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
             # Named for the model and layer, since a download leaves the site's folders behind.
             collage = f"{folder}/{base}-{slug(name)}-filters.jpg"
             files[collage] = collages[name]
+        sheet = (kernels or {}).get(name)
+        if sheet:
+            files[f"{folder}/kernels.png"] = sheet["key"]
+            sheet = {"image": f"{folder}/kernels.png", **{k: v for k, v in sheet.items() if k != "key"}}
         layers.append({"name": name, "slug": slug(name), "channels": channels[name], "page": f"{folder}/index.html",
-                       "collage": collage,
+                       "collage": collage, "kernels": sheet,
                        "dir": f"{folder}/", "upstream": source, "filters": filters,
                        "dead": sum(f["dead"] for f in filters), "pending": sum(f["pending"] for f in filters),
                        "map": photos.examples.maps.get(name)})
