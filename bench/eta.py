@@ -15,20 +15,16 @@ work on, every ETA within ±25% of the time actually left.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import SHARED, machine  # first: it puts the repository on the path
 
 from gallery.build import pipeline, progress as progress_module  # noqa: E402
 from gallery.config import BuildConfig, RenderSettings, parse_filter_slice  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
 TARGET = 0.25
 
 
@@ -45,7 +41,7 @@ def main():
     args = parser.parse_args()
     if not Path(args.model).is_file():
         sys.exit(f"bench/eta.py needs {args.model} (the offline fixtures in ../shared)")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {Path(args.model).name}, layers {args.layers}, "
+    print(f"machine: {machine()}; {Path(args.model).name}, layers {args.layers}, "
           f"filters {args.filters}, {args.size} px, {args.steps} steps, scales {args.scales}, executor {args.executor}")
 
     trace = []  # (time, work done, ETA)

@@ -33,17 +33,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "vgg16_hed_notop.keras"
+from common import HED_VGG16 as DEFAULT_MODEL, machine  # first: it puts the repository on the path
 KERAS_IO_STEP = 4.0  # grey levels per pixel per step that keras.io's lr of 10 gives at 180 px in [-1, 1]
 
 
@@ -166,7 +162,7 @@ def main():
     model = load_model(str(args.model))
     filters = list(range(args.filters))
     lr = args.keras_io_lr or keras_io_lr(args.size)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; "
+    print(f"machine: {machine()}; "
           f"keras {keras.__version__}, backend {keras.backend.backend()}; {args.filters} filters at {args.size} px; "
           f"keras.io step {lr:.0f}")
     for layer in args.layers.split(","):

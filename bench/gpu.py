@@ -22,15 +22,11 @@ test extra runs on the CPU only) and Keras 3, run with ``KERAS_BACKEND=jax``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "vgg16_hed_notop.keras"
+from common import HED_VGG16 as DEFAULT_MODEL, machine  # first: it puts the repository on the path
 
 
 # Dense peaks of an H100/H200 SXM, TFLOP/s: bf16 on tensor cores, and float32 convolutions,
@@ -76,7 +72,7 @@ def main():
     settings = RenderSettings(size=args.size, steps=args.steps, batch=args.batch, precision=args.precision,
                               scales=schedule)
     layers = args.layers.split(",") if args.layers else conv_layers(model)
-    print(f"device: {accelerator() or 'cpu'}; {platform.machine()}, {os.cpu_count()} cores; "
+    print(f"device: {accelerator() or 'cpu'}; {machine()}; "
           f"keras {keras.__version__} backend {keras.backend.backend()}")
     print(f"size {settings.size}, steps {settings.steps}, schedule {settings.scales}, batch {settings.batch}, "
           f"precision {settings.precision}")

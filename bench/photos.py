@@ -17,14 +17,10 @@ after one warm-up batch, so ratios are comparable on a noisy shared machine:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import SHARED, machine  # first: it puts the repository on the path
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -37,7 +33,6 @@ from gallery.imaging import resize  # noqa: E402
 from gallery.build.units import PHOTO_BATCH  # noqa: E402
 from gallery.photos.sources import load_photos  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
 
 
 def timed(fn, repeats: int = 1) -> float:
@@ -62,7 +57,7 @@ def main():
     samples = [resize(p.pixels, 224, 224) for p in load_photos([SHARED / "samples"])]
     photos = [samples[i % len(samples)] for i in range(args.photos)]
     batches = [photos[i:i + PHOTO_BATCH] for i in range(0, len(photos), PHOTO_BATCH)]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__} "
+    print(f"machine: {machine()}; Keras {keras.__version__} "
           f"({keras.backend.backend()}); model {Path(args.model).name}; {len(photos)} photos at 224 px, "
           f"batches of {PHOTO_BATCH}, {args.classes} classes per photo")
 

@@ -12,15 +12,10 @@ last, so the estimate is linear; compiling (a few seconds per layer) is left out
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "vgg16_hed_notop.keras"
+from common import HED_VGG16 as DEFAULT_MODEL, machine  # first: it puts the repository on the path
 
 
 def main():
@@ -43,7 +38,7 @@ def main():
     model = load_model(str(args.model)) if args.model.is_file() else keras.applications.VGG16(
         weights=None, include_top=False)
     device = accelerator()
-    print(f"device: {device or 'cpu'}; {platform.machine()}, {os.cpu_count()} cores; "
+    print(f"device: {device or 'cpu'}; {machine()}; "
           f"keras {keras.__version__} backend {keras.backend.backend()}")
     filters = list(range(args.sample_filters))
     for name in args.presets.split(","):

@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "vgg16_hed_notop.keras"
+from common import HED_VGG16 as DEFAULT_MODEL, machine  # first: it puts the repository on the path
 
 
 def main():
@@ -66,7 +63,7 @@ def main():
     tasks = [units.Task(i, u, frozenset(e.key for e in u.entries)) for i, u in enumerate(plan)]
     costs = cost.Costs(model)
     unit_flops = cost.total_flops(costs, render, args.layer, args.batch)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; "
+    print(f"machine: {machine()}; "
           f"{args.model.name} {args.layer}, units of {args.batch} filters at {args.size} px, {args.steps} steps "
           f"({cost.describe(unit_flops)} each)")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")

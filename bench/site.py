@@ -16,18 +16,14 @@ Budgets (issue 5): render < 15 s on 2 cores, site < 300 MB, first screen < 1 s.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import machine  # first: it puts the repository on the path
 
 from gallery import imaging
 from gallery.site import manifest, pages as site
@@ -120,7 +116,7 @@ def main():
     out = args.out or work / "site"
     shutil.rmtree(out, ignore_errors=True)
     cache = Cache(work / "cache")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; synthetic VGG16: "
+    print(f"machine: {machine()}; synthetic VGG16: "
           f"{sum(c for _, c, _ in VGG16)} filters at {args.size} px, {args.photos} photos with pages, "
           f"{args.pool} more in the pool")
     start = time.perf_counter()
