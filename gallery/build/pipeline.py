@@ -56,9 +56,10 @@ def layer_listing(config: BuildConfig) -> list[str]:
     loading.check_spec(config.model, config.weights)
     model = loading.load_model(config.model, config.weights, safe_mode=config.safe_mode)
     shapes = {row["name"]: row["shape"] or "?" for row in manifest.layer_table(model)}
-    rows = [(name, type(graph.locate(model, name).layer).__name__, shapes.get(name, "?"),
-             f"{channel_count(model, name):,}") for name in graph.conv_layers(model)]
-    total = sum(channel_count(model, name) for name in graph.conv_layers(model))
+    counts = {name: channel_count(model, name) for name in graph.conv_layers(model)}
+    rows = [(name, type(graph.locate(model, name).layer).__name__, shapes.get(name, "?"), f"{count:,}")
+            for name, count in counts.items()]
+    total = sum(counts.values())
     head = ("layer", "type", "output", "filters")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
     line = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
@@ -122,7 +123,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     log(f"  {len(plan)} units: {len(plan) - len(tasks)} settled from the cache, {len(tasks)} to run "
         f"({cost.describe(sum(units.flops(t.unit, job, costs) for t in tasks))})")
 
-    fixed = {**_fixed_parts(model, config, job, about, out), "kernels": _kernel_sheets(model, job, cache)}
+    fixed = _fixed_parts(model, config, job, about, out, cache)
     site = Publisher(SiteWriter(out, cache), lambda status: _manifest(fixed, config, job, gallery, cache, status))
     if tasks:
         progress = Progress({t.uid: units.cost_stages(t.unit, job, costs) for t in tasks},
@@ -175,7 +176,7 @@ def _about(model, config: BuildConfig) -> dict:
             "cam_note": None}
 
 
-def _fixed_parts(model, config, job, about, out: SiteFolder) -> dict:
+def _fixed_parts(model, config, job, about, out: SiteFolder, cache: Cache) -> dict:
     """What the manifest says of the model, the same on every refresh: worked out once."""
     title = loading.title(config.model, model)
     source = identity(loading.source(config.model, config.weights))
@@ -186,7 +187,8 @@ def _fixed_parts(model, config, job, about, out: SiteFolder) -> dict:
     return {"model_info": info, "table": manifest.layer_table(model), "class_names": about["names"],
             "channels": {layer: channel_count(model, layer) for layer in job.selection},
             "circuits": {layer: circuits.strongest_inputs(model, layer) for layer in job.selection},
-            "cam_sources": {layer: graph.conv_source(model, layer) for layer in job.cam_layers}}
+            "cam_sources": {layer: graph.conv_source(model, layer) for layer in job.cam_layers},
+            "kernels": _kernel_sheets(model, job, cache)}
 
 
 def _kernel_sheets(model, job, cache: Cache) -> dict[str, dict]:

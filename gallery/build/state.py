@@ -105,8 +105,10 @@ class Gallery:
         """``{layer: key}``: one image of every selected filter of each finished layer, its
         thumbnails labelled with their indices, made once and cached."""
         for layer, indices in self.job.selection.items():
+            if layer in self._collages:
+                continue
             keys = [self.thumbs.get((layer, i)) for i in indices]
-            if layer in self._collages or None in keys:
+            if None in keys:
                 continue
             key = make_key(kind="collage", thumbs=keys, filters=list(indices))
             if cache.get(key) is None:

@@ -25,7 +25,7 @@ CHANNEL_PRESERVING = (
 def upstream_conv(model: keras.Model, name: str) -> str | None:
     """The conv layer whose channels are this layer's input channels, or ``None``."""
     path = graph.locate(model, name)
-    prefix = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+    prefix = graph.container_prefix(name)
     tensor = graph._io(path.layer)[0]
     while tensor is not None:
         history = getattr(tensor, "_keras_history", None)

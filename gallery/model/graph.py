@@ -301,16 +301,24 @@ def _linear_part(layer) -> Callable | None:
 POINTWISE = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU)
 
 
+def container_prefix(name: str) -> str:
+    """``"backbone/"`` for ``"backbone/conv1"``: what names a layer's siblings; ``""`` at the top."""
+    return name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+
+
+def _consumers(container, tensor) -> list:
+    """The layers of ``container`` called on ``tensor``."""
+    return [layer for layer in container.layers if calls(layer) and _io(layer)[0] is tensor]
+
+
 def follow_pointwise(model: keras.Model, name: str) -> str:
     """Walk from a layer through the normalisation/activation layers that consume it alone."""
     path = locate(model, name)
     container = path.steps[-1][0]
-    prefix = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+    prefix = container_prefix(name)
     current = path.layer
     while True:
-        output = _io(current)[1]
-        consumers = [layer for layer in container.layers
-                     if calls(layer) and _io(layer)[0] is output]
+        consumers = _consumers(container, _io(current)[1])
         if len(consumers) != 1 or not isinstance(consumers[0], POINTWISE):
             return prefix + current.name
         current = consumers[0]
@@ -320,7 +328,7 @@ def conv_source(model: keras.Model, name: str) -> str | None:
     """The conv layer whose channels ``name`` carries: itself, or the conv before a
     chain of normalisation and activation layers (``top_activation`` → ``top_conv``)."""
     path = locate(model, name)
-    prefix = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+    prefix = container_prefix(name)
     layer = path.layer
     while not _is_conv(layer):
         if not isinstance(layer, POINTWISE):
@@ -346,7 +354,7 @@ def gap_dense_kernel(model: keras.Model, name: str):
         if depth > 0 and tensor is container.outputs[0]:  # leave a nested backbone by its output
             depth, tensor = depth - 1, _io(path.steps[depth - 1][1])[1]
             continue
-        consumers = [layer for layer in container.layers if calls(layer) and _io(layer)[0] is tensor]
+        consumers = _consumers(container, tensor)
         if len(consumers) != 1:
             break
         if not isinstance(consumers[0], PASSTHROUGH):
