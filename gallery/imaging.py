@@ -61,10 +61,10 @@ def cell_size(height: int, lo: int = 48, hi: int = 112) -> int:
 
 
 def contact_sheet(cells: np.ndarray, gap: int = 0, background: int = 0) -> np.ndarray:
-    """Tile ``(n, h, w, 3)`` uint8 cells into one near-square grid, row-major."""
-    n, h, w, _ = cells.shape
+    """Tile ``(n, h, w, d)`` uint8 cells into one near-square grid, row-major."""
+    n, h, w, depth = cells.shape
     cols, rows = sheet_layout(n)
-    sheet = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), background, dtype="uint8")
+    sheet = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, depth), background, dtype="uint8")
     for i in range(n):
         r, c = divmod(i, cols)
         sheet[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = cells[i]
@@ -89,7 +89,7 @@ def labelled_sheet(cells: np.ndarray, labels: list[str], gap: int = 4, strip: in
 
 
 def feature_sheet(maps: np.ndarray) -> tuple[np.ndarray, int]:
-    """``(h, w, c)`` activations → (a colormapped contact sheet, its cell size).
+    """``(h, w, c)`` activations → (a colormapped RGBA contact sheet, its cell size).
 
     Each channel is normalised on its own, so weak channels still show their pattern;
     the absolute scale lives in the manifest's per-channel ranges.
@@ -100,7 +100,10 @@ def feature_sheet(maps: np.ndarray) -> tuple[np.ndarray, int]:
     cells = np.stack([
         colorize(resize(normed[..., i], size, size, smooth=False)) for i in range(c)
     ])
-    return contact_sheet(cells), size
+    sheet = contact_sheet(cells)
+    # Cells past the last channel are see-through, not black: black reads as a dead channel.
+    alpha = contact_sheet(np.full((c, size, size, 1), 255, dtype="uint8"))
+    return np.concatenate([sheet, alpha], axis=-1), size
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -89,6 +89,10 @@ def test_click_through_the_site(built, browser):
     assert page.url.endswith("tiny/index.html")
     page.click("h3 >> text=conv2")
     assert page.url.endswith("layers/conv2/index.html")
+    # Thumbnails are shown at the size they were made, not resampled again.
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+    sizes = page.eval_on_selector_all("#tiles img", "is => is.map(i => [i.getBoundingClientRect().width, i.naturalWidth])")
+    assert sizes and all(shown == natural for shown, natural in sizes), sizes
     page.click("text=#1")
     page.wait_for_url("**/layers/conv2/1.html")
     for key, target in (("ArrowRight", "2.html"), ("ArrowLeft", "1.html"), ("ArrowUp", "index.html")):
@@ -101,11 +105,12 @@ def test_click_through_the_site(built, browser):
     page.wait_for_load_state("load")
     assert page.locator(".preds li").count() == 4
     assert page.locator(".cams img").count() == 4
-    # Clicking a channel of a feature-map sheet opens that filter's page.
-    sheet = page.locator("img.sheet-img").nth(1)
-    sheet.scroll_into_view_if_needed()
-    box = sheet.bounding_box()
-    page.mouse.click(box["x"] + 2, box["y"] + 2)
+    # A layer this narrow shows all its channels, strongest first, each with its number.
+    cells = page.locator("section.sheet").nth(1).locator(".strongest li")
+    assert cells.count() == 5
+    peaks = [float(t.split()[1]) for t in cells.all_inner_texts()]
+    assert peaks == sorted(peaks, reverse=True)
+    page.locator("section.sheet").nth(1).locator(".strongest li a", has_text="#0 ").click()
     page.wait_for_url("**/layers/conv2/0.html")
     page.wait_for_load_state("load")
     assert not _broken_images(page)
@@ -136,7 +141,8 @@ def shared_site(tmp_path_factory):
     quick = RenderSettings(size=32, steps=2)
     for model, extra in (
         ("efficientnet_lite0_imagenet.keras", dict(labels=SHARED_MODELS / "imagenet_classes.json",
-                                                   layers=("stem_conv", "top_conv"), filters=slice(0, 4))),
+                                                   layers=("stem_conv", "block0_dwconv", "block1_dwconv", "top_conv"),
+                                                   filters=slice(0, 4))),
         ("vgg16_hed_notop.keras", dict(preprocess="caffe", layers=("block1_conv1", "block5_conv3"),
                                        filters=slice(0, 3))),
     ):
@@ -149,6 +155,13 @@ def test_multi_model_site_search_and_navigation(shared_site, browser):
     page, problems = _watched_page(browser)
     page.goto((shared_site / "index.html").as_uri())
     assert page.locator(".card-title").all_text_contents() == ["efficientnet_lite0_imagenet", "vgg16_hed_notop"]
+    # Four thumbnails fit inside their card; the page says how to rebuild both models.
+    edges = page.eval_on_selector_all(".card", """cards => cards.map(c => [c.getBoundingClientRect().right,
+        Math.max(...Array.from(c.querySelectorAll('.thumbs img')).map(i => i.getBoundingClientRect().right))])""")
+    assert all(thumb <= card for card, thumb in edges), edges
+    assert page.locator(".card").first.locator(".thumbs img").count() == 4
+    assert page.locator(".repro h3").all_text_contents() == ["efficientnet_lite0_imagenet", "vgg16_hed_notop"]
+    assert page.locator(".repro dd", has_text="vgg16_hed_notop.keras").count() == 1
     # Classes come ordered by probability; a query that finds nothing says so.
     page.fill("#search", "cat")
     kinds = page.locator("#search-results li .kind").all_text_contents()
@@ -174,6 +187,27 @@ def test_multi_model_site_search_and_navigation(shared_site, browser):
     page.wait_for_load_state("load")
     assert page.locator(".crops li").count() == 6  # the six sample photos, strongest first
     assert page.locator(".inputs li a").count() == 0  # block5_conv2 was not rendered: no links
+    # A wide layer's feature maps: the strongest channels with their numbers, then every
+    # channel on one sheet, where a click opens the filter under it.
+    page.goto((shared_site / "vgg16_hed_notop" / "photos" / "cat.html").as_uri())
+    sheet = page.locator("section.sheet", has_text="block5_conv3")
+    assert sheet.locator(".strongest li").count() == 24
+    assert not sheet.locator("img.sheet-img").is_visible()
+    sheet.locator("summary").click()
+    box = sheet.locator("img.sheet-img").bounding_box()
+    page.mouse.click(box["x"] + 2, box["y"] + 2)
+    page.wait_for_url("**/block5_conv3/0.html")
+    page.wait_for_load_state("load")
+    # The model page folds EfficientNet's normalisation and activation rows until asked.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto((shared_site / "efficientnet_lite0_imagenet" / "index.html").as_uri())
+    rows = "table.layers tbody tr"
+    shown = page.eval_on_selector_all(rows, "rs => rs.filter(r => r.offsetParent).length")
+    table = page.locator(".table-wrap")
+    assert table.evaluate("w => w.scrollWidth - w.clientWidth") <= 1  # a phone sees every column
+    page.check("#all-layers")
+    assert page.eval_on_selector_all(rows, "rs => rs.filter(r => r.offsetParent).length") > shown + 50
+    page.set_viewport_size({"width": 1280, "height": 900})
     # Sorting a layer by activation reorders its tiles.
     page.goto((shared_site / "efficientnet_lite0_imagenet" / "layers" / "top_conv" / "index.html").as_uri())
     page.click("button[data-sort=activation]")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gallery import imaging
 from gallery.build import pipeline
 from gallery.site import pages as site
 from gallery.config import BuildConfig, RenderSettings
@@ -188,7 +189,7 @@ def test_template_change_rerenders_pages_only(tmp_path, classifier_file, photo_d
 
 
 def test_headless_model_explains_why_there_is_no_gradcam(tmp_path, photo_dir):
-    path = tmp_path / "backbone.keras"
+    path = tmp_path / "headless_net.keras"  # the site names it so; Keras calls it "backbone"
     tiny_backbone().save(path)
     config = _config(tmp_path, path, images=(photo_dir,), filters=slice(0, 2))
     manifest = pipeline.build(config)
@@ -196,6 +197,12 @@ def test_headless_model_explains_why_there_is_no_gradcam(tmp_path, photo_dir):
     page = (config.out / manifest["photos"][0]["page"]).read_text()
     assert "no classifier head" in page and "Grad-CAM for" not in page
     assert [len(layer["filters"]) for layer in manifest["layers"]] == [2, 2, 2]
+    # The note names the model as the site does, and its shapes at the size the build fed it.
+    model_page = (config.out / manifest["page"]).read_text()
+    assert "backbone" not in model_page
+    assert manifest["model"]["cam_note"].startswith("No predictions or class activation maps: headless_net has no")
+    assert "its output is 224×224×3 for a 224×224 input" in manifest["model"]["cam_note"]
+    assert "input 224×224×3 → output 224×224×3" in model_page and "?×?" not in model_page
 
 
 def test_nested_transfer_model_builds(tmp_path, photo_dir):
@@ -265,3 +272,16 @@ def test_the_first_layer_shows_each_filters_kernel_exactly(tmp_path, classifier_
     cells, _ = circuits.pixel_kernels(keras.saving.load_model(classifier_file), "conv1", "caffe")
     flipped = np.clip(np.round(128 + 127.5 * kernel[:, :, ::-1, 4] / scale), 0, 255)
     np.testing.assert_array_equal(cells[4], flipped)
+
+
+def test_feature_sheets_rank_channels_by_peak_and_leave_spare_cells_clear(monkeypatch):
+    maps = np.random.default_rng(0).normal(size=(4, 4, 5)).astype("float32")
+    sheet, cell = imaging.feature_sheet(maps)
+    assert sheet.shape == (2 * cell, 3 * cell, 4)  # 5 channels on a 3×2 grid: one spare cell
+    assert (sheet[cell:, 2 * cell:, 3] == 0).all() and (sheet[:cell, :, 3] == 255).all()
+    assert (sheet[cell:, :2 * cell, 3] == 255).all()
+    layout = {"channels": 5, "peak": [1.0, 3.0, 3.0, 0.5, 2.0]}
+    monkeypatch.setattr(site, "STRONGEST_CHANNELS", 4)
+    ranked = site.strongest_channels(layout, {2: "p/2.html"})
+    assert [(c["index"], c["peak"], c["page"]) for c in ranked] == [(1, 3.0, None), (2, 3.0, "p/2.html"),
+                                                                    (4, 2.0, None), (0, 1.0, None)]

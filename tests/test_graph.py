@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from gallery import conv_layers, feature_maps, GalleryError
-from gallery.model.graph import follow_pointwise, has_classifier, locate
+from gallery.model.graph import follow_pointwise, has_classifier, locate, output_fn, output_shape, output_shapes
+from gallery.site.manifest import layer_table
 
 from .conftest import tiny_backbone, tiny_classifier, tiny_transfer
 
@@ -41,3 +42,30 @@ def test_follow_pointwise_walks_norm_and_activation():
 def test_has_classifier():
     assert has_classifier(tiny_classifier())
     assert not has_classifier(tiny_backbone())
+
+
+@pytest.mark.parametrize("make,size", [(tiny_transfer, (8, 8)), (tiny_backbone, (12, 20))])
+def test_output_shapes_at_a_size_are_those_a_forward_pass_gives(make, size):
+    model = make()
+    shapes = output_shapes(model, size)
+    names = conv_layers(model)
+    ran = output_fn(model, [locate(model, n) for n in names])(keras.ops.zeros((1, *size, 3)))
+    assert {n: shapes[n] for n in names} == {n: tuple(r.shape[1:]) for n, r in zip(names, ran)}
+    if model.inputs[0].shape[1] is None:  # the any-size backbone: its output at this size
+        assert output_shape(model, size) == tuple(model(np.zeros((1, *size, 3), "float32")).shape[1:])
+    assert all(None not in shape for shape in shapes.values())
+
+
+def test_layer_table_folds_normalisation_and_activation_into_the_row_before():
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Activation("swish", name="act")(x)
+    x = keras.layers.Dropout(0.1, name="drop")(x)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    rows = layer_table(keras.Model(inputs, x), (10, 10))
+    by = {row["name"]: row for row in rows}
+    assert [row["name"] for row in rows if not row["minor"]] == [rows[0]["name"], "conv", "pool"]
+    assert by["conv"]["then"] == ["BatchNorm", "silu", "Dropout"] and by["pool"]["then"] == ["ReLU"]
+    assert by["conv"]["shape"] == "8×8×4" and by["pool"]["shape"] == "4×4×4" and rows[0]["shape"] == "10×10×3"

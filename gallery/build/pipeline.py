@@ -103,10 +103,10 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     log(f"  {loading.title(config.model, model)}: {len(selection)} conv layers, "
         f"{sum(map(len, selection.values()))} filters, preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
     photos = sources.load_photos(config.images)
-    about = _about(model, config)
+    size = input_size(model, config.photo_size)
+    about = _about(model, config, size)
     job = units.Job(fingerprint, render, preprocess, {k: tuple(v) for k, v in selection.items()}, config.variants,
-                    tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0),
-                    input_size(model, config.photo_size))
+                    tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0), size)
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
 
     log("• plan")
@@ -163,12 +163,14 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     return data
 
 
-def _about(model, config: BuildConfig) -> dict:
+def _about(model, config: BuildConfig, size: tuple[int, int]) -> dict:
     """Class names, CAM layers and the note shown when the model has no classifier."""
     if not graph.has_classifier(model):
+        shape = "×".join(map(str, graph.output_shape(model, size)))
         return {"classes": None, "names": None, "labels_source": None, "cam_layers": [],
-                "cam_note": f"No Grad-CAM or predictions: {model.name!r} has no classifier head "
-                            f"(its output has shape {tuple(model.outputs[0].shape)}, not one score per class)."}
+                "cam_note": f"No predictions or class activation maps: {loading.title(config.model, model)} has no "
+                            f"classifier head (its output is {shape} for a {size[0]}×{size[1]} input, not one score per "
+                            "class)."}
     classes = int(model.outputs[0].shape[-1])
     names, labels_source = labels.class_names(classes, config.labels)
     layers = [graph.locate(model, n).name for n in (config.cam_layers or [cams.default_layer(model)])]
@@ -183,8 +185,8 @@ def _fixed_parts(model, config, job, about, out: SiteFolder, cache: Cache) -> di
     info = manifest.model_entry(model, title=title, slug=out.model_slug(title, source), identity=source,
                                 source=public_path(config.model), fingerprint=job.fingerprint,
                                 preprocess=job.preprocess, classes=about["classes"],
-                                labels_source=about["labels_source"], cam_note=about["cam_note"])
-    return {"model_info": info, "table": manifest.layer_table(model), "class_names": about["names"],
+                                labels_source=about["labels_source"], cam_note=about["cam_note"], size=job.input)
+    return {"model_info": info, "table": manifest.layer_table(model, job.input), "class_names": about["names"],
             "channels": {layer: channel_count(model, layer) for layer in job.selection},
             "circuits": {layer: circuits.strongest_inputs(model, layer) for layer in job.selection},
             "cam_sources": {layer: graph.conv_source(model, layer) for layer in job.cam_layers},

@@ -26,7 +26,7 @@ from .cache import make_key, number
 MAIN = "channel"  # the variant every filter gets; the others are extra images
 PHOTO_SIDE = 640  # photos are published no larger than this
 PHOTO_BATCH = 8  # photos per unit: one forward pass
-PHOTO_SCHEMA = 4  # what photo entries hold; 4: CAMs are keyed by the rank of their class, not the class
+PHOTO_SCHEMA = 5  # what photo entries hold; 5: feature sheets leave unused cells transparent; 4: CAMs keyed by class rank
 # How filter images are made, beyond the settings in their key: bump it whenever the same
 # settings would give other pixels (a transform that changes meaning, a new loop), so old
 # tiles are recomputed rather than reused by luck. Named in keys from 2 on, so the tiles of

@@ -378,3 +378,40 @@ def gap_dense_kernel(model: keras.Model, name: str):
 def has_classifier(model: keras.Model) -> bool:
     """True when the model ends in a vector of class scores (rank-2 output)."""
     return len(model.outputs) == 1 and len(model.outputs[0].shape) == 2 and (model.outputs[0].shape[-1] or 0) > 1
+
+
+def _probe(model: keras.Model, size: tuple[int, int]):
+    return keras.KerasTensor((1, *size, _graph_inputs(model).shape[-1]))
+
+
+def output_shape(model: keras.Model, size: tuple[int, int]) -> tuple:
+    """The model's output shape (batch dimension dropped) for inputs of ``size`` (h, w)."""
+    spec = model.compute_output_spec(_probe(model, size))
+    return tuple((spec[0] if isinstance(spec, (list, tuple)) else spec).shape[1:])
+
+
+def output_shapes(model: keras.Model, size: tuple[int, int]) -> dict[str, tuple]:
+    """Each layer's output shape (batch dimension dropped) for inputs of ``size`` (h, w),
+    by qualified name, nested models included: what a model that takes any size computes
+    at the size a build feeds it. Traced symbolically; nothing runs."""
+    shapes: dict[str, tuple] = {}
+
+    def walk(container, input_shape, prefix):
+        for layer in container.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                shapes[prefix + layer.name] = tuple(input_shape[1:])
+        layers = [layer for layer in container.layers if calls(layer) and not isinstance(layer, keras.layers.InputLayer)]
+        if not layers:
+            return
+        outputs = [_io(layer)[1] for layer in layers]
+        sub = _subgraph(container, _graph_inputs(container), outputs, f"the layers of {container.name!r}")
+        specs = sub.compute_output_spec(keras.KerasTensor(input_shape))
+        specs = specs if isinstance(specs, (list, tuple)) else [specs]
+        known = {id(_graph_inputs(container)): input_shape, **{id(t): s.shape for t, s in zip(outputs, specs)}}
+        for layer, spec in zip(layers, specs):
+            shapes[prefix + layer.name] = tuple(spec.shape[1:])
+            if _is_container(layer):
+                walk(layer, known[id(_io(layer)[0])], f"{prefix}{layer.name}/")
+
+    walk(model, _probe(model, size).shape, "")
+    return shapes

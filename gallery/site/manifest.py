@@ -27,10 +27,27 @@ def versions() -> dict[str, str]:
     return found
 
 
-def layer_table(model: keras.Model) -> list[dict]:
-    """One row per layer (nested models flattened): name, type, output shape, parameters."""
+# Layers that act on each value alone, after the layer that made it: folded into that
+# layer's row on the model page unless the reader asks for every layer.
+MINOR = {"BatchNormalization": "BatchNorm", "LayerNormalization": "LayerNorm", "GroupNormalization": "GroupNorm",
+         "Activation": None, "ReLU": "ReLU", "LeakyReLU": "LeakyReLU", "PReLU": "PReLU", "ELU": "ELU",
+         "Dropout": "Dropout", "SpatialDropout2D": "Dropout", "GaussianNoise": "noise"}
+
+
+def _shape(shape) -> str:
+    return "×".join("?" if d is None else str(d) for d in shape)
+
+
+def layer_table(model: keras.Model, size: tuple[int, int] | None = None) -> list[dict]:
+    """One row per layer (nested models flattened): name, type, output shape, parameters.
+
+    With ``size`` (h, w), shapes are those of an input that size (what a build feeds a
+    model that takes any size). A normalisation, activation or dropout layer is ``minor``;
+    the row before it lists it under ``then``, so the page can fold it away.
+    """
     rows = []
     conv = set(graph.conv_layers(model))
+    concrete = graph.output_shapes(model, size) if size else {}
 
     def walk(container, prefix):
         for layer in container.layers:
@@ -39,23 +56,26 @@ def layer_table(model: keras.Model) -> list[dict]:
                 walk(layer, name + "/")
                 continue
             try:
-                shape = tuple(layer.output.shape)
+                shape = concrete.get(name) or tuple(layer.output.shape)[1:]
             except (AttributeError, ValueError):
                 shape = None
-            rows.append({
-                "name": name,
-                "type": type(layer).__name__,
-                "shape": "×".join("?" if d is None else str(d) for d in shape[1:]) if shape else "",
-                "params": int(layer.count_params()) if layer.built else 0,
-                "conv": name in conv,
-            })
+            kind = type(layer).__name__
+            short = MINOR.get(kind) or getattr(getattr(layer, "activation", None), "__name__", kind)
+            row = {"name": name, "type": kind, "shape": _shape(shape) if shape else "",
+                   "params": int(layer.count_params()) if layer.built else 0, "conv": name in conv,
+                   "minor": kind in MINOR, "then": []}
+            owner = next((r for r in reversed(rows) if not r["minor"]), None) if row["minor"] else None
+            if owner is not None:
+                owner["then"].append(short)
+            rows.append(row)
 
     walk(model, "")
     return rows
 
 
 def model_entry(model, *, title: str, slug: str, identity: str, source: str, fingerprint: str, preprocess: str,
-                classes: int | None, labels_source: str | None, cam_note: str | None) -> dict:
+                classes: int | None, labels_source: str | None, cam_note: str | None,
+                size: tuple[int, int]) -> dict:
     return {
         "name": title,
         "slug": slug,
@@ -64,7 +84,8 @@ def model_entry(model, *, title: str, slug: str, identity: str, source: str, fin
         "keras_name": model.name,
         "fingerprint": fingerprint,
         "params": int(model.count_params()),
-        "input_shape": "×".join("?" if d is None else str(d) for d in tuple(model.inputs[0].shape)[1:]),
+        "input_shape": _shape((*size, model.inputs[0].shape[-1])),
+        "output_shape": _shape(graph.output_shape(model, size)),
         "preprocess": preprocess,
         "classes": classes,
         "labels_source": labels_source,

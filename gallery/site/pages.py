@@ -46,9 +46,10 @@ def environment(templates: Path = TEMPLATES) -> Environment:
 
 
 def breakable(name) -> Markup:
-    """``name`` escaped, with a line-break opportunity after each ``_``, ``/`` and ``-``, so
-    long identifiers wrap between their words rather than inside one."""
-    return Markup(re.sub(r"([_/-])", r"\1<wbr>", str(escape(name))))
+    """``name`` escaped, with a line-break opportunity after each ``_``, ``/`` and ``-`` and
+    inside CamelCase (``Depthwise|Conv2D``), so long identifiers wrap between their words
+    rather than inside one."""
+    return Markup(re.sub(r"([_/-]|[a-z](?=[A-Z]))", r"\1<wbr>", str(escape(name))))
 
 
 def _root(page: str) -> str:
@@ -90,6 +91,7 @@ def search_script(index: dict) -> bytes:
 
 
 FEATURE_MAPS_SHOWN = 12  # a filter page shows its feature maps on the photos it likes best
+STRONGEST_CHANNELS = 24  # a photo page shows first, per layer, the channels it drives hardest
 
 
 def crop_style(photo: dict, at: list[float], map_size: list[int]) -> str:
@@ -118,9 +120,11 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
     common = {"model": manifest["model"], "settings": manifest["settings"], "versions": manifest["versions"],
               "command": manifest["command"], "model_page": manifest["page"],
               "building": manifest["status"] is not None}
-    result = [("index.html", "index.html", {**common, "models": model_cards(manifests),
+    reproduce = [{key: m[key] for key in ("model", "command", "settings", "versions")} for m in manifests]
+    result = [("index.html", "index.html", {**common, "models": model_cards(manifests), "reproduce": reproduce,
                                             "building": any(m.get("status") for m in manifests)}),
-              (manifest["page"], "model.html", {**common, "manifest": manifest})]
+              (manifest["page"], "model.html", {**common, "manifest": manifest,
+                                                "pages_of": {layer["name"]: layer["page"] for layer in manifest["layers"]}})]
     for layer in manifest["layers"]:
         result.append((layer["page"], "layer.html", {**common, "layer": layer}))
         sheets = [(p, next((f for f in p["features"] if f["layer"] == layer["name"]), None)) for p in manifest["photos"]]
@@ -139,15 +143,24 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
                 "next": _filter_link(filters[i + 1]) if i + 1 < len(filters) else None,
             }))
     linked = {layer["name"]: ",".join(str(f["index"]) for f in layer["filters"]) for layer in manifest["layers"]}
+    pages_of = {layer["name"]: {f["index"]: f["page"] for f in layer["filters"]} for layer in manifest["layers"]}
     for photo in manifest["photos"]:
         groups: dict = {}
         for cam in photo["cams"]:
             groups.setdefault((cam["layer"], cam["method"]), []).append(cam)
         cam_groups = [{"layer": k[0], "method": k[1], "title": CAM_TITLES[k[1]][0], "weighed_by": CAM_TITLES[k[1]][1],
                        "maps": v} for k, v in groups.items()]
+        features = [{**f, "strongest": strongest_channels(f, pages_of.get(f["layer"], {}))} for f in photo["features"]]
         result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked,
-                                                     "cam_groups": cam_groups}))
+                                                     "cam_groups": cam_groups, "features": features}))
     return result
+
+
+def strongest_channels(sheet: dict, pages: dict[int, str]) -> list[dict]:
+    """The channels of one feature sheet with the highest peaks, strongest first (ties by
+    index), each with its filter page when the build rendered that filter."""
+    order = sorted(range(sheet["channels"]), key=lambda k: (-sheet["peak"][k], k))[:STRONGEST_CHANNELS]
+    return [{"index": k, "peak": sheet["peak"][k], "page": pages.get(k)} for k in order]
 
 
 def _filter_link(f: dict) -> dict:
