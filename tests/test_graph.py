@@ -69,3 +69,6 @@ def test_layer_table_folds_normalisation_and_activation_into_the_row_before():
     assert [row["name"] for row in rows if not row["minor"]] == [rows[0]["name"], "conv", "pool"]
     assert by["conv"]["then"] == ["BatchNorm", "silu", "Dropout"] and by["pool"]["then"] == ["ReLU"]
     assert by["conv"]["shape"] == "8×8×4" and by["pool"]["shape"] == "4×4×4" and rows[0]["shape"] == "10×10×3"
+    first = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.BatchNormalization(name="bn0"),
+                              keras.layers.Conv2D(2, 1, name="c")])
+    assert [(r["name"], r["minor"]) for r in layer_table(first)] == [("bn0", False), ("c", False)]

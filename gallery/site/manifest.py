@@ -67,6 +67,7 @@ def layer_table(model: keras.Model, size: tuple[int, int] | None = None) -> list
             owner = next((r for r in reversed(rows) if not r["minor"]), None) if row["minor"] else None
             if owner is not None:
                 owner["then"].append(short)
+            row["minor"] = owner is not None  # with no row before it to fold into, it keeps its own
             rows.append(row)
 
     walk(model, "")
