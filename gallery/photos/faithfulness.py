@@ -40,7 +40,7 @@ from ..imaging import resize
 from ..model import grad, preprocess as prep
 from .activations import as_probabilities, input_pixels
 
-KEEP = 0.3  # the share of the pixels each masked photo keeps
+KEEP = 0.3  # the share of the pixels each masked photo keeps; changing it means bumping PHOTO_SCHEMA
 FILL = (123.68, 116.779, 103.939)  # ImageNet's mean RGB: what a removed pixel becomes
 BATCH = 32  # masked photos per forward pass
 # A short last batch is padded to a multiple of this, not to BATCH: at most 4 compiled
