@@ -50,7 +50,7 @@ class PhotoTiles:
     paged: bool = False
     predictions: list[dict] = field(default_factory=list)  # [{"index", "probability"}]
     features: dict[str, tuple[str, dict]] = field(default_factory=dict)  # layer -> (key, layout with peaks)
-    cams: list[dict] = field(default_factory=list)  # [{"layer", "method", "class", "key"}]
+    cams: list[dict] = field(default_factory=list)  # [{"layer", "method", "class", "key", "p", "top", "bottom"}]
     contributions: dict[str, list] = field(default_factory=dict)  # layer -> [(channel, share)] for the top class
     position: int = 0  # in the build's photo list: what top lists refer to
 
@@ -149,7 +149,9 @@ class Gallery:
                 part = f"cam:{layer}:{method}"
                 for rank in range(min(self.job.ranks, len(tiles.predictions))):
                     key = by_slot[(part, position, layer, method, rank)]
-                    tiles.cams.append({"layer": layer, "method": method, "class": found[key][1]["class"], "key": key})
+                    meta = found[key][1]
+                    tiles.cams.append({"layer": layer, "method": method, "key": key,
+                                       **{k: meta[k] for k in ("class", "p", "top", "bottom")}})
                 if method == self.job.methods[0]:
                     tiles.contributions[layer] = json.loads(found[by_slot[(part, position, layer, method)]][0])
 

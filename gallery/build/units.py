@@ -26,7 +26,7 @@ from .cache import make_key, number
 MAIN = "channel"  # the variant every filter gets; the others are extra images
 PHOTO_SIDE = 640  # photos are published no larger than this
 PHOTO_BATCH = 8  # photos per unit: one forward pass
-PHOTO_SCHEMA = 5  # what photo entries hold; 5: feature sheets leave unused cells transparent; 4: CAMs keyed by class rank
+PHOTO_SCHEMA = 5  # what photo entries hold; 5: CAMs carry their faithfulness, feature sheets clear spare cells; 4: keyed by class rank
 # How filter images are made, beyond the settings in their key: bump it whenever the same
 # settings would give other pixels (a transform that changes meaning, a new loop), so old
 # tiles are recomputed rather than reused by luck. Named in keys from 2 on, so the tiles of
@@ -38,6 +38,10 @@ def _count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _probability(value) -> bool:
+    return number(value) and 0 <= value <= 1
+
+
 def _size(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and all(map(_count, value)) and all(value)
 
@@ -47,7 +51,7 @@ REQUIRE = {
     "filter": {"activation": number},
     "photo": {"size": _size},
     "features": {name: _count for name in ("cols", "rows", "cell", "channels")},
-    "cam": {"class": _count},
+    "cam": {"class": _count, "p": _probability, "top": _probability, "bottom": _probability},
     "contributions": {"class": _count},
 }
 
@@ -184,7 +188,10 @@ def flops(unit, job: Job, costs) -> float:
     """What running ``unit`` costs, in FLOPs (see :mod:`gallery.render.cost`)."""
     if isinstance(unit, FilterUnit):
         return cost.total_flops(costs, job.render, unit.layer, unit.images)
-    passes = 1 + sum(unit.paged) / len(unit.paged) * (1 + 2 * len(job.cam_layers) * len(job.methods))
+    # Each CAM pass: a forward and a backward, then the faithfulness forwards (the photo
+    # whole, and two masked copies per class).
+    per_cam = 2 + 1 + 2 * job.ranks
+    passes = 1 + sum(unit.paged) / len(unit.paged) * (1 + per_cam * len(job.cam_layers) * len(job.methods))
     return len(unit.photos) * passes * costs.forward_flops(job.input[0])
 
 

@@ -20,6 +20,7 @@ from ..model import grad
 from ..photos.activations import Activations
 from ..photos.cams import CamEngine
 from ..photos.examples import peaks
+from ..photos.faithfulness import BOTTOM, FULL, TOP, Faithfulness
 from ..render.optimize import Renderers, spans
 from .units import PHOTO_SIDE, FilterUnit, Job, Task
 
@@ -41,6 +42,7 @@ class Worker:
         self.renderers = Renderers(model, job.render, job.preprocess, groups, ahead=ahead)
         self._activations = None
         self._cams: dict = {}
+        self._faithfulness = None
 
     def run(self, task: Task, on_step=None) -> Result:
         """Produce the entries of the passes ``task`` needs; ``on_step(image_steps)`` reports progress."""
@@ -86,6 +88,12 @@ class Worker:
             self._activations = Activations(self.model, list(self.job.layers), self.job.preprocess,
                                             self.job.input[0])
         return self._activations
+
+    @property
+    def faithfulness(self) -> Faithfulness:
+        if self._faithfulness is None:
+            self._faithfulness = Faithfulness(self.model, self.job.preprocess, self.job.input[0])
+        return self._faithfulness
 
     def cam(self, layer: str, method: str) -> CamEngine:
         if (layer, method) not in self._cams:
@@ -183,12 +191,16 @@ class _PhotoRun:
         if not rows:
             return
         wanted = [classes[p][:self.job.ranks] for p in rows]
-        heats, contributions = self.worker.cam(layer, method).explain_batch([self.pixels(p) for p in rows], wanted)
-        for position, ranked, heat, share in zip(rows, wanted, heats, contributions):
+        photos = [self.pixels(p) for p in rows]
+        heats, contributions = self.worker.cam(layer, method).explain_batch(photos, wanted)
+        # Every method's maps, whatever made them, are judged the same way (gallery.photos.faithfulness).
+        figures = self.worker.faithfulness(photos, wanted, heats)
+        for position, ranked, heat, share, kept in zip(rows, wanted, heats, contributions, figures):
             shown = self.shown(position)
-            for rank, (c, m) in enumerate(zip(ranked, heat)):
+            for rank, (c, m, f) in enumerate(zip(ranked, heat, kept)):
                 overlay = imaging.overlay(shown, imaging.resize(m, shown.shape[0], shown.shape[1]))
-                self.put((part, position, layer, method, rank), imaging.encode_jpeg(overlay), {"class": int(c)})
+                meta = {"class": int(c), "p": float(f[FULL]), "top": float(f[TOP]), "bottom": float(f[BOTTOM])}
+                self.put((part, position, layer, method, rank), imaging.encode_jpeg(overlay), meta)
             order = np.argsort(-share[0])[:TOP_CHANNELS]
             top = [[int(c), round(float(share[0][c]), 5)] for c in order]
             self.put((part, position, layer, method), json.dumps(top).encode("utf-8"), {"class": int(ranked[0])})

@@ -19,11 +19,24 @@ def input_size(model: keras.Model, fallback: int = 224) -> tuple[int, int]:
     return (int(h) if h else fallback, int(w) if w else fallback)
 
 
+def input_pixels(model: keras.Model, photos: Sequence[np.ndarray], fallback: int = 224) -> np.ndarray:
+    """uint8 photos of any sizes → float32 RGB ``(B, h, w, 3)`` in ``[0, 255]`` at the input size."""
+    h, w = input_size(model, fallback)
+    return np.stack([resize(photo, h, w) for photo in photos]).astype("float32")
+
+
 def model_inputs(model: keras.Model, photos: Sequence[np.ndarray], preprocess=None, fallback: int = 224):
     """uint8 photos of any sizes → one preprocessed ``(B, h, w, 3)`` batch at the input size."""
-    h, w = input_size(model, fallback)
-    pixels = np.stack([resize(photo, h, w) for photo in photos]).astype("float32")
-    return prep.resolve(preprocess)(ops.convert_to_tensor(pixels))
+    return prep.resolve(preprocess)(ops.convert_to_tensor(input_pixels(model, photos, fallback)))
+
+
+def as_probabilities(out: np.ndarray) -> np.ndarray:
+    """A model's ``(B, classes)`` outputs as probabilities: softmax applied unless they already are."""
+    out = np.asarray(out, dtype="float64")
+    if out.min() < 0 or np.any(np.abs(out.sum(axis=-1) - 1.0) > 1e-3):
+        out = np.exp(out - out.max(axis=-1, keepdims=True))
+        out /= out.sum(axis=-1, keepdims=True)
+    return out
 
 
 class Activations:
@@ -54,11 +67,7 @@ class Activations:
     def predictions_batch(self, photos: Sequence[np.ndarray]) -> np.ndarray:
         """``(B, classes)`` probabilities, one forward pass for the batch."""
         x = model_inputs(self.model, photos, self.preprocess, self.fallback)
-        out = ops.convert_to_numpy(grad.no_grad(lambda t: self.model(t, training=False))(x)).astype("float64")
-        if out.min() < 0 or np.any(np.abs(out.sum(axis=-1) - 1.0) > 1e-3):
-            out = np.exp(out - out.max(axis=-1, keepdims=True))
-            out /= out.sum(axis=-1, keepdims=True)
-        return out
+        return as_probabilities(ops.convert_to_numpy(grad.no_grad(lambda t: self.model(t, training=False))(x)))
 
 
 def feature_maps(model, image: np.ndarray, layer: str, *, preprocess=None) -> np.ndarray:

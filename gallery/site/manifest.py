@@ -14,7 +14,7 @@ import keras
 from ..model import graph
 from .slugs import assign
 
-MANIFEST_SCHEMA = 4  # 4: pending filters and photos, and the build status; 3: filters carry variant images
+MANIFEST_SCHEMA = 5  # 5: CAMs carry their faithfulness; 4: pending filters and photos, and the build status; 3: filters carry variant images
 
 
 def versions() -> dict[str, str]:
@@ -92,6 +92,15 @@ def model_entry(model, *, title: str, slug: str, identity: str, source: str, fin
         "labels_source": labels_source,
         "cam_note": cam_note,
     }
+
+
+def _faithfulness(cam: dict) -> dict:
+    """A map's faithfulness (gallery.photos.faithfulness): the class probability with the
+    whole photo (``p``), and with only the map's top or bottom pixels kept, each also as a
+    share of ``p`` (``None`` where ``p`` is 0: there is nothing to keep a share of)."""
+    p = cam["p"]
+    return {"p": p, "top": cam["top"], "bottom": cam["bottom"],
+            "top_share": cam["top"] / p if p > 0 else None, "bottom_share": cam["bottom"] / p if p > 0 else None}
 
 
 PENDING = "static/pending.svg"  # what a filter or photo shows until the build settles it
@@ -195,7 +204,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
             path = f"{folder}/cam-{slug(cam['layer'])}-{cam['method']}-{cam['class']}.jpg"
             files[path] = cam["key"]
             cams.append({"layer": cam["layer"], "method": cam["method"], "class": cam["class"], "image": path,
-                         "name": name_of(cam["class"])})
+                         "name": name_of(cam["class"]), "faithfulness": _faithfulness(cam)})
         contributions = [
             {"layer": layer, "source": (cam_sources or {}).get(layer),
              "channels": [{"index": k, "share": v, **link((cam_sources or {}).get(layer), k)}

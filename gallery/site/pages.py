@@ -16,6 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 from ..errors import GalleryError
+from ..photos.faithfulness import KEEP
 from .folder import SiteFolder
 
 # How photo pages name each CAM method (gallery.photos.cams.METHODS), and what weighs the
@@ -41,8 +42,28 @@ def environment(templates: Path = TEMPLATES) -> Environment:
     )
     env.filters["pct"] = lambda v: f"{100 * v:.1f}%"
     env.filters["num"] = lambda v: f"{v:,}"
+    env.filters["share"] = share
     env.filters["breakable"] = breakable
     return env
+
+
+def share(v: float | None) -> str:
+    """A share of a probability, whole percent: ``None`` (no probability to share) as "n/a",
+    and rises past tenfold as "> 999%" rather than a long number."""
+    if v is None:
+        return "n/a"
+    return "> 999%" if v > 9.995 else f"{100 * v:.0f}%"
+
+
+def faithfulness_summary(maps: list[dict]) -> dict | None:
+    """The mean of the maps' top and bottom shares, each counted at most 100%: one minus
+    Chattopadhay et al.'s "Average Drop" (WACV 2018), so a class whose probability rises
+    when pixels go (often the least likely ones) cannot outweigh the rest."""
+    shares = [m["faithfulness"] for m in maps if m["faithfulness"]["top_share"] is not None]
+    if not shares:
+        return None
+    return {"maps": len(shares),
+            **{side: sum(min(f[f"{side}_share"], 1.0) for f in shares) / len(shares) for side in ("top", "bottom")}}
 
 
 def breakable(name) -> Markup:
@@ -149,10 +170,10 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
         for cam in photo["cams"]:
             groups.setdefault((cam["layer"], cam["method"]), []).append(cam)
         cam_groups = [{"layer": k[0], "method": k[1], "title": CAM_TITLES[k[1]][0], "weighed_by": CAM_TITLES[k[1]][1],
-                       "maps": v} for k, v in groups.items()]
+                       "maps": v, "summary": faithfulness_summary(v)} for k, v in groups.items()]
         features = [{**f, "strongest": strongest_channels(f, pages_of.get(f["layer"], {}))} for f in photo["features"]]
         result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked,
-                                                     "cam_groups": cam_groups, "features": features}))
+                                                     "cam_groups": cam_groups, "kept": KEEP, "features": features}))
     return result
 
 
