@@ -18,10 +18,11 @@ from ..console import warn
 from ..errors import GalleryError
 from ..model import grad
 from ..photos.activations import Activations
-from ..photos.cams import CamEngine
+from ..photos.explain import explainer
 from ..photos.examples import peaks
+from ..photos.saliency import PixelEngine
 from ..render.optimize import Renderers, spans
-from .units import PHOTO_SIDE, FilterUnit, Job, Task
+from .units import PHOTO_SIDE, FilterUnit, Job, Task, attribution_part, attributions
 
 TOP_STORED = 50  # predictions kept per photo, however many the pages show
 TOP_CHANNELS = 12  # contributing channels kept per photo, class and CAM layer
@@ -87,9 +88,10 @@ class Worker:
                                             self.job.input[0])
         return self._activations
 
-    def cam(self, layer: str, method: str) -> CamEngine:
+    def cam(self, layer: str | None, method: str):
+        """The engine of ``method`` at ``layer`` (``None`` for the layer-free methods), made once."""
         if (layer, method) not in self._cams:
-            self._cams[layer, method] = CamEngine(self.model, layer, method, self.job.preprocess, self.job.input[0])
+            self._cams[layer, method] = explainer(self.model, layer, method, self.job.preprocess, self.job.input[0])
         return self._cams[layer, method]
 
 
@@ -115,9 +117,8 @@ class _PhotoRun:
                 self.put(("image", position), imaging.encode_jpeg(shown), {"size": [shown.shape[1], shown.shape[0]]})
         self._features()
         predictions = self._predictions()
-        for layer in self.job.cam_layers:
-            for method in self.job.methods:
-                self._cams(layer, method, predictions)
+        for layer, method in attributions(self.job):
+            self._cams(layer, method, predictions)
         return self.result
 
     def put(self, slot, payload: bytes, meta: dict | None = None) -> None:
@@ -177,13 +178,17 @@ class _PhotoRun:
                 classes[position] = [int(c) for c in order]
         return classes
 
-    def _cams(self, layer: str, method: str, classes: dict[int, list[int]]) -> None:
-        part = f"cam:{layer}:{method}"
+    def _cams(self, layer: str | None, method: str, classes: dict[int, list[int]]) -> None:
+        part = attribution_part(layer, method)
         rows = self.rows(part)
         if not rows:
             return
         wanted = [classes[p][:self.job.ranks] for p in rows]
-        heats, contributions = self.worker.cam(layer, method).explain_batch([self.pixels(p) for p in rows], wanted)
+        engine = self.worker.cam(layer, method)
+        if isinstance(engine, PixelEngine):
+            self._pictures(engine, part, layer, rows, wanted)
+            return
+        heats, contributions = engine.explain_batch([self.pixels(p) for p in rows], wanted)
         for position, ranked, heat, share in zip(rows, wanted, heats, contributions):
             shown = self.shown(position)
             for rank, (c, m) in enumerate(zip(ranked, heat)):
@@ -192,3 +197,13 @@ class _PhotoRun:
             order = np.argsort(-share[0])[:TOP_CHANNELS]
             top = [[int(c), round(float(share[0][c]), 5)] for c in order]
             self.put((part, position, layer, method), json.dumps(top).encode("utf-8"), {"class": int(ranked[0])})
+
+    def _pictures(self, engine: PixelEngine, part: str, layer: str | None, rows: list[int],
+                  wanted: list[list[int]]) -> None:
+        """Pixel attributions, shown as pictures of their own at the published size (no channels weigh them)."""
+        found = engine.raw([self.pixels(p) for p in rows], wanted)
+        for position, ranked, attributions_of in zip(rows, wanted, found):
+            shown = self.shown(position)
+            for rank, (c, picture) in enumerate(zip(ranked, engine.pictures(attributions_of, *shown.shape[:2]))):
+                self.put((part, position, layer, engine.method, rank), imaging.encode_jpeg(picture),
+                         {"class": int(c)})

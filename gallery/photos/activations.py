@@ -19,11 +19,15 @@ def input_size(model: keras.Model, fallback: int = 224) -> tuple[int, int]:
     return (int(h) if h else fallback, int(w) if w else fallback)
 
 
+def input_pixels(model: keras.Model, photos: Sequence[np.ndarray], fallback: int = 224) -> np.ndarray:
+    """uint8 photos of any sizes → float32 RGB pixels ``(B, h, w, 3)`` in ``[0, 255]`` at the input size."""
+    h, w = input_size(model, fallback)
+    return np.stack([resize(photo, h, w) for photo in photos]).astype("float32")
+
+
 def model_inputs(model: keras.Model, photos: Sequence[np.ndarray], preprocess=None, fallback: int = 224):
     """uint8 photos of any sizes → one preprocessed ``(B, h, w, 3)`` batch at the input size."""
-    h, w = input_size(model, fallback)
-    pixels = np.stack([resize(photo, h, w) for photo in photos]).astype("float32")
-    return prep.resolve(preprocess)(ops.convert_to_tensor(pixels))
+    return prep.resolve(preprocess)(ops.convert_to_tensor(input_pixels(model, photos, fallback)))
 
 
 class Activations:
