@@ -28,12 +28,12 @@ CAM_TITLES = {
     "gradcam++": ("Grad-CAM++", "positive gradients of the pre-softmax score, weighted pixel by pixel"),
     "scorecam": ("Score-CAM", "how much the class probability rises when the photo is masked by each channel"),
     "layercam": ("LayerCAM", "positive gradients of the pre-softmax score, unit by unit"),
-    "saliency": ("Saliency", "how strongly each pixel sways the pre-softmax class score: the magnitude of its "
+    "saliency": ("Saliency", "How strongly each pixel sways the pre-softmax class score: the magnitude of its "
                  "gradient, the largest of its three colours (Simonyan et al., 2014)"),
-    "smoothgrad": ("SmoothGrad", f"the same gradient magnitude, averaged over {SMOOTHGRAD_SAMPLES} copies of the photo "
+    "smoothgrad": ("SmoothGrad", f"The same gradient magnitude, averaged over {SMOOTHGRAD_SAMPLES} copies of the photo "
                    f"with Gaussian noise of {100 * SMOOTHGRAD_NOISE:.0f}% of its pixel range, which removes the "
                    "gradient's speckle (Smilkov et al., 2017)"),
-    "guided-gradcam": ("Guided Grad-CAM", "guided backpropagation (only gradients that raise the score pass each "
+    "guided-gradcam": ("Guided Grad-CAM", "Guided backpropagation (only gradients that raise the score pass each "
                        "ReLU) times the Grad-CAM map: the pixels and colours behind the class, where Grad-CAM "
                        "finds it (Selvaraju et al., 2017)"),
 }
