@@ -158,7 +158,8 @@ def test_pixel_attributions_get_their_own_groups_once_per_photo(tmp_path, classi
         assert photo["contributions"] == []
         html = (config.out / photo["page"]).read_text(encoding="utf-8")
         assert "<h2>Saliency</h2>" in html and "<h2>SmoothGrad</h2>" in html
-        assert "<h2>Guided Grad-CAM <span class=\"muted\">at conv1</span></h2>" in html and "at conv2</span></h2>" in html
+        assert "<h2>Guided Grad-CAM <span class=\"muted\">at conv1</span></h2>" in html
+        assert "<h2>Guided Grad-CAM <span class=\"muted\">at conv2</span></h2>" in html
         assert html.count('class="ramp gray"') == 2 and html.count('class="ramp signed"') == 2
         assert "Channels behind" not in html and "averaged over 50 copies" in html
         for cam in photo["cams"]:

@@ -89,7 +89,8 @@ class InputGradients:
             x, c = pixels[start:start + GRAD_BATCH], classes[start:start + GRAD_BATCH]
             onehot = np.zeros((GRAD_BATCH, self.classes), dtype="float32")
             onehot[np.arange(len(c)), c] = 1.0
-            x = np.concatenate([x, np.zeros((GRAD_BATCH - len(x), *x.shape[1:]), dtype="float32")])  # zero rows: zero scores
+            # Padding rows have an all-zero one-hot, so a zero score and a zero gradient.
+            x = np.concatenate([x, np.zeros((GRAD_BATCH - len(x), *x.shape[1:]), dtype="float32")])
             g = self._grads(ops.convert_to_tensor(x), ops.convert_to_tensor(onehot))
             out.append(ops.convert_to_numpy(g)[:len(c)])
         return np.concatenate(out).astype("float32")
