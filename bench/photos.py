@@ -2,13 +2,15 @@
 """Photos per second for the work done on sample photos, per CAM method:
 
     python bench/photos.py [--model PATH] [--photos 16] [--classes 5] [--methods gradcam,gradcam++,scorecam]
+                           [--methods saliency,smoothgrad,guided-gradcam]
 
 Every figure is measured in this run on the same photos (../shared/samples, repeated),
 after one warm-up batch, so ratios are comparable on a noisy shared machine:
 
   * forward: predictions for a batch (the baseline, 1.00x);
   * features: every conv layer's maps for a batch, as the build computes them;
-  * each CAM method for the top ``--classes`` classes, batched as the build does;
+  * each CAM method (or pixel attribution) for the top ``--classes`` classes, batched as
+    the build does;
   * for Grad-CAM, the same maps one photo at a time (the unbatched baseline);
   * Grad-CAM's cost in forward-pass units, to check "about one forward plus one
     backward pass per photo and class".
@@ -28,7 +30,7 @@ import numpy as np  # noqa: E402
 from gallery.model import graph
 from gallery import load_model
 from gallery.photos.activations import Activations  # noqa: E402
-from gallery.photos.cams import CamEngine  # noqa: E402
+from gallery.photos.explain import explainer  # noqa: E402
 from gallery.imaging import resize  # noqa: E402
 from gallery.build.units import PHOTO_BATCH  # noqa: E402
 from gallery.photos.sources import load_photos  # noqa: E402
@@ -50,7 +52,8 @@ def main():
     parser.add_argument("--photos", type=int, default=16)
     parser.add_argument("--classes", type=int, default=5)
     parser.add_argument("--methods", default="gradcam,gradcam++,scorecam")
-    parser.add_argument("--scorecam-photos", type=int, default=2, help="Score-CAM is slow on CPU: time fewer photos")
+    parser.add_argument("--scorecam-photos", type=int, default=2,
+                        help="Score-CAM and SmoothGrad are slow on CPU: time fewer photos")
     args = parser.parse_args()
 
     model = load_model(args.model)
@@ -70,8 +73,8 @@ def main():
     rows.append((f"features ({len(acts.paths)} conv layers)", len(photos) / features))
     classes = [list(range(args.classes))] * PHOTO_BATCH
     for method in args.methods.split(","):
-        engine = CamEngine(model, None, method, args.preprocess)
-        subset = photos[:args.scorecam_photos] if method == "scorecam" else photos
+        engine = explainer(model, None, method, args.preprocess)
+        subset = photos[:args.scorecam_photos] if method in ("scorecam", "smoothgrad") else photos
         groups = [subset[i:i + PHOTO_BATCH] for i in range(0, len(subset), PHOTO_BATCH)]
         seconds = timed(lambda: [engine.explain_batch(g, classes[:len(g)]) for g in groups])
         rows.append((f"{method} (batched, {args.classes} classes)", len(subset) / seconds))

@@ -14,7 +14,7 @@ _HOMES = {
     "conv_layers": "model.graph",
     "visualize_filters": "render.optimize",
     "feature_maps": "photos.activations",
-    "grad_cam": "photos.cams",
+    "grad_cam": "photos.explain",
     "GalleryError": "errors",
 }
 

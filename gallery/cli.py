@@ -20,7 +20,7 @@ from .presets import PRESETS
 
 PREPROCESS = ("caffe", "tf", "torch", "none")
 BACKENDS = ("tensorflow", "jax", "torch")
-CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam", "cam")
+CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam", "cam", "saliency", "smoothgrad", "guided-gradcam")
 
 
 def _integer(text: str, minimum: int, expected: str) -> int:
@@ -135,8 +135,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", type=Path, metavar="PATH",
                    help="photo files and/or folders (default: bundled sample photos)")
     p.add_argument("--cam-layers", type=_names, metavar="a,b", help="layers for Grad-CAM (default: the last conv layer)")
-    p.add_argument("--cam-method", type=_methods, default=("gradcam",), metavar="gradcam,gradcam++,scorecam,layercam,cam",
-                   help="CAM methods, comma-separated (default: gradcam)")
+    p.add_argument("--cam-method", type=_methods, default=("gradcam",), metavar="gradcam,…",
+                   help="how photo pages explain their classes, comma-separated: the class activation maps gradcam, "
+                        "gradcam++, scorecam, layercam, cam (at each --cam-layers layer), the pixel attributions "
+                        "saliency and smoothgrad (once per photo), guided-gradcam (at each layer; ReLU models only) "
+                        "(default: gradcam)")
     p.add_argument("--top-k", type=_positive, default=5, help="predicted classes per photo (default: 5)")
     p.add_argument("--photo-pages", type=_pages, default=48, metavar="N|all",
                    help="photos that get their own page with feature maps and CAMs; every photo still ranks "

@@ -49,6 +49,34 @@ def overlay(photo: np.ndarray, heat: np.ndarray, alpha: float = 0.45, cmap: str 
     return (photo.astype("float32") * (1 - alpha) + colored * alpha + 0.5).astype("uint8")
 
 
+def resize_channels(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a float ``(h, w, c)`` array channel by channel (bilinear)."""
+    return np.stack([resize(values[..., i], height, width) for i in range(values.shape[-1])], axis=-1)
+
+
+MAGNITUDE_PERCENTILE = 99.0  # a few pixels dominate a gradient's magnitude; they are clipped to white
+
+
+def magnitude_image(values: np.ndarray) -> np.ndarray:
+    """A map of magnitudes ``≥ 0`` as a grey uint8 RGB image: black is zero, white is the map's
+    99th percentile and above (the clipping of Smilkov et al.'s SmoothGrad figures and code)."""
+    top = float(np.percentile(values, MAGNITUDE_PERCENTILE)) if values.size else 0.0
+    grey = np.clip(values / top, 0, 1) if top > 0 else np.zeros_like(values)
+    return np.repeat((grey * 255 + 0.5).astype("uint8")[..., None], 3, axis=-1)
+
+
+SIGNED_SPREAD = 0.1  # Selvaraju et al.'s display: ±5 standard deviations span black to white
+
+
+def signed_image(values: np.ndarray) -> np.ndarray:
+    """A signed RGB attribution ``(h, w, 3)`` as a uint8 image, as Selvaraju et al.'s Guided
+    Grad-CAM code shows it: ``0.5 + 0.1 · v / std(v)``, clipped to ``[0, 1]``; without its
+    mean shift, so that mid-grey is exactly zero."""
+    std = float(values.std())
+    scaled = 0.5 + SIGNED_SPREAD * values / std if std > 0 else np.full_like(values, 0.5)
+    return (np.clip(scaled, 0, 1) * 255 + 0.5).astype("uint8")
+
+
 def sheet_layout(count: int) -> tuple[int, int]:
     """``(columns, rows)`` of a near-square grid for ``count`` cells."""
     cols = max(1, math.ceil(math.sqrt(count)))

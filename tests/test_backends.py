@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NEUTRAL = ["tests/test_params.py", "tests/test_transforms.py", "tests/test_objectives.py",
            "tests/test_optimize.py", "tests/test_precision.py", "tests/test_cams.py", "tests/test_faithfulness.py",
+           "tests/test_saliency.py",
            "tests/test_build.py::test_build_writes_a_complete_site"]
 
 

@@ -124,10 +124,11 @@ def test_every_layer_page_offers_its_filters_as_one_labelled_image(tmp_path, cla
 
 
 def test_each_cam_method_is_named_and_explained_on_photo_pages(tmp_path, classifier_file, photo_dir):
-    from gallery.photos.cams import METHODS
+    from gallery.cli import CAM_METHODS
+    from gallery.photos.explain import METHODS
     from gallery.site.pages import CAM_TITLES
 
-    assert set(CAM_TITLES) == set(METHODS)
+    assert set(CAM_TITLES) == set(METHODS) == set(CAM_METHODS)
     config = _config(tmp_path, classifier_file, images=(photo_dir,), cam_methods=("cam", "scorecam"),
                      layers=("conv2",), filters=slice(0, 1))
     manifest = pipeline.build(config)
@@ -138,6 +139,59 @@ def test_each_cam_method_is_named_and_explained_on_photo_pages(tmp_path, classif
     # Only filter 0 of conv2 is rendered: the other channels say so, and why, instead of a grey square.
     assert 'aria-label="conv2 filter 1, not rendered in this build">not rendered</span>' in html
     assert "belong to conv2, filters this build did not render; add them with <code>--layers</code>" in html
+
+
+def test_pixel_attributions_get_their_own_groups_once_per_photo(tmp_path, classifier_file, photo_dir, capsys):
+    """Saliency and SmoothGrad are computed once per photo and class whatever the CAM layers;
+    Guided Grad-CAM once per layer; none of them has channels, so no "Channels behind"."""
+    methods = ("saliency", "smoothgrad", "guided-gradcam")
+    config = _config(tmp_path, classifier_file, images=(photo_dir,), cam_methods=methods, cam_layers=("conv1", "conv2"),
+                     layers=("conv2",), filters=slice(0, 1), top_k=2)
+    manifest = pipeline.build(config)
+    check_site(config.out)
+    # Each of the 2 photos: image, peaks, sheet, predictions, and 2 classes × (saliency, SmoothGrad, Guided Grad-CAM
+    # at 2 layers): 4 + 8; then 1 filter image, its thumbnail and its layer's collage. No contributions.
+    assert "27 tiles computed" in capsys.readouterr().err
+    for photo in manifest["photos"]:
+        groups = [(c["layer"], c["method"]) for c in photo["cams"]]
+        assert groups == [(None, "saliency")] * 2 + [(None, "smoothgrad")] * 2 + [("conv1", "guided-gradcam")] * 2 \
+            + [("conv2", "guided-gradcam")] * 2
+        assert photo["contributions"] == []
+        html = (config.out / photo["page"]).read_text(encoding="utf-8")
+        assert "<h2>Saliency</h2>" in html and "<h2>SmoothGrad</h2>" in html
+        assert "<h2>Guided Grad-CAM <span class=\"muted\">at conv1</span></h2>" in html
+        assert "<h2>Guided Grad-CAM <span class=\"muted\">at conv2</span></h2>" in html
+        assert html.count('class="ramp gray"') == 2 and html.count('class="ramp signed"') == 2
+        assert "Channels behind" not in html and "averaged over 50 copies" in html
+        # Pixel attributions are judged like every map: each carries its own faithfulness figure.
+        assert html.count('<span class="faith"') == len(photo["cams"]) == 8
+        assert all(0 <= c["faithfulness"]["top"] <= 1 for c in photo["cams"])
+        for cam in photo["cams"]:
+            with Image.open(config.out / cam["image"]) as picture:
+                assert picture.size == (photo["width"], photo["height"])
+                pixels = np.asarray(picture.convert("RGB"), dtype="int16")
+            if cam["method"] == "guided-gradcam":  # signed RGB: its colours apart
+                assert np.abs(pixels[..., 0] - pixels[..., 1]).max() > 20
+            else:  # grey magnitudes, black to white
+                assert np.abs(pixels[..., 0] - pixels[..., 2]).max() <= 8 and pixels.max() >= 250
+
+
+def test_guided_gradcam_is_refused_before_any_work_for_non_relu_models(tmp_path, photo_dir):
+    import keras
+
+    from gallery import GalleryError
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, activation="swish", name="c1")(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c2")(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    path = tmp_path / "swish.keras"
+    keras.Model(inputs, outputs, name="swishy").save(path)
+    config = _config(tmp_path, path, images=(photo_dir,), cam_methods=("gradcam", "guided-gradcam"))
+    with pytest.raises(GalleryError, match=r"model 'swishy' has other activations: silu \(1 layer, such as 'c1'\)"):
+        pipeline.build(config)
+    assert not list((tmp_path / "cache").rglob("*.bin"))
 
 
 def test_published_files_do_not_reveal_local_folders(tmp_path, classifier_file, photo_dir, labels_file, monkeypatch):

@@ -55,7 +55,8 @@ def _run(argv, capsys):
     (["--layers", ","], "--layers: expected comma-separated layer names"),
     (["--model", "x.keras", "--bogus"], "unrecognized arguments: --bogus"),
     (["--weights", "missing.h5"], "weights file 'missing.h5' does not exist"),
-    (["--cam-method", "lime"], "--cam-method: expected methods from gradcam, gradcam++, scorecam, layercam, cam, got 'lime'"),
+    (["--cam-method", "lime"], "--cam-method: expected methods from gradcam, gradcam++, scorecam, layercam, cam, "
+     "saliency, smoothgrad, guided-gradcam, got 'lime'"),
     (["--photo-pages", "some"], "--photo-pages: expected a number of photos (0 or more) or 'all', got 'some'"),
     (["--photo-pages", "-2"], "--photo-pages: expected a number of photos (0 or more) or 'all', got '-2'"),
     (["--examples", "0"], "--examples: expected a positive integer, got '0'"),

@@ -112,15 +112,17 @@ def _kept(photo, heat, keep_top: bool, fraction=0.25):
 @pytest.mark.parametrize("method,names", [
     ("gradcam", None), ("gradcam++", None), ("layercam", None), ("cam", None),
     ("scorecam", ("cat", "camera", "coffee")),  # 1,280 masked forwards per photo: a subset keeps CI quick
+    ("saliency", None), ("guided-gradcam", None),
+    ("smoothgrad", ("cat", "camera", "coffee")),  # 50 backward passes per photo and class
 ])
 def test_cams_are_faithful_keeping_their_top_pixels_keeps_the_class(efficientnet, samples, method, names):
     """Keep the quarter of the pixels a map ranks highest, or the quarter it ranks lowest:
     the class probability must survive far better in the first case."""
     from gallery.photos.activations import Activations
-    from gallery.photos.cams import CamEngine
+    from gallery.photos.explain import explainer
 
     predict = Activations(efficientnet, []).predictions
-    engine = CamEngine(efficientnet, None, method)
+    engine = explainer(efficientnet, None, method)
     top, bottom = [], []
     for name, photo in samples.items():
         if names and name not in names:

@@ -16,9 +16,10 @@ from ..config import BuildConfig, RenderSettings, public_path
 from ..console import log, warn
 from ..errors import GalleryError
 from ..folders import FolderLock, check_layout
-from ..model import circuits, grad, graph, loading
+from ..model import circuits, grad, graph, guided, loading
 from ..photos import cams, labels, sources
 from ..photos.activations import input_size
+from ..photos.saliency import GUIDED
 from ..render import cost
 from ..render.optimize import channel_count
 from ..site import manifest
@@ -174,6 +175,8 @@ def _about(model, config: BuildConfig, size: tuple[int, int]) -> dict:
     classes = int(model.outputs[0].shape[-1])
     names, labels_source = labels.class_names(classes, config.labels)
     layers = [graph.locate(model, n).name for n in (config.cam_layers or [cams.default_layer(model)])]
+    if GUIDED in config.cam_methods:
+        guided.check(model)  # before any work: a model whose activations are not all ReLUs is refused
     return {"classes": classes, "names": names, "labels_source": labels_source, "cam_layers": layers,
             "cam_note": None}
 

@@ -18,7 +18,7 @@ from .. import imaging
 from ..photos.examples import TopExamples
 from ..render.objectives import VARIANTS
 from .cache import make_key
-from .units import MAIN, FilterUnit, Job, PhotoUnit
+from .units import MAIN, FilterUnit, Job, PhotoUnit, attribution_part, attributions
 
 THUMB_SIDE = 96  # layer-page thumbnails, sized for their slot
 
@@ -50,7 +50,7 @@ class PhotoTiles:
     paged: bool = False
     predictions: list[dict] = field(default_factory=list)  # [{"index", "probability"}]
     features: dict[str, tuple[str, dict]] = field(default_factory=dict)  # layer -> (key, layout with peaks)
-    cams: list[dict] = field(default_factory=list)  # [{"layer", "method", "class", "key", "p", "top", "bottom"}]
+    cams: list[dict] = field(default_factory=list)  # [{"layer" (None: pixel-space), "method", "class", "key", "p", "top", "bottom"}]
     contributions: dict[str, list] = field(default_factory=dict)  # layer -> [(channel, share)] for the top class
     position: int = 0  # in the build's photo list: what top lists refer to
 
@@ -144,16 +144,16 @@ class Gallery:
 
     def _cams(self, tiles: PhotoTiles, by_slot: dict, found: dict) -> None:
         position = tiles.position
-        for layer in self.job.cam_layers:
-            for method in self.job.methods:
-                part = f"cam:{layer}:{method}"
-                for rank in range(min(self.job.ranks, len(tiles.predictions))):
-                    key = by_slot[(part, position, layer, method, rank)]
-                    meta = found[key][1]
-                    tiles.cams.append({"layer": layer, "method": method, "key": key,
-                                       **{k: meta[k] for k in ("class", "p", "top", "bottom")}})
-                if method == self.job.methods[0]:
-                    tiles.contributions[layer] = json.loads(found[by_slot[(part, position, layer, method)]][0])
+        for layer, method in attributions(self.job):
+            part = attribution_part(layer, method)
+            for rank in range(min(self.job.ranks, len(tiles.predictions))):
+                key = by_slot[(part, position, layer, method, rank)]
+                meta = found[key][1]
+                tiles.cams.append({"layer": layer, "method": method, "key": key,
+                                   **{k: meta[k] for k in ("class", "p", "top", "bottom")}})
+            shares = by_slot.get((part, position, layer, method))  # the first method that weighs channels
+            if shares is not None and layer not in tiles.contributions:
+                tiles.contributions[layer] = json.loads(found[shares][0])
 
     # what the site is made from -----------------------------------------------------------
 

@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass, field
 
 from ..config import RenderSettings
+from ..photos import saliency
+from ..photos.explain import WEIGHED
 from ..render.objectives import VARIANTS
 from ..render import cost
 from ..render.optimize import spans, stages
@@ -174,24 +176,39 @@ def _photo_entries(job: Job, position: int, photo, paged: bool, classify: bool):
         return
     yield Entry(job.photo_key("predictions", photo.digest), "predictions", {"kind": "predictions", **model},
                 (position,))
-    for layer in job.cam_layers:
-        for method in job.methods:
-            part = f"cam:{layer}:{method}"
-            for rank in range(job.ranks):
-                yield Entry(job.photo_key("cam", photo.digest, layer=layer, method=method, rank=rank), part,
-                            {"kind": "cam", **model}, (position, layer, method, rank))
+    for layer, method in attributions(job):
+        part = attribution_part(layer, method)
+        where = {"layer": layer} if layer is not None else saliency.key_parts(method)
+        for rank in range(job.ranks):
+            yield Entry(job.photo_key("cam", photo.digest, **where, method=method, rank=rank), part,
+                        {"kind": "cam", **model}, (position, layer, method, rank))
+        if method in WEIGHED:
             yield Entry(job.photo_key("contributions", photo.digest, layer=layer, method=method), part,
                         {"kind": "contributions", **model}, (position, layer, method))
+
+
+def attributions(job: Job) -> list[tuple[str | None, str]]:
+    """``(layer, method)`` of each group of maps a paged photo gets: the layer-free pixel
+    methods (saliency, SmoothGrad) once, with layer ``None``; the others at each CAM layer."""
+    free = [(None, method) for method in job.methods if method in saliency.LAYER_FREE]
+    return free + [(layer, method) for layer in job.cam_layers for method in job.methods
+                   if method not in saliency.LAYER_FREE]
+
+
+def attribution_part(layer: str | None, method: str) -> str:
+    """The pass that computes one group of maps (and its channel contributions)."""
+    return f"cam:{layer}:{method}" if layer is not None else f"pixels:{method}"
 
 
 def flops(unit, job: Job, costs) -> float:
     """What running ``unit`` costs, in FLOPs (see :mod:`gallery.render.cost`)."""
     if isinstance(unit, FilterUnit):
         return cost.total_flops(costs, job.render, unit.layer, unit.images)
-    # Each CAM pass: a forward and a backward, then the faithfulness forwards (the photo
-    # whole, and two masked copies per class).
-    per_cam = 2 + 1 + 2 * job.ranks
-    passes = 1 + sum(unit.paged) / len(unit.paged) * (1 + per_cam * len(job.cam_layers) * len(job.methods))
+    # Each map: its method's passes, then the faithfulness forwards (the photo whole, and
+    # two masked copies per class).
+    maps = sum((saliency.forward_passes(method, job.ranks) if method in saliency.PIXEL_METHODS else 2)
+               + 1 + 2 * job.ranks for _, method in attributions(job))
+    passes = 1 + sum(unit.paged) / len(unit.paged) * (1 + maps)
     return len(unit.photos) * passes * costs.forward_flops(job.input[0])
 
 

@@ -18,11 +18,13 @@ from ..console import warn
 from ..errors import GalleryError
 from ..model import grad
 from ..photos.activations import Activations
-from ..photos.cams import CamEngine
+from ..photos.explain import explainer
 from ..photos.examples import peaks
 from ..photos.faithfulness import BOTTOM, FULL, TOP, Faithfulness
+from ..photos.cams import unit_scaled
+from ..photos.saliency import PixelEngine, magnitudes
 from ..render.optimize import Renderers, spans
-from .units import PHOTO_SIDE, FilterUnit, Job, Task
+from .units import PHOTO_SIDE, FilterUnit, Job, Task, attribution_part, attributions
 
 TOP_STORED = 50  # predictions kept per photo, however many the pages show
 TOP_CHANNELS = 12  # contributing channels kept per photo, class and CAM layer
@@ -95,9 +97,10 @@ class Worker:
             self._faithfulness = Faithfulness(self.model, self.job.preprocess, self.job.input[0])
         return self._faithfulness
 
-    def cam(self, layer: str, method: str) -> CamEngine:
+    def cam(self, layer: str | None, method: str):
+        """The engine of ``method`` at ``layer`` (``None`` for the layer-free methods), made once."""
         if (layer, method) not in self._cams:
-            self._cams[layer, method] = CamEngine(self.model, layer, method, self.job.preprocess, self.job.input[0])
+            self._cams[layer, method] = explainer(self.model, layer, method, self.job.preprocess, self.job.input[0])
         return self._cams[layer, method]
 
 
@@ -123,9 +126,8 @@ class _PhotoRun:
                 self.put(("image", position), imaging.encode_jpeg(shown), {"size": [shown.shape[1], shown.shape[0]]})
         self._features()
         predictions = self._predictions()
-        for layer in self.job.cam_layers:
-            for method in self.job.methods:
-                self._cams(layer, method, predictions)
+        for layer, method in attributions(self.job):
+            self._cams(layer, method, predictions)
         return self.result
 
     def put(self, slot, payload: bytes, meta: dict | None = None) -> None:
@@ -185,22 +187,32 @@ class _PhotoRun:
                 classes[position] = [int(c) for c in order]
         return classes
 
-    def _cams(self, layer: str, method: str, classes: dict[int, list[int]]) -> None:
-        part = f"cam:{layer}:{method}"
+    def _cams(self, layer: str | None, method: str, classes: dict[int, list[int]]) -> None:
+        part = attribution_part(layer, method)
         rows = self.rows(part)
         if not rows:
             return
         wanted = [classes[p][:self.job.ranks] for p in rows]
         photos = [self.pixels(p) for p in rows]
-        heats, contributions = self.worker.cam(layer, method).explain_batch(photos, wanted)
+        engine = self.worker.cam(layer, method)
+        if isinstance(engine, PixelEngine):
+            # Pixel attributions are shown as pictures of their own (no channels weigh them),
+            # and judged by their magnitude maps.
+            found = engine.raw(photos, wanted)
+            heats = [unit_scaled(magnitudes(f, *photo.shape[:2])) for photo, f in zip(photos, found)]
+            images = [engine.pictures(f, *self.shown(p).shape[:2]) for p, f in zip(rows, found)]
+            contributions = [None] * len(rows)
+        else:
+            heats, contributions = engine.explain_batch(photos, wanted)
+            images = [[imaging.overlay(self.shown(p), imaging.resize(m, *self.shown(p).shape[:2])) for m in heat]
+                      for p, heat in zip(rows, heats)]
         # Every method's maps, whatever made them, are judged the same way (gallery.photos.faithfulness).
         figures = self.worker.faithfulness(photos, wanted, heats)
-        for position, ranked, heat, share, kept in zip(rows, wanted, heats, contributions, figures):
-            shown = self.shown(position)
-            for rank, (c, m, f) in enumerate(zip(ranked, heat, kept)):
-                overlay = imaging.overlay(shown, imaging.resize(m, shown.shape[0], shown.shape[1]))
+        for position, ranked, pictures, share, kept in zip(rows, wanted, images, contributions, figures):
+            for rank, (c, picture, f) in enumerate(zip(ranked, pictures, kept)):
                 meta = {"class": int(c), "p": float(f[FULL]), "top": float(f[TOP]), "bottom": float(f[BOTTOM])}
-                self.put((part, position, layer, method, rank), imaging.encode_jpeg(overlay), meta)
-            order = np.argsort(-share[0])[:TOP_CHANNELS]
-            top = [[int(c), round(float(share[0][c]), 5)] for c in order]
-            self.put((part, position, layer, method), json.dumps(top).encode("utf-8"), {"class": int(ranked[0])})
+                self.put((part, position, layer, method, rank), imaging.encode_jpeg(picture), meta)
+            if share is not None:
+                order = np.argsort(-share[0])[:TOP_CHANNELS]
+                top = [[int(c), round(float(share[0][c]), 5)] for c in order]
+                self.put((part, position, layer, method), json.dumps(top).encode("utf-8"), {"class": int(ranked[0])})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import lru_cache
 from typing import Callable
 
 import keras
@@ -49,6 +50,54 @@ def value_and_grad(fn: Callable) -> Callable:
 
         return torch_grad
     raise RuntimeError(f"unsupported Keras backend {BACKEND!r}; use tensorflow, jax or torch")
+
+
+def guided_relu(x, max_value: float | None = None):
+    """A rectifier whose backward pass is guided backpropagation (Springenberg et al.,
+    "Striving for Simplicity: The All Convolutional Net", ICLR-W 2015).
+
+    Forward: ``ReLU(x)``, or ``min(ReLU(x), max_value)`` (ReLU6 and other capped ReLUs).
+    Backward: ``dx = dy · [0 < x < max_value] · [dy > 0]``: the ReLU's own gate on the
+    input, and only the gradient that would raise the output passes. Written as a custom
+    gradient of the backend (``tf.custom_gradient``, ``jax.custom_vjp``), so a traced or
+    compiled function that calls it keeps the rule.
+    """
+    return _guided_rule(None if max_value is None else float(max_value))(x)
+
+
+@lru_cache(maxsize=None)
+def _guided_rule(cap: float | None) -> Callable:
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        @tf.custom_gradient
+        def rule(x):
+            def backward(dy):
+                gate = x > 0 if cap is None else tf.logical_and(x > 0, x < cap)
+                return dy * tf.cast(tf.logical_and(gate, dy > 0), dy.dtype)
+
+            return (tf.nn.relu(x) if cap is None else tf.clip_by_value(x, 0.0, cap)), backward
+
+        return rule
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        @jax.custom_vjp
+        def rule(x):
+            return jnp.maximum(x, 0) if cap is None else jnp.clip(x, 0, cap)
+
+        def forward(x):
+            return rule(x), x
+
+        def backward(x, dy):
+            gate = x > 0 if cap is None else (x > 0) & (x < cap)
+            return (dy * (gate & (dy > 0)).astype(dy.dtype),)
+
+        rule.defvjp(forward, backward)
+        return rule
+    raise GalleryError(f"guided backpropagation is written for the tensorflow and jax backends, not {BACKEND!r}; "
+                       "build with --backend tensorflow or jax")
 
 
 def _detached(value):

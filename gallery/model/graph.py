@@ -237,15 +237,7 @@ def head_fn(model: keras.Model, path: LayerPath) -> Callable:
     Grad-CAM (Selvaraju et al., 2017) differentiates the score *before* the softmax. When
     the model ends in a softmax, the last layer is replaced by its linear part.
     """
-    final = _final_layer(model)
-    linear_tail = None
-    if final is not None and _is_softmax(final):
-        end = _io(final)[0]
-        linear_tail = _linear_part(final)
-    else:
-        end = model.outputs[0]
-    if len(model.outputs) != 1:
-        raise GalleryError(f"model {model.name!r} has {len(model.outputs)} outputs; Grad-CAM needs one")
+    end, linear_tail = _logits_end(model)
     runners = []
     for depth in range(len(path.steps) - 1, -1, -1):
         container, layer = path.steps[depth]
@@ -267,7 +259,28 @@ def head_fn(model: keras.Model, path: LayerPath) -> Callable:
     return run
 
 
-def _final_layer(model):
+def _logits_end(model: keras.Model) -> tuple:
+    """``(tensor, tail)``: where the pre-softmax scores are computed from, and the linear
+    part of a final softmax layer (``None`` when the model's output is already the scores)."""
+    if len(model.outputs) != 1:
+        raise GalleryError(f"model {model.name!r} has {len(model.outputs)} outputs; Grad-CAM needs one")
+    final = final_layer(model)
+    if final is not None and _is_softmax(final):
+        return _io(final)[0], _linear_part(final)
+    return model.outputs[0], None
+
+
+def logits_fn(model: keras.Model) -> Callable:
+    """``x → pre-softmax class scores`` for model inputs ``x``: the whole model, its final
+    softmax replaced by its linear part (see :func:`head_fn`)."""
+    end, linear_tail = _logits_end(model)
+    run = _runner(model if end is model.outputs[0] else
+                  _subgraph(model, _graph_inputs(model), end, "the model before its softmax"))
+    return run if linear_tail is None else (lambda x: linear_tail(run(x)))
+
+
+def final_layer(model):
+    """The layer that computes the model's (first) output, or ``None``."""
     out = model.outputs[0]
     history = getattr(out, "_keras_history", None)
     return history[0] if history else None

@@ -20,7 +20,7 @@ def input_size(model: keras.Model, fallback: int = 224) -> tuple[int, int]:
 
 
 def input_pixels(model: keras.Model, photos: Sequence[np.ndarray], fallback: int = 224) -> np.ndarray:
-    """uint8 photos of any sizes → float32 RGB ``(B, h, w, 3)`` in ``[0, 255]`` at the input size."""
+    """uint8 photos of any sizes → float32 RGB pixels ``(B, h, w, 3)`` in ``[0, 255]`` at the input size."""
     h, w = input_size(model, fallback)
     return np.stack([resize(photo, h, w) for photo in photos]).astype("float32")
 

@@ -87,6 +87,22 @@ def default_layer(model: keras.Model) -> str:
     return graph.follow_pointwise(model, names[-1])
 
 
+def checked_classes(classes: Sequence[Sequence[int]], photos: int, count: int) -> np.ndarray:
+    """``(photos, n)`` int64 class indices, each photo asking for ``n`` classes below ``count``."""
+    wanted = np.asarray([list(c) for c in classes], dtype="int64")
+    if wanted.ndim != 2 or len(wanted) != photos:
+        raise GalleryError("give each photo the same number of classes to explain")
+    bad = wanted[(wanted < 0) | (wanted >= count)]
+    if bad.size:
+        raise GalleryError(f"class index {int(bad[0])} is outside 0..{count - 1}")
+    return wanted
+
+
+def check_classifier(model: keras.Model) -> None:
+    if not graph.has_classifier(model):
+        raise GalleryError(f"model {model.name!r} has no classifier head, so there are no classes to explain")
+
+
 class Evidence:
     """What a weighting function may look at, for ``B`` photos and ``n`` classes each.
 
@@ -132,8 +148,7 @@ class CamEngine:
                  preprocess=None, fallback: int = 224):
         if method not in METHODS:
             raise GalleryError(f"CAM method must be one of {', '.join(METHODS)}, got {method!r}")
-        if not graph.has_classifier(model):
-            raise GalleryError(f"model {model.name!r} has no classifier head, so there are no classes to explain")
+        check_classifier(model)
         self.model, self.method, self.weigh = model, method, METHODS[method]
         self.path = graph.locate(model, layer or default_layer(model))
         self.layer = self.path.name
@@ -183,12 +198,7 @@ class CamEngine:
         The photos go through the model as one batch; every photo must ask for the same
         number of classes.
         """
-        wanted = np.asarray([list(c) for c in classes], dtype="int64")
-        if wanted.ndim != 2 or len(wanted) != len(photos):
-            raise GalleryError("give each photo the same number of classes to explain")
-        bad = wanted[(wanted < 0) | (wanted >= self.classes)]
-        if bad.size:
-            raise GalleryError(f"class index {int(bad[0])} is outside 0..{self.classes - 1}")
+        wanted = checked_classes(classes, len(photos), self.classes)
         x = model_inputs(self.model, photos, self.preprocess, self.fallback)
         a = self._features(x)
         weights = self.weigh(Evidence(self, x, a, wanted))  # (B, n, k), or (B, n, h, w, k) per unit
@@ -213,17 +223,11 @@ class CamEngine:
         out = []
         for photo, photo_maps in zip(photos, maps):
             height, width = photo.shape[:2]
-            up = np.stack([resize(m, height, width) for m in photo_maps])
-            top = up.max(axis=(1, 2), keepdims=True)
-            out.append(np.where(top > 0, up / np.where(top > 0, top, 1), 0).astype("float32"))
+            out.append(unit_scaled(np.stack([resize(m, height, width) for m in photo_maps])))
         return out, list(contributions)
 
 
-def grad_cam(model, image: np.ndarray, class_index: int, *, layer: str | None = None,
-             method: str = "gradcam", preprocess=None) -> np.ndarray:
-    """A class activation map for ``class_index``: float32 in ``[0, 1]`` at the photo's size.
-
-    ``method`` is ``"gradcam"``, ``"gradcam++"``, ``"scorecam"``, ``"layercam"`` or
-    ``"cam"`` (for a global-average-pooling → dense head only).
-    """
-    return CamEngine(model, layer, method, preprocess)(image, [class_index])[0]
+def unit_scaled(maps: np.ndarray) -> np.ndarray:
+    """Non-negative ``(n, H, W)`` maps divided by their own maxima, as float32 (zero stays zero)."""
+    top = maps.max(axis=(1, 2), keepdims=True)
+    return np.where(top > 0, maps / np.where(top > 0, top, 1), 0).astype("float32")

@@ -128,7 +128,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
 
     ranked = {t["photo"] for name, tiles in filter_tiles.items() for tile in tiles for t in top(name, tile.index)}
     photo_slugs = assign(p.name for p in photos.photos)
-    slug = assign([*filter_tiles, *(cam["layer"] for p in photos.photos for cam in p.cams),
+    slug = assign([*filter_tiles, *(cam["layer"] for p in photos.photos for cam in p.cams if cam["layer"]),
                    *(layer for p in photos.photos for layer in p.features)]).__getitem__
     pool = _pool(base, photos.photos, ranked, photo_slugs)
     for entry, tiles in zip(pool, photos.photos):
@@ -201,7 +201,8 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
                              "peak": layout["peak"]})
         cams = []
         for cam in p.cams:
-            path = f"{folder}/cam-{slug(cam['layer'])}-{cam['method']}-{cam['class']}.jpg"
+            path = (f"{folder}/cam-{slug(cam['layer'])}-{cam['method']}-{cam['class']}.jpg" if cam["layer"]
+                    else f"{folder}/pixels-{cam['method']}-{cam['class']}.jpg")  # layer-free: saliency, SmoothGrad
             files[path] = cam["key"]
             cams.append({"layer": cam["layer"], "method": cam["method"], "class": cam["class"], "image": path,
                          "name": name_of(cam["class"]), "faithfulness": _faithfulness(cam)})

@@ -17,17 +17,29 @@ from markupsafe import Markup, escape
 
 from ..errors import GalleryError
 from ..photos.faithfulness import KEEP
+from ..photos.saliency import SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES
 from .folder import SiteFolder
 
-# How photo pages name each CAM method (gallery.photos.cams.METHODS), and what weighs the
-# layer's channels in it.
+# How photo pages name each method (gallery.photos.explain.METHODS), and what their maps
+# show: for the CAM family, what weighs the layer's channels; for the pixel attributions,
+# what a pixel's brightness means.
 CAM_TITLES = {
     "cam": ("CAM", "the dense layer's weights from each channel's global average to the class score"),
     "gradcam": ("Grad-CAM", "gradients of the pre-softmax score, averaged over the map"),
     "gradcam++": ("Grad-CAM++", "positive gradients of the pre-softmax score, weighted pixel by pixel"),
     "scorecam": ("Score-CAM", "how much the class probability rises when the photo is masked by each channel"),
     "layercam": ("LayerCAM", "positive gradients of the pre-softmax score, unit by unit"),
+    "saliency": ("Saliency", "How strongly each pixel sways the pre-softmax class score: the magnitude of its "
+                 "gradient, the largest of its three colours (Simonyan et al., 2014)"),
+    "smoothgrad": ("SmoothGrad", f"The same gradient magnitude, averaged over {SMOOTHGRAD_SAMPLES} copies of the photo "
+                   f"with Gaussian noise of {100 * SMOOTHGRAD_NOISE:.0f}% of its pixel range, which removes the "
+                   "gradient's speckle (Smilkov et al., 2017)"),
+    "guided-gradcam": ("Guided Grad-CAM", "Guided backpropagation (only gradients that raise the score pass each "
+                       "ReLU) times the Grad-CAM map: the pixels and colours behind the class, where Grad-CAM "
+                       "finds it (Selvaraju et al., 2017)"),
 }
+# How each pixel attribution is drawn; every other method is a heat map over the photo.
+PICTURES = {"saliency": "magnitude", "smoothgrad": "magnitude", "guided-gradcam": "signed"}
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -169,8 +181,9 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
         groups: dict = {}
         for cam in photo["cams"]:
             groups.setdefault((cam["layer"], cam["method"]), []).append(cam)
-        cam_groups = [{"layer": k[0], "method": k[1], "title": CAM_TITLES[k[1]][0], "weighed_by": CAM_TITLES[k[1]][1],
-                       "maps": v, "summary": faithfulness_summary(v)} for k, v in groups.items()]
+        cam_groups = [{"layer": k[0], "method": k[1], "title": CAM_TITLES[k[1]][0], "about": CAM_TITLES[k[1]][1],
+                       "kind": PICTURES.get(k[1], "heat"), "maps": v, "summary": faithfulness_summary(v)}
+                      for k, v in groups.items()]
         features = [{**f, "strongest": strongest_channels(f, pages_of.get(f["layer"], {}))} for f in photo["features"]]
         result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked,
                                                      "cam_groups": cam_groups, "kept": KEEP, "features": features}))
