@@ -19,7 +19,7 @@ from ..folders import FolderLock, check_layout
 from ..model import circuits, grad, graph, loading
 from ..photos import cams, labels, sources
 from ..photos.activations import input_size
-from ..render import cost
+from ..render import cost, exact
 from ..render.optimize import channel_count
 from ..site import manifest
 from ..site.pages import SiteWriter
@@ -106,7 +106,8 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     about = _about(model, config)
     job = units.Job(fingerprint, render, preprocess, {k: tuple(v) for k, v in selection.items()}, config.variants,
                     tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0),
-                    input_size(model, config.photo_size))
+                    input_size(model, config.photo_size),
+                    tuple(layer for layer in selection if exact.applies(model, layer, preprocess, units.MAIN)))
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
 
     log("• plan")
