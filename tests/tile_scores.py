@@ -9,6 +9,8 @@ convolution with its own kernel and bias, without its activation (the pre-activa
 - *robust*: the same, averaged over 16 fixed random jitters, scales and rotations (grey
   fill), the transformations a tile should survive if its pattern is really there;
 - *peak*: the strongest unit anywhere in the map;
+- *interior*, *per unit area*: for first layers, the response with the tile's edges left
+  out, and the response per unit area of an image that repeats the tile;
 - *HF*: the share of the tile's spectral power above half the Nyquist frequency (radial
   frequency over 0.25 cycles per pixel, the mean of each channel removed); white noise
   scores 0.80, smooth images near 0.
@@ -32,17 +34,23 @@ def decode(png: bytes) -> np.ndarray:
 
 
 class Scorer:
-    """Pre-activations of one conv layer of a caffe-preprocessed model, from uint8 RGB images."""
+    """Pre-activations of one conv layer of a caffe-preprocessed model (or, with
+    ``caffe=False``, of a model that takes 0–255 RGB), from uint8 RGB images."""
 
-    def __init__(self, model: keras.Model, layer: str):
+    def __init__(self, model: keras.Model, layer: str, caffe: bool = True):
         self.conv = model.get_layer(layer)
         self.to_input = keras.Model(model.input, self.conv.input)
+        self.caffe = caffe
 
-    def preactivation(self, images: np.ndarray, channels) -> np.ndarray:
+    def preactivation(self, images: np.ndarray, channels, strides=None, padding=None) -> np.ndarray:
         """``(n, h, w)``: image ``i``'s map of channel ``channels[i]``, before the activation."""
-        x = images.astype("float32")[..., ::-1] - CAFFE_MEAN_BGR  # RGB→BGR, ImageNet means off
-        features = self.to_input(x, training=False)
-        z = ops.conv(features, self.conv.kernel, strides=self.conv.strides, padding=self.conv.padding)
+        x = images.astype("float32")
+        if self.caffe:
+            x = x[..., ::-1] - CAFFE_MEAN_BGR  # RGB→BGR, ImageNet means off
+        # ``call`` skips the Input's fixed size, as the gallery's own sub-models do.
+        features = self.to_input.call(ops.convert_to_tensor(x, "float32"), training=False)
+        z = ops.conv(features, self.conv.kernel, strides=strides or self.conv.strides,
+                     padding=padding or self.conv.padding)
         z = ops.convert_to_numpy(z + self.conv.bias if self.conv.use_bias else z)
         return np.stack([z[i, :, :, c] for i, c in enumerate(channels)])
 
@@ -51,6 +59,20 @@ class Scorer:
 
     def peak(self, images, channels) -> np.ndarray:
         return self.preactivation(images, channels).max(axis=(1, 2))
+
+    def interior(self, images, channels) -> np.ndarray:
+        """The mean over every placement of the window wholly inside the tile (stride 1,
+        no padding): the response with the tile's edges left out."""
+        return self.preactivation(images, channels, strides=1, padding="valid").mean(axis=(1, 2))
+
+    def per_unit_area(self, images, channels) -> np.ndarray:
+        """For a layer linear in the pixels: the mean response per unit area of an image
+        that repeats the tile, every placement of the window counted (stride 1). Linearity
+        makes it the response to the tile's mean colour, read here on a flat patch."""
+        side = 2 * max(self.conv.kernel_size)
+        flat = np.broadcast_to(images.astype("float64").mean(axis=(1, 2), keepdims=True),
+                               (len(images), side, side, 3))
+        return self.interior(flat, channels)
 
     def robust(self, images, channels, seed: int = 0) -> np.ndarray:
         views = [self.plain(view, channels) for view in _views(images, seed)]

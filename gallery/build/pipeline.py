@@ -20,7 +20,7 @@ from ..model import circuits, grad, graph, guided, loading
 from ..photos import cams, labels, sources
 from ..photos.activations import input_size
 from ..photos.saliency import GUIDED
-from ..render import cost
+from ..render import cost, exact
 from ..render.optimize import channel_count
 from ..site import manifest
 from ..site.pages import SiteWriter
@@ -107,7 +107,8 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     size = input_size(model, config.photo_size)
     about = _about(model, config, size)
     job = units.Job(fingerprint, render, preprocess, {k: tuple(v) for k, v in selection.items()}, config.variants,
-                    tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0), size)
+                    tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0), size,
+                    tuple(layer for layer in selection if exact.applies(model, layer, preprocess, units.MAIN)))
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
 
     log("• plan")

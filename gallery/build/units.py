@@ -21,7 +21,7 @@ from ..config import RenderSettings
 from ..photos import saliency
 from ..photos.explain import WEIGHED
 from ..render.objectives import VARIANTS
-from ..render import cost
+from ..render import cost, exact
 from ..render.optimize import spans, stages
 from .cache import make_key, number
 
@@ -34,6 +34,9 @@ PHOTO_SCHEMA = 5  # what photo entries hold; 5: CAMs carry their faithfulness, f
 # tiles are recomputed rather than reused by luck. Named in keys from 2 on, so the tiles of
 # version 1 caches stay valid.
 FILTER_ALGORITHM = 1
+# The same for the images of layers linear in the pixels, solved in closed form: named in
+# their keys alone, so that change re-renders only them.
+EXACT_VERSION = 1
 
 
 def _count(value) -> bool:
@@ -71,6 +74,11 @@ class Job:
     methods: tuple[str, ...] = ("gradcam",)
     ranks: int = 0  # classes explained per photo (top-k, at most the model's classes)
     input: tuple[int, int] = (224, 224)  # the photos' input size
+    exact: tuple[str, ...] = ()  # layers linear in the pixels, whose images are solved exactly
+
+    def solved(self, layer: str, variant: str) -> bool:
+        """Whether these images are made in closed form (:mod:`gallery.render.exact`)."""
+        return layer in self.exact and variant in exact.VARIANTS
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -142,6 +150,8 @@ def filter_units(job: Job) -> list[FilterUnit]:
 
 def filter_key(job: Job, layer: str, index: int, variant: str, copy: int) -> str:
     version = {"algorithm": FILTER_ALGORITHM} if FILTER_ALGORITHM != 1 else {}
+    if job.solved(layer, variant):  # only these tiles changed when they came to be solved exactly
+        version["exact"] = EXACT_VERSION
     return make_key(kind="filter", model=job.fingerprint, layer=layer, filter=index, variant=variant, copy=copy,
                     preprocess=job.preprocess, **job.render.key(), **version)
 
@@ -203,6 +213,8 @@ def attribution_part(layer: str | None, method: str) -> str:
 def flops(unit, job: Job, costs) -> float:
     """What running ``unit`` costs, in FLOPs (see :mod:`gallery.render.cost`)."""
     if isinstance(unit, FilterUnit):
+        if job.solved(unit.layer, unit.variant):
+            return sum(f * n for _, f, n in cost_stages(unit, job, costs)[0])
         return cost.total_flops(costs, job.render, unit.layer, unit.images)
     # Each map: its method's passes, then the faithfulness forwards (the photo whole, and
     # two masked copies per class).
@@ -217,8 +229,11 @@ def cost_stages(unit, job: Job, costs) -> tuple:
     counts it: a filter unit's stages are those of the coarse-to-fine schedule."""
     if not isinstance(unit, FilterUnit):
         return [(("photos",), flops(unit, job, costs), 1)], 0, len(unit.photos)
+    # An image solved exactly costs one gradient pass at full size.
+    plan = [(job.render.size, 1)] if job.solved(unit.layer, unit.variant) else \
+        stages(job.render.steps, job.render.size, job.render.scales)
     return ([((unit.layer, canvas), unit.images * costs.step_flops(unit.layer, cost.network_side(job.render, canvas)),
-              n) for canvas, n in stages(job.render.steps, job.render.size, job.render.scales)], unit.images, 0)
+              n) for canvas, n in plan], unit.images, 0)
 
 
 @dataclass

@@ -196,6 +196,30 @@ def upstream_convs(model: keras.Model, name: str) -> list[str]:
     return sorted(set(found), key=order.__getitem__)
 
 
+# Layers that map each pixel's channels affinely and alone (at inference): what may stand
+# between the model's input and a conv layer that is still linear in the pixels.
+PIXEL_AFFINE = (keras.layers.InputLayer, keras.layers.Rescaling, keras.layers.Normalization,
+                keras.layers.BatchNormalization, keras.layers.ZeroPadding2D, keras.layers.Identity,
+                keras.layers.Dropout, keras.layers.SpatialDropout2D)
+
+
+def linear_in_pixels(model: keras.Model, name: str) -> bool:
+    """True when conv layer ``name`` receives an affine function of the model's input,
+    pixel by pixel: only :data:`PIXEL_AFFINE` layers stand between them, in every nested
+    model on the way. Its pre-activation is then affine in the pixels (zero padding
+    included), which :mod:`gallery.render.exact` maximizes in closed form."""
+    path = locate(model, name)
+    if not _is_conv(path.layer):
+        return False
+    for _, layer in path.steps:
+        history = getattr(_io(layer)[0], "_keras_history", None)
+        while history and not isinstance(history[0], keras.layers.InputLayer):  # up to the container's input
+            if not isinstance(history[0], PIXEL_AFFINE) or len(calls(history[0])) != 1:
+                return False
+            history = getattr(_io(history[0])[0], "_keras_history", None)
+    return True
+
+
 def input_fn(model: keras.Model, path: LayerPath) -> Callable:
     """``x → the tensor the conv layer receives``, for a batch of model inputs ``x``."""
     runners = []

@@ -19,7 +19,7 @@ from keras import ops
 
 from ..config import RenderSettings
 from ..model import grad, graph, precision, preprocess as prep
-from . import params, transforms
+from . import exact, params, transforms
 from .objectives import VARIANTS, channel, own_preactivation
 
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
@@ -63,6 +63,7 @@ class FilterRenderer:
         self.layer_name = self.path.name
         self.settings = settings
         self.variant = VARIANTS[variant]
+        self.exact = exact.applies(model, layer, preprocess, variant)  # solved in closed form, not optimized
         self.to_input = graph.input_fn(model, self.path)
         # The loop may run through a reduced-precision copy; scores always use ``model``.
         fast = precision.compute_copy(model, settings.precision)
@@ -142,7 +143,7 @@ class FilterRenderer:
             images = n * self.variant.copies
             p = Shape((images, *param_shape), "float32")
             idx = Shape((images,), "int32")
-            for canvas, count in stages(s.steps, s.size, s.scales):
+            for canvas, count in [] if self.exact else stages(s.steps, s.size, s.scales):  # no loop to run
                 for length in {length for _, length in spans(count, CHUNK)}:
                     mats = Shape((length, images, 3, 3), "float32") if self.samplers else None
                     grad.warm(self._loop(canvas, length), p, p, p, Shape((), "float32"), idx, mats)
@@ -162,6 +163,12 @@ class FilterRenderer:
                 raise IndexError(f"filter {i} out of range for {self.layer_name} ({self.channels} filters)")
         copies = self.variant.copies
         images_of = [i for i in indices for _ in range(copies)]
+        if self.exact:
+            score = lambda x, idx: self.variant.score(*self._preactivation(x, idx))  # noqa: E731
+            images = exact.maximize(score, self.conv, s.size, images_of, flat=self.variant.name in exact.MEANS)
+            if on_step is not None:
+                on_step(1)  # one gradient pass, which is how the build's cost model counts it
+            return images, self.activation(images, images_of)
         rngs = [filter_rng(s.seed, self.layer_name, i, c) for i in indices for c in range(copies)]
         p = ops.convert_to_tensor(np.stack([self._init(rng) for rng in rngs]))
         view = s.size + 2 * self.padding
