@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ..config import RenderSettings
 from ..render.objectives import VARIANTS
 from ..render import cost
-from ..render.optimize import spans, stages
+from ..render.optimize import snapshot_steps, spans, stages
 from .cache import make_key, number
 
 MAIN = "channel"  # the variant every filter gets; the others are extra images
@@ -42,9 +42,20 @@ def _size(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and all(map(_count, value)) and all(value)
 
 
-# What the record of each kind of entry must hold before it is used (see Cache.get).
+def _snapshots(value) -> bool:
+    """A trajectory's record: per snapshot its step, canvas, mean activation and peak."""
+    fields = {"step": _count, "canvas": _count, "activation": number, "peak": number}
+    return isinstance(value, list) and len(value) >= 2 and all(
+        isinstance(s, dict) and set(s) == set(fields) and all(check(s[k]) for k, check in fields.items())
+        for s in value)
+
+
+# What the record of each kind of entry must hold before it is used (see Cache.get). A
+# filter's "peak" is not required: tiles cached before it was recorded get it from their
+# saved pixels (gallery.build.rescore), without rendering them again.
 REQUIRE = {
     "filter": {"activation": number},
+    "trajectory": {"snapshots": _snapshots},
     "photo": {"size": _size},
     "features": {name: _count for name in ("cols", "rows", "cell", "channels")},
     "cam": {"class": _count},
@@ -65,6 +76,7 @@ class Job:
     methods: tuple[str, ...] = ("gradcam",)
     ranks: int = 0  # classes explained per photo (top-k, at most the model's classes)
     input: tuple[int, int] = (224, 224)  # the photos' input size
+    trajectory: int = 0  # snapshots recorded per filter image (0: none)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -103,7 +115,8 @@ class FilterUnit:
 
     @property
     def images(self) -> int:
-        return len(self.entries)
+        """Filter images rendered: trajectories come from the same optimization."""
+        return sum(e.about["kind"] == "filter" for e in self.entries)
 
 
 @dataclass
@@ -140,10 +153,20 @@ def filter_key(job: Job, layer: str, index: int, variant: str, copy: int) -> str
                     preprocess=job.preprocess, **job.render.key(), **version)
 
 
+def trajectory_key(job: Job, layer: str, index: int) -> str:
+    """Named for the tile whose optimization it records and the steps it was taken at."""
+    return make_key(kind="trajectory", source=filter_key(job, layer, index, MAIN, 0),
+                    steps=snapshot_steps(job.render, job.trajectory))
+
+
 def _filter_entries(job, variant, layer, indices) -> tuple[Entry, ...]:
     about = {"kind": "filter", "model": job.fingerprint, "layer": layer}
-    return tuple(Entry(filter_key(job, layer, i, variant, c), "render", about, (i, c))
-                 for i in indices for c in range(VARIANTS[variant].copies))
+    tiles = [Entry(filter_key(job, layer, i, variant, c), "render", about, (i, c))
+             for i in indices for c in range(VARIANTS[variant].copies)]
+    if not job.trajectory or variant != MAIN:
+        return tuple(tiles)
+    about = {**about, "kind": "trajectory"}
+    return (*tiles, *(Entry(trajectory_key(job, layer, i), "render", about, (i, "trajectory")) for i in indices))
 
 
 def photo_units(job: Job, photos, pages: int | None, classify: bool) -> list[PhotoUnit]:
