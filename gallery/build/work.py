@@ -64,7 +64,7 @@ class Worker:
         images, snapshots = self._render(renderer, list(unit.indices), on_step, at)
         tiles = [e for e in unit.entries if e.about["kind"] == "filter"]
         # Tiles run index by index, copy by copy: the order the renderer returns images in.
-        means, peaks = renderer.scores(images, [index for index, _ in (e.slot for e in tiles)])
+        means, peaks = renderer.scores(images, [e.slot[0] for e in tiles])
         result = Result({entry.key: (imaging.encode_png(image), {"activation": float(mean), "peak": float(peak)})
                          for entry, image, mean, peak in zip(tiles, images, means, peaks)})
         # The main variant has one image per filter, in the order of the unit's indices.
