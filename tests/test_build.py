@@ -224,6 +224,7 @@ def test_variant_images_appear_on_filter_pages(tmp_path, classifier_file, photo_
     html = (config.out / first["page"]).read_text(encoding="utf-8")
     for item in negative["images"] + diverse["images"]:
         assert (config.out / item["image"]).is_file() and Path(item["image"]).name in html
+        assert f"mean {item['activation']:.3g}</figcaption>" in html  # named, beside the tile's peak
     assert "What suppresses it" in html
 
 
