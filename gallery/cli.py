@@ -45,6 +45,10 @@ def _pages(text: str) -> int | None:
     return None if text.strip().lower() == "all" else _integer(text, 0, "a number of photos (0 or more) or 'all'")
 
 
+def _snapshots(text: str) -> int:
+    return _integer(text, 2, "a number of snapshots, 2 or more")
+
+
 def _names(text: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     if not names:
@@ -132,6 +136,10 @@ def parser() -> argparse.ArgumentParser:
                         "TF32's speed, but is emulated (slower) on most CPUs; tiles are still scored "
                         "in float32 (default: float32 on a CPU, "
                         f"{PRESETS['default']['gpu']['precision']} on a GPU)")
+    p.add_argument("--trajectory", type=_snapshots, default=0, metavar="N",
+                   help="record N snapshots of each filter image's optimization, at evenly spaced steps of the "
+                        "same run (no extra steps), and show them on its page with an animation: 2 up to one "
+                        "per 8-step compiled loop, 8 for 64 steps (default: off)")
     p.add_argument("--images", nargs="+", type=Path, metavar="PATH",
                    help="photo files and/or folders (default: bundled sample photos)")
     p.add_argument("--cam-layers", type=_names, metavar="a,b", help="layers for Grad-CAM (default: the last conv layer)")
@@ -188,7 +196,7 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         variants=variants, preset=args.preset, cam_methods=args.cam_method, top_k=args.top_k,
         photo_pages=args.photo_pages, examples=args.examples, safe_mode=not args.unsafe, prune=args.prune,
         command=public_command(argv), executor=args.executor, ray_address=args.ray_address,
-        worker_cpus=args.worker_cpus,
+        worker_cpus=args.worker_cpus, trajectory=args.trajectory,
     )
 
 

@@ -155,8 +155,11 @@ class BuildConfig:
     executor: str = "local"  # where units run: "local" (this process) or "ray"
     ray_address: str | None = None  # None: a local Ray started for the build; "auto", HOST:PORT, ray://…
     worker_cpus: int | None = None  # CPUs per Ray worker where the cluster has no GPUs
+    trajectory: int = 0  # snapshots of each filter image's optimization, shown on its page (0: none)
 
     def __post_init__(self):
+        if isinstance(self.trajectory, bool) or not isinstance(self.trajectory, int) or self.trajectory < 0:
+            raise GalleryError(f"trajectory must be a number of snapshots (0 for none), got {self.trajectory!r}")
         if self.executor not in EXECUTORS:
             raise GalleryError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.ray_address is not None and self.executor != "ray":

@@ -10,7 +10,7 @@ import io
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps, features
 
 FEATURE_COLORMAP = "viridis"
 CAM_COLORMAP = "jet"
@@ -148,6 +148,32 @@ def encode_jpeg(image: np.ndarray, quality: int = 88) -> bytes:
 
 def decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def animated_webp() -> bool:
+    """Whether this Pillow writes animated WebP: before Pillow 11 that was a feature of its
+    own (``webp_anim``), a build could have WebP without it; from 11 on, WebP has it."""
+    return bool(features.check("webp")) and ("webp_anim" not in features.features or bool(features.check("webp_anim")))
+
+
+def encode_animation(frames: np.ndarray, frame_ms: int = 400, hold_ms: int = 1600, quality: int = 90) -> bytes:
+    """``(n, h, w, 3)`` uint8 frames → a looping animated WebP, its last frame held longer."""
+    images = [Image.fromarray(frame) for frame in frames]
+    durations = [frame_ms] * (len(images) - 1) + [hold_ms]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="WEBP", save_all=True, append_images=images[1:], duration=durations, loop=0,
+                   quality=quality, method=4)
+    return buffer.getvalue()
+
+
+def decode_frames(data: bytes) -> np.ndarray:
+    """Every frame of an animation, ``(n, h, w, 3)`` uint8."""
+    with Image.open(io.BytesIO(data)) as image:
+        frames = []
+        for n in range(getattr(image, "n_frames", 1)):
+            image.seek(n)
+            frames.append(np.asarray(image.convert("RGB")))
+    return np.stack(frames)
 
 
 def to_rgb_uint8(img: Image.Image, max_side: int | None = None) -> np.ndarray:

@@ -101,6 +101,14 @@ def photo_dir(tmp_path):
 
 
 @pytest.fixture
+def classifier_file(tmp_path):
+    """The tiny classifier, saved as a .keras file."""
+    path = tmp_path / "tiny.keras"
+    tiny_classifier().save(path)
+    return path
+
+
+@pytest.fixture
 def labels_file(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("cat\ndog\n<script>alert(1)</script>\nfish\n", encoding="utf-8")

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NEUTRAL = ["tests/test_params.py", "tests/test_transforms.py", "tests/test_objectives.py",
            "tests/test_optimize.py", "tests/test_precision.py", "tests/test_cams.py", "tests/test_faithfulness.py",
            "tests/test_saliency.py",
-           "tests/test_build.py::test_build_writes_a_complete_site"]
+           "tests/test_build.py::test_build_writes_a_complete_site",
+           "tests/test_trajectory.py::test_snapshots_cost_no_step_and_change_no_pixel"]
 
 
 # Skips each backend may show, by reason; any other skip fails the run.

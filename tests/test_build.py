@@ -19,7 +19,7 @@ from gallery.build import pipeline
 from gallery.site import pages as site
 from gallery.config import BuildConfig, RenderSettings
 
-from .conftest import tiny_backbone, tiny_classifier, tiny_transfer
+from .conftest import tiny_backbone, tiny_transfer
 
 
 class Links(HTMLParser):
@@ -65,13 +65,6 @@ def _config(tmp_path, model_path, **overrides) -> BuildConfig:
                 out=tmp_path / "site", cache=tmp_path / "cache", command="python build.py --test")
     base.update(overrides)
     return BuildConfig(**base)
-
-
-@pytest.fixture
-def classifier_file(tmp_path):
-    path = tmp_path / "tiny.keras"
-    tiny_classifier().save(path)
-    return path
 
 
 def test_build_writes_a_complete_site(tmp_path, classifier_file, photo_dir, labels_file):
@@ -292,6 +285,7 @@ def test_variant_images_appear_on_filter_pages(tmp_path, classifier_file, photo_
     html = (config.out / first["page"]).read_text(encoding="utf-8")
     for item in negative["images"] + diverse["images"]:
         assert (config.out / item["image"]).is_file() and Path(item["image"]).name in html
+        assert f"mean {item['activation']:.3g}</figcaption>" in html  # named, beside the tile's peak
     assert "What suppresses it" in html
 
 

@@ -115,25 +115,33 @@ def test_variants_negative_and_diversity():
     assert apart < together - 0.05, (apart, together)
 
 
-def test_batches_halve_when_device_memory_runs_out(monkeypatch):
+@pytest.mark.parametrize("trajectory", [0, 2])
+def test_batches_halve_when_device_memory_runs_out(monkeypatch, trajectory):
     from gallery.build import units
     from gallery.build.work import Worker
 
     sizes = []
     real = FilterRenderer.render
 
-    def limited(self, indices, on_step=None):
+    def limited(self, indices, on_step=None, **snapshots):
         sizes.append(len(indices))
         if len(indices) > 2:
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.5GiB")
-        return real(self, indices, on_step)
+        return real(self, indices, on_step, **snapshots)
 
     monkeypatch.setattr(FilterRenderer, "render", limited)
-    job = units.Job("fp", RenderSettings(size=16, steps=2, batch=8), "none", {"conv1": (0, 1, 2, 3, 4)})
+    job = units.Job("fp", RenderSettings(size=16, steps=16, batch=8), "none", {"conv2": (0, 1, 2, 3, 4)},
+                    trajectory=trajectory)
     (unit,) = units.filter_units(job)
     result = Worker(tiny_classifier(), job).run(units.Task(0, unit, frozenset(e.key for e in unit.entries)))
     assert sorted(result.produced) == sorted(e.key for e in unit.entries)
     assert sizes == [5, 3, 2, 1, 2]  # the span halves until each part fits: 5 → 3 + 2, 3 → 2 + 1
+    tiles = [result.produced[e.key][1] for e in unit.entries if e.about["kind"] == "filter"]
+    trajectories = [result.produced[e.key][1] for e in unit.entries if e.about["kind"] == "trajectory"]
+    assert len(trajectories) == (5 if trajectory else 0)
+    for tile, found in zip(tiles, trajectories):  # the parts' snapshots joined filter by filter
+        assert [s["step"] for s in found["snapshots"]] == [8, 16]
+        assert found["snapshots"][-1]["activation"] == tile["activation"]
 
 
 needs_ahead = pytest.mark.skipif(not grad.compiles_ahead(), reason="only JAX compiles ahead of the first call")

@@ -163,6 +163,19 @@ class Cache:
         self.stored += 1
         self.used.add(key)
 
+    def amend(self, key: str, extra: dict) -> dict:
+        """Add ``extra`` to an intact entry's metadata and reseal its record; the payload
+        file is left as it is. Returns the new metadata. For figures computed later from a
+        payload (a tile's peak), so the entry is not counted as computed again."""
+        data_path, record_path = self._paths(key)
+        try:
+            record = json.loads(_read(record_path))
+            meta = {**record.get("meta", {}), **extra}
+            self._write_record(key, _read(data_path), meta, record.get("about", {}), record.get("created"))
+        except OSError as exc:
+            raise folder_error(exc, "--cache", self.root) from exc
+        return meta
+
     def _write_record(self, key: str, data: bytes, meta: dict, about: dict, created=None) -> None:
         record = {"format": FORMAT, "digest": seal(data, meta, about), "size": len(data), "meta": meta,
                   "about": about, "created": created if number(created) else round(time.time())}

@@ -11,6 +11,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import PIL
+
 from .. import imaging
 from ..config import BuildConfig, RenderSettings, public_path
 from ..console import log, warn
@@ -21,7 +23,7 @@ from ..photos import cams, labels, sources
 from ..photos.activations import input_size
 from ..photos.saliency import GUIDED
 from ..render import cost, exact
-from ..render.optimize import channel_count
+from ..render.optimize import channel_count, snapshot_steps
 from ..site import manifest
 from ..site.pages import SiteWriter
 from ..site.folder import SiteFolder, identity
@@ -30,6 +32,7 @@ from .cache import Cache, make_key
 from .executors import executor
 from .progress import Progress
 from .publish import Publisher
+from .rescore import PeakScorer
 from .state import Gallery
 
 
@@ -76,6 +79,7 @@ def build(config: BuildConfig) -> dict:
     build left half-written are swept away first.
     """
     loading.check_spec(config.model, config.weights)
+    _check_trajectory(config)
     check_layout(Path(config.out), Path(config.cache))
     cache, out = Cache(config.cache), SiteFolder(config.out)
     with FolderLock(config.cache, "cache"):
@@ -108,15 +112,18 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     about = _about(model, config, size)
     job = units.Job(fingerprint, render, preprocess, {k: tuple(v) for k, v in selection.items()}, config.variants,
                     tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0), size,
-                    tuple(layer for layer in selection if exact.applies(model, layer, preprocess, units.MAIN)))
+                    tuple(layer for layer in selection if exact.applies(model, layer, preprocess, units.MAIN)),
+                    config.trajectory)
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
 
     log("• plan")
     plan = [*units.photo_units(job, photos, config.photo_pages, about["classes"] is not None),
             *units.filter_units(job)]
     tasks, found = [], {}
+    rescore = PeakScorer(model, job)
     for uid, unit in enumerate(plan):
         entries = units.lookup(unit, cache)
+        rescore(unit, entries, cache)
         if len(entries) == len(unit.entries):
             gallery.absorb(unit, entries, cache)
         else:
@@ -124,6 +131,9 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
             found[uid] = entries
     log(f"  {len(plan)} units: {len(plan) - len(tasks)} settled from the cache, {len(tasks)} to run "
         f"({cost.describe(sum(units.flops(t.unit, job, costs) for t in tasks))})")
+    if rescore.scored:
+        log(f"  {rescore.scored} cached filter images scored from their saved pixels for their peak, "
+            "which older builds did not record")
 
     fixed = _fixed_parts(model, config, job, about, out, cache)
     site = Publisher(SiteWriter(out, cache), lambda status: _manifest(fixed, config, job, gallery, cache, status))
@@ -165,6 +175,17 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     return data
 
 
+def _check_trajectory(config: BuildConfig) -> None:
+    """``--trajectory N``: enough places in the schedule to take N snapshots, and a Pillow
+    that writes animated WebP; checked before anything is written."""
+    if not config.trajectory:
+        return
+    snapshot_steps(config.render, config.trajectory)
+    if not imaging.animated_webp():
+        raise GalleryError(f"--trajectory {config.trajectory}: this Pillow ({PIL.__version__}) cannot write animated "
+                           "WebP; install a Pillow built with libwebp (the wheels on PyPI are), or leave it off")
+
+
 def _about(model, config: BuildConfig, size: tuple[int, int]) -> dict:
     """Class names, CAM layers and the note shown when the model has no classifier."""
     if not graph.has_classifier(model):
@@ -194,7 +215,13 @@ def _fixed_parts(model, config, job, about, out: SiteFolder, cache: Cache) -> di
             "channels": {layer: channel_count(model, layer) for layer in job.selection},
             "circuits": {layer: circuits.strongest_inputs(model, layer) for layer in job.selection},
             "cam_sources": {layer: graph.conv_source(model, layer) for layer in job.cam_layers},
+            "activations": {layer: _activation_name(graph.locate(model, layer).layer) for layer in job.selection},
             "kernels": _kernel_sheets(model, job, cache)}
+
+
+def _activation_name(layer) -> str:
+    """The activation a conv layer applies itself ("linear" when it applies none)."""
+    return getattr(getattr(layer, "activation", None), "__name__", "linear")
 
 
 def _kernel_sheets(model, job, cache: Cache) -> dict[str, dict]:
@@ -220,7 +247,8 @@ def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Ca
     settings = {"preset": config.preset, **job.render.key(), "filters": _describe(config.filters),
                 "variants": ", ".join(config.variants) or "none",
                 "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
-                "cam layers": ", ".join(job.cam_layers) or "none", "cam methods": ", ".join(config.cam_methods)}
+                "cam layers": ", ".join(job.cam_layers) or "none", "cam methods": ", ".join(config.cam_methods),
+                **({"trajectory": f"{job.trajectory} snapshots"} if job.trajectory else {})}
     return manifest.build(**fixed, filter_tiles=gallery.filter_tiles(), photos=results, settings=settings,
                           command=config.command, status=status, collages=gallery.collages(cache))
 

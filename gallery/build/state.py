@@ -21,12 +21,21 @@ from .cache import make_key
 from .units import MAIN, FilterUnit, Job, PhotoUnit, attribution_part, attributions
 
 THUMB_SIDE = 96  # layer-page thumbnails, sized for their slot
+FRAME_SIDE = 96  # a trajectory's frames, shown side by side on the filter page
 
 
 @dataclass
 class VariantImage:
     key: str
     activation: float
+    peak: float | None = None  # None: a tile cached before peaks were recorded, not rescored
+
+
+@dataclass
+class Trajectory:
+    key: str  # the animation
+    frames: str  # its frames side by side, small
+    snapshots: list[dict]  # [{"step", "canvas", "activation", "peak"}]
 
 
 @dataclass
@@ -36,6 +45,8 @@ class FilterTile:
     thumb: str | None
     activation: float | None
     variants: dict[str, list[VariantImage | None]] = field(default_factory=dict)  # None: a pending image
+    peak: float | None = None
+    trajectory: Trajectory | None = None
 
     @property
     def pending(self) -> bool:
@@ -71,6 +82,7 @@ class Gallery:
         self.paged = [pages is None or i < pages for i in range(len(self.photos))]
         self.images: dict[tuple, VariantImage] = {}  # (layer, index, variant, copy) -> image
         self.thumbs: dict[tuple[str, int], str] = {}
+        self.trajectories: dict[tuple[str, int], Trajectory] = {}
         self._collages: dict[str, str] = {}  # layer -> key, once every filter of it is rendered
         self.tiles: dict[int, PhotoTiles] = {}  # settled photos, by position
         self.broken: set[int] = set()
@@ -88,7 +100,13 @@ class Gallery:
         for entry in unit.entries:
             index, copy = entry.slot
             payload, meta = found[entry.key]
-            self.images[(unit.layer, index, unit.variant, copy)] = VariantImage(entry.key, float(meta["activation"]))
+            if entry.about["kind"] == "trajectory":
+                frames = self._frames(entry.key, payload, cache)
+                self.trajectories[(unit.layer, index)] = Trajectory(entry.key, frames, meta["snapshots"])
+                continue
+            peak = meta.get("peak")
+            self.images[(unit.layer, index, unit.variant, copy)] = VariantImage(
+                entry.key, float(meta["activation"]), None if peak is None else float(peak))
             if unit.variant == MAIN:
                 self.thumbs[(unit.layer, index)] = self._thumb(entry.key, payload, cache)
 
@@ -99,6 +117,15 @@ class Gallery:
         if cache.get(key) is None:
             small = imaging.resize(imaging.decode(png), THUMB_SIDE, THUMB_SIDE)
             cache.put(key, imaging.encode_jpeg(small, quality=85), about={"kind": "thumb"})
+        return key
+
+    @staticmethod
+    def _frames(source: str, animation: bytes, cache) -> str:
+        """An animation's frames in one row, small, so a page can show each one still."""
+        key = make_key(kind="frames", source=source, side=FRAME_SIDE)
+        if cache.get(key) is None:
+            row = [imaging.resize(frame, FRAME_SIDE, FRAME_SIDE) for frame in imaging.decode_frames(animation)]
+            cache.put(key, imaging.encode_jpeg(np.concatenate(row, axis=1), quality=88), about={"kind": "frames"})
         return key
 
     def collages(self, cache) -> dict[str, str]:
@@ -167,7 +194,8 @@ class Gallery:
                 variants = {v: [self.images.get((layer, i, v, c)) for c in range(VARIANTS[v].copies)]
                             for v in self.job.kinds[1:]}
                 tiles.append(FilterTile(i, main and main.key, self.thumbs.get((layer, i)),
-                                        main and main.activation, variants))
+                                        main and main.activation, variants, main and main.peak,
+                                        self.trajectories.get((layer, i))))
             result[layer] = tiles
         return result
 

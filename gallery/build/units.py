@@ -22,7 +22,7 @@ from ..photos import saliency
 from ..photos.explain import WEIGHED
 from ..render.objectives import VARIANTS
 from ..render import cost, exact
-from ..render.optimize import spans, stages
+from ..render.optimize import snapshot_steps, spans, stages
 from .cache import make_key, number
 
 MAIN = "channel"  # the variant every filter gets; the others are extra images
@@ -51,9 +51,20 @@ def _size(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and all(map(_count, value)) and all(value)
 
 
-# What the record of each kind of entry must hold before it is used (see Cache.get).
+def _snapshots(value) -> bool:
+    """A trajectory's record: per snapshot its step, canvas, mean activation and peak."""
+    fields = {"step": _count, "canvas": _count, "activation": number, "peak": number}
+    return isinstance(value, list) and len(value) >= 2 and all(
+        isinstance(s, dict) and set(s) == set(fields) and all(check(s[k]) for k, check in fields.items())
+        for s in value)
+
+
+# What the record of each kind of entry must hold before it is used (see Cache.get). A
+# filter's "peak" is not required: tiles cached before it was recorded get it from their
+# saved pixels (gallery.build.rescore), without rendering them again.
 REQUIRE = {
     "filter": {"activation": number},
+    "trajectory": {"snapshots": _snapshots},
     "photo": {"size": _size},
     "features": {name: _count for name in ("cols", "rows", "cell", "channels")},
     "cam": {"class": _count, "p": _probability, "top": _probability, "bottom": _probability},
@@ -75,6 +86,7 @@ class Job:
     ranks: int = 0  # classes explained per photo (top-k, at most the model's classes)
     input: tuple[int, int] = (224, 224)  # the photos' input size
     exact: tuple[str, ...] = ()  # layers linear in the pixels, whose images are solved exactly
+    trajectory: int = 0  # snapshots recorded per filter image (0: none)
 
     def solved(self, layer: str, variant: str) -> bool:
         """Whether these images are made in closed form (:mod:`gallery.render.exact`)."""
@@ -117,7 +129,8 @@ class FilterUnit:
 
     @property
     def images(self) -> int:
-        return len(self.entries)
+        """Filter images rendered: trajectories come from the same optimization."""
+        return sum(e.about["kind"] == "filter" for e in self.entries)
 
 
 @dataclass
@@ -156,10 +169,20 @@ def filter_key(job: Job, layer: str, index: int, variant: str, copy: int) -> str
                     preprocess=job.preprocess, **job.render.key(), **version)
 
 
+def trajectory_key(job: Job, layer: str, index: int) -> str:
+    """Named for the tile whose optimization it records and the steps it was taken at."""
+    return make_key(kind="trajectory", source=filter_key(job, layer, index, MAIN, 0),
+                    steps=snapshot_steps(job.render, job.trajectory))
+
+
 def _filter_entries(job, variant, layer, indices) -> tuple[Entry, ...]:
     about = {"kind": "filter", "model": job.fingerprint, "layer": layer}
-    return tuple(Entry(filter_key(job, layer, i, variant, c), "render", about, (i, c))
-                 for i in indices for c in range(VARIANTS[variant].copies))
+    tiles = [Entry(filter_key(job, layer, i, variant, c), "render", about, (i, c))
+             for i in indices for c in range(VARIANTS[variant].copies)]
+    if not job.trajectory or variant != MAIN or job.solved(layer, variant):  # a solved tile has no path to show
+        return tuple(tiles)
+    about = {**about, "kind": "trajectory"}
+    return (*tiles, *(Entry(trajectory_key(job, layer, i), "render", about, (i, "trajectory")) for i in indices))
 
 
 def photo_units(job: Job, photos, pages: int | None, classify: bool) -> list[PhotoUnit]:

@@ -23,7 +23,7 @@ from ..photos.examples import peaks
 from ..photos.faithfulness import BOTTOM, FULL, TOP, Faithfulness
 from ..photos.cams import unit_scaled
 from ..photos.saliency import PixelEngine, magnitudes
-from ..render.optimize import Renderers, spans
+from ..render.optimize import Renderers, snapshot_steps, spans
 from .units import PHOTO_SIDE, FilterUnit, Job, Task, attribution_part, attributions
 
 TOP_STORED = 50  # predictions kept per photo, however many the pages show
@@ -63,24 +63,42 @@ class Worker:
 
     def _filters(self, unit: FilterUnit, on_step) -> Result:
         renderer = self.renderers.ready(unit.variant, unit.layer)
-        images, activations = self._render(renderer, list(unit.indices), on_step)
-        # Entries run index by index, copy by copy: the order the renderer returns images in.
-        return Result({entry.key: (imaging.encode_png(image), {"activation": float(act)})
-                       for entry, image, act in zip(unit.entries, images, activations)})
+        trajectories = [e for e in unit.entries if e.about["kind"] == "trajectory"]
+        at = snapshot_steps(self.job.render, self.job.trajectory) if trajectories else ()
+        images, snapshots = self._render(renderer, list(unit.indices), on_step, at)
+        tiles = [e for e in unit.entries if e.about["kind"] == "filter"]
+        # Tiles run index by index, copy by copy: the order the renderer returns images in.
+        means, peaks = renderer.scores(images, [e.slot[0] for e in tiles])
+        result = Result({entry.key: (imaging.encode_png(image), {"activation": float(mean), "peak": float(peak)})
+                         for entry, image, mean, peak in zip(tiles, images, means, peaks)})
+        # The main variant has one image per filter, in the order of the unit's indices.
+        scored = [renderer.scores(taken, list(unit.indices)) for _, _, taken in snapshots]
+        for n, entry in enumerate(trajectories):
+            frames = np.stack([taken[n] for _, _, taken in snapshots])
+            result.produced[entry.key] = (imaging.encode_animation(frames), {"snapshots": [
+                {"step": step, "canvas": canvas, "activation": float(mean[n]), "peak": float(peak[n])}
+                for (step, canvas, _), (mean, peak) in zip(snapshots, scored)]})
+        return result
 
-    def _render(self, renderer, indices, on_step):
-        """Render, halving the batch while the device runs out of memory."""
+    def _render(self, renderer, indices, on_step, at=()):
+        """``(images, [(step, canvas, images then)])``: rendered, and snapshots taken at the
+        steps ``at``; the batch is halved while the device runs out of memory."""
         copies = renderer.variant.copies
         report = None if on_step is None else (lambda steps: on_step(steps * len(indices) * copies))
+        snapshots = []
         try:
-            return renderer.render(indices, on_step=report)
+            images, _ = renderer.render(indices, on_step=report, snapshots=at,
+                                        on_snapshot=lambda *taken: snapshots.append(taken))
+            return images, snapshots
         except Exception as exc:
             if not grad.is_out_of_memory(exc) or len(indices) == 1:
                 raise
         half = (len(indices) + 1) // 2
         warn(f"{renderer.layer_name}: out of device memory; rendering {half} filters at a time")
-        parts = [self._render(renderer, indices[s:s + n], on_step) for s, n in spans(len(indices), half)]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        parts = [self._render(renderer, indices[s:s + n], on_step, at) for s, n in spans(len(indices), half)]
+        joined = [(step, canvas, np.concatenate([p[1][k][2] for p in parts]))
+                  for k, (step, canvas, _) in enumerate(parts[0][1])]
+        return np.concatenate([p[0] for p in parts]), joined
 
     # photos ------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from ..config import RenderSettings
+from ..errors import GalleryError
 from ..model import grad, graph, precision, preprocess as prep
 from . import exact, params, transforms
 from .objectives import VARIANTS, channel, own_preactivation
@@ -54,6 +55,24 @@ def spans(total: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(size, total - start)) for start in range(0, total, size)]
 
 
+def snapshot_steps(settings: RenderSettings, count: int) -> list[int]:
+    """The steps after which :meth:`FilterRenderer.render` takes ``count`` snapshots: evenly
+    spaced among the ends of its compiled chunks, the last one the final step.
+
+    Snapshots are taken only where a chunk ends, between two compiled loops, so taking
+    them changes neither the loops nor their results.
+    """
+    ends, done = [], 0
+    for _, n in stages(settings.steps, settings.size, settings.scales):
+        for _, length in spans(n, CHUNK):
+            done += length
+            ends.append(done)
+    if not 2 <= count <= len(ends):
+        raise GalleryError(f"--trajectory {count}: expected 2 to {len(ends)} snapshots, one per {CHUNK} steps at "
+                           f"most ({settings.steps} steps give {len(ends)} places to take one)")
+    return [ends[-(-k * len(ends) // count) - 1] for k in range(1, count + 1)]
+
+
 class FilterRenderer:
     """Renders filters of one layer; compiled steps are reused across batches."""
 
@@ -76,7 +95,7 @@ class FilterRenderer:
         self._loops: dict = {}
         # Scored op by op: those small programs are shared by every renderer, so a build
         # compiles them once. :meth:`prepare` compiles it whole instead, off the device's path.
-        self._score_ops = grad.no_grad(lambda images, indices: channel(self._preactivation(images, indices)[0]))
+        self._score_ops = grad.no_grad(self._summary)
         self._score = self._score_ops
 
     @property
@@ -94,6 +113,13 @@ class FilterRenderer:
         x = transforms.step_transform(padding, matrices, canvas)(images)
         features = ops.cast((to_input or self.to_input)(self.preprocess(x * 255.0)), "float32")
         return own_preactivation(self.conv, features, indices), features
+
+    def _summary(self, images, indices):
+        """``(batch, 2)``: each image's mean pre-activation, and its peak: the strongest unit
+        of the layer's own output (its activation applied), the statistic photos are ranked by
+        (:func:`gallery.photos.examples.peaks`)."""
+        z = self._preactivation(images, indices)[0]
+        return ops.stack([channel(z), ops.max(self.conv.activation(z), axis=(1, 2))], axis=1)
 
     def _loop(self, canvas: int, length: int):
         """A compiled run of ``length`` Adam steps (Kingma & Ba, 2015) at ``canvas`` pixels."""
@@ -149,12 +175,15 @@ class FilterRenderer:
                     grad.warm(self._loop(canvas, length), p, p, p, Shape((), "float32"), idx, mats)
             grad.warm(self._score, Shape((images, s.size, s.size, 3), "float32"), idx)
 
-    def render(self, indices: Sequence[int], on_step: Callable | None = None):
+    def render(self, indices: Sequence[int], on_step: Callable | None = None, snapshots: Sequence[int] = (),
+               on_snapshot: Callable | None = None):
         """``(uint8 images (n·copies, size, size, 3), activations (n·copies,))``.
 
         Images come filter by filter, ``self.variant.copies`` per filter. The activation
         is each saved 8-bit image's mean pre-activation, untransformed: what the tile on
-        the page really achieves.
+        the page really achieves. After each step count in ``snapshots`` (ends of chunks,
+        see :func:`snapshot_steps`), ``on_snapshot(step, canvas, images)`` receives the
+        images as they stand, 8-bit and full size, whatever canvas the network sees them at.
         """
         s = self.settings
         indices = [int(i) for i in indices]
@@ -190,14 +219,25 @@ class FilterRenderer:
                 done += length
                 if on_step is not None:
                     on_step(length)
-        images = np.round(ops.convert_to_numpy(self._image_fn(p)) * 255.0).clip(0, 255).astype("uint8")
+                if done in snapshots and on_snapshot is not None:
+                    on_snapshot(done, canvas, self._pixels(p))
+        images = self._pixels(p)
         return images, self.activation(images, images_of)
+
+    def _pixels(self, p) -> np.ndarray:
+        return np.round(ops.convert_to_numpy(self._image_fn(p)) * 255.0).clip(0, 255).astype("uint8")
 
     def activation(self, images: np.ndarray, indices: Sequence[int]) -> np.ndarray:
         """The mean pre-activation 8-bit images of these filters reach, without transforms."""
+        return self.scores(images, indices)[0]
+
+    def scores(self, images: np.ndarray, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean pre-activation, peak)`` of 8-bit images of these filters, untransformed,
+        in one forward pass (see :meth:`_summary`)."""
         x = ops.convert_to_tensor(images.astype("float32") / 255.0)
         idx = ops.convert_to_tensor(np.asarray(indices, dtype="int32"))
-        return ops.convert_to_numpy(self._score(x, idx)).astype("float32")
+        both = ops.convert_to_numpy(self._score(x, idx)).astype("float32")
+        return both[:, 0], both[:, 1]
 
 
 class Renderers:

@@ -110,7 +110,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
           photos, class_names: list[str] | None, settings: dict, command: str,
           circuits: dict | None = None, cam_sources: dict | None = None,
           status: dict | None = None, collages: dict[str, str] | None = None,
-          kernels: dict[str, dict] | None = None) -> tuple[dict, dict[str, str]]:
+          kernels: dict[str, dict] | None = None, activations: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
     """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds.
 
     ``photos`` is a :class:`~gallery.build.state.PhotoResults`. Every photo is in the
@@ -162,6 +162,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
             filters.append({
                 "index": tile.index, "pending": tile.pending,
                 "activation": None if tile.pending else round(tile.activation, 4),
+                "peak": None if tile.peak is None else round(tile.peak, 4),
                 "dead": not tile.pending and tile.activation <= 0,
                 "image": image, "thumb": thumb, "page": f"{folder}/{tile.index}.html",
                 "inputs": [{"index": i, "strength": w, **link(source, i)}
@@ -169,6 +170,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
                 "top": top(name, tile.index),
                 "variants": [_variant(files, folder, tile.index, variant, images)
                              for variant, images in tile.variants.items()],
+                "trajectory": _trajectory(files, folder, tile) if tile.trajectory and not tile.pending else None,
             })
         collage = None
         if (collages or {}).get(name):
@@ -180,7 +182,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
             files[f"{folder}/kernels.png"] = sheet["key"]
             sheet = {"image": f"{folder}/kernels.png", **{k: v for k, v in sheet.items() if k != "key"}}
         layers.append({"name": name, "slug": slug(name), "channels": channels[name], "page": f"{folder}/index.html",
-                       "collage": collage, "kernels": sheet,
+                       "collage": collage, "kernels": sheet, "activation": (activations or {}).get(name),
                        "dir": f"{folder}/", "upstream": source, "filters": filters,
                        "dead": sum(f["dead"] for f in filters), "pending": sum(f["pending"] for f in filters),
                        "map": photos.examples.maps.get(name)})
@@ -245,6 +247,17 @@ def _variant(files: dict, folder: str, index: int, variant: str, images: list) -
         files[path] = found.key
         entries.append({"image": path, "activation": round(found.activation, 4), "pending": False})
     return {"name": variant, "images": entries}
+
+
+def _trajectory(files: dict, folder: str, tile) -> dict:
+    """The animation of a filter image's optimization, its frames in a row, and per frame
+    the step, the canvas the network saw and what the image reached then."""
+    found = tile.trajectory
+    animation, frames = f"{folder}/{tile.index}.trajectory.webp", f"{folder}/{tile.index}.trajectory.jpg"
+    files[animation], files[frames] = found.key, found.frames
+    return {"image": animation, "frames": {"image": frames, "cols": len(found.snapshots), "rows": 1},
+            "snapshots": [{k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()}
+                          for s in found.snapshots]}
 
 
 def _pool(base: str, tiles: list, wanted: set[int], slugs: dict[str, str]) -> list[dict]:
