@@ -285,7 +285,7 @@ def test_variant_images_appear_on_filter_pages(tmp_path, classifier_file, photo_
     html = (config.out / first["page"]).read_text(encoding="utf-8")
     for item in negative["images"] + diverse["images"]:
         assert (config.out / item["image"]).is_file() and Path(item["image"]).name in html
-        assert f"mean {item['activation']:.3g}</figcaption>" in html  # named, beside the tile's peak
+        assert f"mean {site.sig(item['activation'])}</figcaption>" in html  # named, beside the tile's peak
     assert "What suppresses it" in html
 
 
@@ -333,3 +333,7 @@ def test_feature_sheets_rank_channels_by_peak_and_leave_spare_cells_clear(monkey
     ranked = site.strongest_channels(layout, {2: "p/2.html"})
     assert [(c["index"], c["peak"], c["page"]) for c in ranked] == [(1, 3.0, None), (2, 3.0, "p/2.html"),
                                                                     (4, 2.0, None), (0, 1.0, None)]
+
+
+def test_figures_read_as_numbers_not_exponents():
+    assert [site.sig(v) for v in (1873.2, -12345.6, 534.41, 0.0123, 0.0)] == ["1,873", "-12,346", "534", "0.0123", "0"]

@@ -177,3 +177,7 @@ def test_a_build_solves_its_first_layer_and_keys_those_tiles_apart(tmp_path, pho
              for i in range(6)]
     expected = fill(keras.saving.load_model(path).get_layer("conv1").kernel.numpy())
     np.testing.assert_array_equal(np.stack(tiles), np.broadcast_to(expected[:, None, None], (6, 16, 16, 3)))
+    # Its pages say the image was solved, not optimized; the next layer's do not.
+    site = config.out / "tiny" / "layers"
+    assert "its image is not optimized but solved" in (site / "conv1" / "0.html").read_text()
+    assert "not optimized but solved" not in (site / "conv2" / "0.html").read_text()

@@ -19,6 +19,7 @@ from gallery.build import pipeline
 from gallery.build.cache import Cache
 from gallery.config import BuildConfig, RenderSettings
 from gallery.render.optimize import FilterRenderer
+from gallery.site.pages import sig
 
 from .conftest import SHARED_MODELS, needs_shared, tiny_classifier
 from .test_build import _config
@@ -70,9 +71,9 @@ def test_tiles_record_the_peak_photos_are_ranked_by(tmp_path, photo_dir):
 
     f = manifest["layers"][1]["filters"][2]
     page = html.unescape((config.out / f["page"]).read_text())
-    assert f"Peak {f['peak']:.3g}: its strongest unit's output after its ReLU" in page
+    assert f"Peak {sig(f['peak'])}: its strongest unit's output after its ReLU" in page
     assert "Each photo's peak is its strongest unit's output after its ReLU" in page
-    assert f"peak {f['top'][0]['peak']:.3g}</span>" in page  # the photos, in the same words and units
+    assert f"peak {sig(f['top'][0]['peak'])}</span>" in page  # the photos, in the same words and units
     assert "Reaches a mean pre-activation" not in page
 
 

@@ -17,6 +17,7 @@ from gallery.build.units import REQUIRE
 from gallery.config import BuildConfig, RenderSettings
 from gallery.errors import GalleryError
 from gallery.render.optimize import FilterRenderer, snapshot_steps
+from gallery.site.pages import sig
 
 from .conftest import tiny_classifier
 from .test_build import _config, check_site
@@ -102,7 +103,7 @@ def test_a_build_records_trajectories_without_changing_its_tiles(tmp_path, class
     page = (traced.out / f["page"]).read_text()
     assert "How it formed" in page and 'media="(prefers-reduced-motion: no-preference)"' in page
     for s in f["trajectory"]["snapshots"]:
-        assert f"<span>step {s['step']}</span><span class=\"muted\">peak {s['peak']:.3g}</span>" in page
+        assert f"<span>step {s['step']}</span><span class=\"muted\">peak {sig(s['peak'])}</span>" in page
     plain_page = (plain.out / f["page"]).read_text()
     assert "How it formed" not in plain_page and "trajectory" not in plain_page
 

@@ -250,7 +250,8 @@ def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Ca
                 "cam layers": ", ".join(job.cam_layers) or "none", "cam methods": ", ".join(config.cam_methods),
                 **({"trajectory": f"{job.trajectory} snapshots"} if job.trajectory else {})}
     return manifest.build(**fixed, filter_tiles=gallery.filter_tiles(), photos=results, settings=settings,
-                          command=config.command, status=status, collages=gallery.collages(cache))
+                          command=config.command, status=status, collages=gallery.collages(cache),
+                          exact=job.exact)
 
 
 def _portable_model(config: BuildConfig, model):

@@ -56,6 +56,7 @@ def environment(templates: Path = TEMPLATES) -> Environment:
     env.filters["num"] = lambda v: f"{v:,}"
     env.filters["share"] = share
     env.filters["breakable"] = breakable
+    env.filters["sig"] = sig
     return env
 
 
@@ -76,6 +77,11 @@ def faithfulness_summary(maps: list[dict]) -> dict | None:
         return None
     return {"maps": len(shares),
             **{side: sum(min(f[f"{side}_share"], 1.0) for f in shares) / len(shares) for side in ("top", "bottom")}}
+
+
+def sig(value: float) -> str:
+    """Three significant figures, but whole numbers from 1,000 up: "1,873", not "1.87e+03"."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def breakable(name) -> Markup:
@@ -163,7 +169,7 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
         sheets = [(p, next((f for f in p["features"] if f["layer"] == layer["name"]), None)) for p in manifest["photos"]]
         sheets = [(p, sheet) for p, sheet in sheets if sheet is not None]
         filters = layer["filters"]
-        about = {"name": layer["name"], "page": layer["page"], "kernels": layer["kernels"],
+        about = {"name": layer["name"], "page": layer["page"], "kernels": layer["kernels"], "exact": layer["exact"],
                  "activation": layer["activation"]}
         for i, f in enumerate(filters):
             strongest = sorted(sheets, key=lambda ps: -ps[1]["peak"][f["index"]])[:FEATURE_MAPS_SHOWN]
