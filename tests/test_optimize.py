@@ -121,7 +121,7 @@ def test_batches_halve_when_device_memory_runs_out(monkeypatch, trajectory):
     from gallery.build.work import Worker
 
     sizes = []
-    real = FilterRenderer.render
+    real = FilterRenderer.images  # what the worker calls: images it then scores itself
 
     def limited(self, indices, on_step=None, **snapshots):
         sizes.append(len(indices))
@@ -129,7 +129,7 @@ def test_batches_halve_when_device_memory_runs_out(monkeypatch, trajectory):
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.5GiB")
         return real(self, indices, on_step, **snapshots)
 
-    monkeypatch.setattr(FilterRenderer, "render", limited)
+    monkeypatch.setattr(FilterRenderer, "images", limited)
     job = units.Job("fp", RenderSettings(size=16, steps=16, batch=8), "none", {"conv2": (0, 1, 2, 3, 4)},
                     trajectory=trajectory)
     (unit,) = units.filter_units(job)

@@ -91,7 +91,7 @@ def test_old_tiles_get_their_peak_from_their_pixels_without_rendering(tmp_path, 
     scores = FilterRenderer.scores
     monkeypatch.setattr(FilterRenderer, "scores", lambda self, images, indices: calls.append(len(images))
                         or scores(self, images, indices))
-    monkeypatch.setattr(FilterRenderer, "render", lambda *a, **k: pytest.fail("a cached tile was rendered again"))
+    monkeypatch.setattr(FilterRenderer, "images", lambda *a, **k: pytest.fail("a cached tile was rendered again"))
     capsys.readouterr()
     second = pipeline.build(config)
     err = capsys.readouterr().err

@@ -87,8 +87,8 @@ class Worker:
         report = None if on_step is None else (lambda steps: on_step(steps * len(indices) * copies))
         snapshots = []
         try:
-            images, _ = renderer.render(indices, on_step=report, snapshots=at,
-                                        on_snapshot=lambda *taken: snapshots.append(taken))
+            images = renderer.images(indices, on_step=report, snapshots=at,
+                                     on_snapshot=lambda *taken: snapshots.append(taken))
             return images, snapshots
         except Exception as exc:
             if not grad.is_out_of_memory(exc) or len(indices) == 1:

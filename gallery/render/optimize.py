@@ -185,6 +185,13 @@ class FilterRenderer:
         see :func:`snapshot_steps`), ``on_snapshot(step, canvas, images)`` receives the
         images as they stand, 8-bit and full size, whatever canvas the network sees them at.
         """
+        images = self.images(indices, on_step, snapshots, on_snapshot)
+        return images, self.activation(images, [int(i) for i in indices for _ in range(self.variant.copies)])
+
+    def images(self, indices: Sequence[int], on_step: Callable | None = None, snapshots: Sequence[int] = (),
+               on_snapshot: Callable | None = None) -> np.ndarray:
+        """:meth:`render`'s images alone, unscored: for a caller that scores them its own way
+        (:meth:`scores`), so they are not run through the network twice."""
         s = self.settings
         indices = [int(i) for i in indices]
         for i in indices:
@@ -197,7 +204,7 @@ class FilterRenderer:
             images = exact.maximize(score, self.conv, s.size, images_of, flat=self.variant.name in exact.MEANS)
             if on_step is not None:
                 on_step(1)  # one gradient pass, which is how the build's cost model counts it
-            return images, self.activation(images, images_of)
+            return images
         rngs = [filter_rng(s.seed, self.layer_name, i, c) for i in indices for c in range(copies)]
         p = ops.convert_to_tensor(np.stack([self._init(rng) for rng in rngs]))
         view = s.size + 2 * self.padding
@@ -221,8 +228,7 @@ class FilterRenderer:
                     on_step(length)
                 if done in snapshots and on_snapshot is not None:
                     on_snapshot(done, canvas, self._pixels(p))
-        images = self._pixels(p)
-        return images, self.activation(images, images_of)
+        return self._pixels(p)
 
     def _pixels(self, p) -> np.ndarray:
         return np.round(ops.convert_to_numpy(self._image_fn(p)) * 255.0).clip(0, 255).astype("uint8")
@@ -319,5 +325,5 @@ def visualize_filters(model, layer: str, filters, *, size: int | None = None, st
     settings = RenderSettings(seed=seed, **chosen)
     renderer = FilterRenderer(model, layer, settings, preprocess)
     filters = list(filters)
-    chunks = [renderer.render(filters[start:start + length])[0] for start, length in spans(len(filters), settings.batch)]
+    chunks = [renderer.images(filters[start:start + length]) for start, length in spans(len(filters), settings.batch)]
     return np.concatenate(chunks) if chunks else np.zeros((0, settings.size, settings.size, 3), "uint8")
