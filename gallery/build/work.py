@@ -21,8 +21,7 @@ from ..photos.activations import Activations
 from ..photos.explain import explainer
 from ..photos.examples import peaks
 from ..photos.faithfulness import BOTTOM, FULL, TOP, Faithfulness
-from ..photos.cams import unit_scaled
-from ..photos.saliency import PixelEngine, magnitudes
+from ..photos.saliency import PixelEngine
 from ..render.optimize import Renderers, snapshot_steps, spans
 from .units import PHOTO_SIDE, FilterUnit, Job, Task, attribution_part, attributions
 
@@ -217,7 +216,7 @@ class _PhotoRun:
             # Pixel attributions are shown as pictures of their own (no channels weigh them),
             # and judged by their magnitude maps.
             found = engine.raw(photos, wanted)
-            heats = [unit_scaled(magnitudes(f, *photo.shape[:2])) for photo, f in zip(photos, found)]
+            heats = engine.maps(photos, found)
             images = [engine.pictures(f, *self.shown(p).shape[:2]) for p, f in zip(rows, found)]
             contributions = [None] * len(rows)
         else:

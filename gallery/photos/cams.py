@@ -220,14 +220,15 @@ class CamEngine:
             contributions = (weights * a[:, None]).mean(axis=(2, 3))
         else:
             contributions = weights * a.mean(axis=(1, 2))[:, None, :]
-        out = []
-        for photo, photo_maps in zip(photos, maps):
-            height, width = photo.shape[:2]
-            out.append(unit_scaled(np.stack([resize(m, height, width) for m in photo_maps])))
-        return out, list(contributions)
+        return [unit_scaled_at(m, *photo.shape[:2]) for photo, m in zip(photos, maps)], list(contributions)
 
 
 def unit_scaled(maps: np.ndarray) -> np.ndarray:
     """Non-negative ``(n, H, W)`` maps divided by their own maxima, as float32 (zero stays zero)."""
     top = maps.max(axis=(1, 2), keepdims=True)
     return np.where(top > 0, maps / np.where(top > 0, top, 1), 0).astype("float32")
+
+
+def unit_scaled_at(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(n, h, w)`` maps upsampled to ``height × width``, then :func:`unit_scaled`."""
+    return unit_scaled(np.stack([resize(m, height, width) for m in maps]))

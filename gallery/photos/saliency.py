@@ -35,7 +35,7 @@ from .. import imaging
 from ..errors import GalleryError
 from ..model import grad, graph, guided, preprocess as prep
 from .activations import input_pixels
-from .cams import CamEngine, check_classifier, checked_classes, unit_scaled
+from .cams import CamEngine, check_classifier, checked_classes, unit_scaled, unit_scaled_at
 
 # Smilkov et al. (§3.2, Fig. 3) see the maps sharpen as samples grow and settle by about 50,
 # the count their figures and code use; fewer leave visible noise, more change little.
@@ -135,8 +135,7 @@ class PixelEngine:
         if self.cam is not None:
             h, w = pixels.shape[1:3]
             cams = self.cam.raw(photos, wanted)[0]  # (B, n, h', w'): ReLU(Σ_k α_k A_k)
-            found = found * np.stack([unit_scaled(np.stack([imaging.resize(m, h, w) for m in row]))
-                                      for row in cams])[..., None]
+            found = found * np.stack([unit_scaled_at(row, h, w) for row in cams])[..., None]
         return found
 
     def _smoothed(self, pixels: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -152,8 +151,13 @@ class PixelEngine:
         is ``(n, H_i, W_i)`` in ``[0, 1]``, the attribution's ``max_colour |·|`` upsampled to
         photo ``i`` and scaled by its maximum; ``contributions[i]`` is ``None``: no channel
         weighs these maps."""
-        found = self.raw(photos, classes)
-        return [unit_scaled(magnitudes(f, *p.shape[:2])) for p, f in zip(photos, found)], [None] * len(photos)
+        return self.maps(photos, self.raw(photos, classes)), [None] * len(photos)
+
+    @staticmethod
+    def maps(photos: Sequence[np.ndarray], found: np.ndarray) -> list[np.ndarray]:
+        """:meth:`raw`'s attributions as :meth:`explain_batch`'s maps: per photo ``(n, H, W)``,
+        ``max_colour |·|`` upsampled to the photo and scaled by its maximum."""
+        return [unit_scaled(magnitudes(f, *p.shape[:2])) for p, f in zip(photos, found)]
 
     def pictures(self, found: np.ndarray, height: int, width: int) -> list[np.ndarray]:
         """One photo's ``(n, h, w, 3)`` attributions from :meth:`raw` as uint8 images to show
