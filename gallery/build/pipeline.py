@@ -215,13 +215,9 @@ def _fixed_parts(model, config, job, about, out: SiteFolder, cache: Cache) -> di
             "channels": {layer: channel_count(model, layer) for layer in job.selection},
             "circuits": {layer: circuits.strongest_inputs(model, layer) for layer in job.selection},
             "cam_sources": {layer: graph.conv_source(model, layer) for layer in job.cam_layers},
-            "activations": {layer: _activation_name(graph.locate(model, layer).layer) for layer in job.selection},
+            "activations": {layer: graph.activation_name(graph.locate(model, layer).layer) or "linear"
+                            for layer in job.selection},
             "kernels": _kernel_sheets(model, job, cache)}
-
-
-def _activation_name(layer) -> str:
-    """The activation a conv layer applies itself ("linear" when it applies none)."""
-    return getattr(getattr(layer, "activation", None), "__name__", "linear")
 
 
 def _kernel_sheets(model, job, cache: Cache) -> dict[str, dict]:

@@ -311,10 +311,7 @@ def final_layer(model):
 
 
 def _is_softmax(layer) -> bool:
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    activation = getattr(layer, "activation", None)
-    return activation is not None and getattr(activation, "__name__", "") == "softmax"
+    return isinstance(layer, keras.layers.Softmax) or activation_name(layer) == "softmax"
 
 
 def _linear_part(layer) -> Callable | None:
@@ -346,6 +343,12 @@ def container_prefix(name: str) -> str:
 def _consumers(container, tensor) -> list:
     """The layers of ``container`` called on ``tensor``."""
     return [layer for layer in container.layers if calls(layer) and _io(layer)[0] is tensor]
+
+
+def activation_name(layer) -> str | None:
+    """The name of the activation a layer applies itself (``"relu"``, ``"linear"``), or
+    ``None`` for a layer with no activation attribute."""
+    return getattr(getattr(layer, "activation", None), "__name__", None)
 
 
 def follow_pointwise(model: keras.Model, name: str) -> str:
@@ -405,7 +408,7 @@ def gap_dense_kernel(model: keras.Model, name: str):
         and _is_softmax(chain[2])
     if (tensor is model.outputs[0] and kinds[:1] == ["GlobalAveragePooling2D"]
             and isinstance(dense, keras.layers.Dense) and (len(chain) == 2 or softmax_after)
-            and getattr(dense.activation, "__name__", "") in ("linear", "softmax")):
+            and activation_name(dense) in ("linear", "softmax")):
         return dense.kernel
     after = " → ".join(kinds) or "nothing"
     raise GalleryError(f"CAM needs layer {name!r} to reach the classes through global average pooling and one dense "

@@ -60,7 +60,7 @@ def layer_table(model: keras.Model, size: tuple[int, int] | None = None) -> list
             except (AttributeError, ValueError):
                 shape = None
             kind = type(layer).__name__
-            short = MINOR.get(kind) or getattr(getattr(layer, "activation", None), "__name__", kind)
+            short = MINOR.get(kind) or graph.activation_name(layer) or kind
             row = {"name": name, "type": kind, "shape": _shape(shape) if shape else "",
                    "params": int(layer.count_params()) if layer.built else 0, "conv": name in conv,
                    "minor": kind in MINOR, "then": []}
