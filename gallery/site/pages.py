@@ -183,7 +183,7 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
                 "next": _filter_link(filters[i + 1]) if i + 1 < len(filters) else None,
             }))
     linked = {layer["name"]: ",".join(str(f["index"]) for f in layer["filters"]) for layer in manifest["layers"]}
-    pages_of = {layer["name"]: {f["index"]: f["page"] for f in layer["filters"]} for layer in manifest["layers"]}
+    filter_pages = {layer["name"]: {f["index"]: f["page"] for f in layer["filters"]} for layer in manifest["layers"]}
     for photo in manifest["photos"]:
         groups: dict = {}
         for cam in photo["cams"]:
@@ -191,7 +191,7 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
         cam_groups = [{"layer": k[0], "method": k[1], "title": CAM_TITLES[k[1]][0], "about": CAM_TITLES[k[1]][1],
                        "kind": PICTURES.get(k[1], "heat"), "maps": v, "summary": faithfulness_summary(v)}
                       for k, v in groups.items()]
-        features = [{**f, "strongest": strongest_channels(f, pages_of.get(f["layer"], {}))} for f in photo["features"]]
+        features = [{**f, "strongest": strongest_channels(f, filter_pages.get(f["layer"], {}))} for f in photo["features"]]
         result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked,
                                                      "cam_groups": cam_groups, "kept": KEEP, "features": features}))
     return result
