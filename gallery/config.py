@@ -89,6 +89,8 @@ class RenderSettings:
     batch: int = 16  # images optimized together (halved automatically when memory runs out)
     scales: tuple[float, ...] = FULL  # canvas sizes as fractions of the tile, equal shares of the steps
     precision: str = "float32"  # the loop's compute dtype: "float32" or "bfloat16" (tensor cores)
+    # The largest root mean square of an image's logits (before its sigmoid); None: unbounded.
+    contrast: float | None = None
 
     def __post_init__(self):
         for name in ("size", "steps", "batch"):
@@ -109,6 +111,9 @@ class RenderSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise GalleryError(f"{name} must be a finite number of at least 0, got {value!r}")
+        if self.contrast is not None and (isinstance(self.contrast, bool) or not isinstance(self.contrast, (int, float))
+                                          or not math.isfinite(self.contrast) or self.contrast <= 0):
+            raise GalleryError(f"contrast must be a positive number or None, got {self.contrast!r}")
         if self.precision not in PRECISIONS:
             raise GalleryError(f"precision must be {' or '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
 
@@ -126,6 +131,7 @@ class RenderSettings:
             "scales": list(self.scales),
             # Only named when not float32, so caches built before bf16 existed stay valid.
             **({"precision": self.precision} if self.precision != "float32" else {}),
+            **({"contrast": self.contrast} if self.contrast is not None else {}),
         }
 
 

@@ -58,3 +58,44 @@ def test_parameterizations_give_bounded_images(name):
 def test_init_depends_only_on_its_generator():
     init, _ = params.fourier(10)
     np.testing.assert_array_equal(init(np.random.default_rng(5)), init(np.random.default_rng(5)))
+
+
+def test_within_contrast_projects_onto_the_ball_and_leaves_its_inside_alone():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 6, 6, 3)).astype("float32") * np.array([0.5, 2.0, 4.0], "float32")[:, None, None, None]
+    out = ops.convert_to_numpy(params.within_contrast(ops.convert_to_tensor(x), 1.5))
+    rms = np.sqrt((x ** 2).mean(axis=(1, 2, 3)))
+    np.testing.assert_allclose(out[0], x[0], rtol=1e-6)  # inside the ball: untouched
+    for i in (1, 2):  # outside: the same image scaled onto the sphere
+        np.testing.assert_allclose(out[i], x[i] * 1.5 / rms[i], rtol=1e-5)
+        assert np.sqrt((out[i] ** 2).mean()) == pytest.approx(1.5, rel=1e-5)
+
+
+def test_the_contrast_bound_sits_in_the_decorrelated_basis():
+    """``to_rgb`` bounds the colour coordinates, then decorrelates: sigmoid(C · x · min(1, c/rms))."""
+    x = np.random.default_rng(2).normal(size=(2, 5, 5, 3)).astype("float32") * 3
+    ours = ops.convert_to_numpy(params.to_rgb(ops.convert_to_tensor(x), True, 2.0))
+    rms = np.sqrt((x ** 2).mean(axis=(1, 2, 3), keepdims=True))
+    expected = 1 / (1 + np.exp(-(x * np.minimum(1, 2.0 / rms)) @ params.COLOR_CORRELATION.T))
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+
+
+def test_a_bounded_fourier_image_cannot_blow_out_however_far_its_parameters_go():
+    """Unbounded, parameters 1000× their start saturate most channels; bounded at 2.5, the
+    colour coordinates' RMS is 2.5, so RGB logits stay near it and few values reach the ends."""
+    init, unbounded = params.fourier(32, decay=1.5)
+    _, bounded = params.fourier(32, decay=1.5, contrast=2.5)
+    p = ops.convert_to_tensor(np.stack([init(np.random.default_rng(i)) * 1000 for i in range(4)]))
+    clipped = lambda fn: float(np.mean(np.abs(ops.convert_to_numpy(fn(p)) - 0.5) > 0.488))  # noqa: E731
+    assert clipped(unbounded) > 0.5
+    assert clipped(bounded) < 0.05
+
+
+def test_render_settings_key_names_the_contrast_bound_and_refuses_a_bad_one():
+    from gallery.config import RenderSettings
+    from gallery.errors import GalleryError
+
+    assert RenderSettings(contrast=2.5).key()["contrast"] == 2.5 and "contrast" not in RenderSettings(contrast=None).key()
+    for bad in (0, -1.0, float("inf"), "high", True):
+        with pytest.raises(GalleryError, match="contrast"):
+            RenderSettings(contrast=bad)

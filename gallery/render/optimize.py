@@ -89,7 +89,8 @@ class FilterRenderer:
         self._loop_input = self.to_input if fast is model else graph.input_fn(fast, graph.locate(fast, layer))
         self.preprocess = prep.resolve(preprocess)
         self.padding, self.samplers = transforms.pipeline(settings.transforms)
-        self._init, self._image_fn = params.parameterize(settings.parameterization, settings.size, settings.decay)
+        self._init, self._image_fn = params.parameterize(
+            settings.parameterization, settings.size, settings.decay, settings.contrast)
         self.conv = self.path.layer
         self.channels = _channel_count(self.conv)
         self._loops: dict = {}

@@ -25,15 +25,41 @@ def decorrelate(x):
     return ops.matmul(x, ops.convert_to_tensor(COLOR_CORRELATION.T))
 
 
-def to_rgb(x, decorrelated: bool = True):
-    """Bounded output: a sigmoid keeps every pixel inside the valid range."""
+def to_rgb(x, decorrelated: bool = True, contrast: float | None = None):
+    """Bounded output: a sigmoid keeps every pixel inside the valid range.
+
+    With ``contrast``, the image is first held inside a ball (:func:`within_contrast`) in
+    its own colour coordinates, the decorrelated ones where ``decorrelated``.
+    """
+    if contrast is not None:
+        x = within_contrast(x, contrast)
     return ops.sigmoid(decorrelate(x) if decorrelated else x)
 
 
-def pixel(size: int, decorrelated: bool = True, sd: float = 0.01):
+def within_contrast(x, contrast: float):
+    """Each image scaled down, as a whole, until its root mean square is at most ``contrast``:
+    ``x · min(1, contrast / rms(x))``, a radial projection onto a ball about mid-grey.
+
+    Why: a sigmoid alone bounds each pixel by itself (a box), and the best image inside a
+    box sits in its corners: run long enough, activation maximization drives every
+    channel to 0 or 255 and the tile posterizes into the RGB cube's eight corner colours.
+    Inside a ball the optimum of a locally linear objective is its gradient's direction,
+    which shades (MACO, Fel et al. 2023, bounds its images' magnitude for the same
+    reason). Taken in the decorrelated colour basis, the ball is an ImageNet colour prior:
+    a unit of chroma costs as much as a unit of luminance but moves RGB 3.6 and 7.5 times
+    less (the columns of :data:`COLOR_CORRELATION`), so strong colours must earn their
+    place. The map is scale-free where it is active, so the step still follows the
+    objective's gradient along the sphere.
+    """
+    axes = tuple(range(1, len(x.shape)))
+    rms = ops.sqrt(ops.mean(ops.square(x), axis=axes, keepdims=True) + 1e-12)
+    return x * ops.minimum(1.0, contrast / rms)
+
+
+def pixel(size: int, decorrelated: bool = True, sd: float = 0.01, contrast: float | None = None):
     """Plain pixels, one free value per pixel and channel."""
     return (lambda rng: rng.normal(0.0, sd, (size, size, 3)).astype("float32"),
-            lambda p: to_rgb(p, decorrelated))
+            lambda p: to_rgb(p, decorrelated, contrast))
 
 
 def spectrum_scale(h: int, w: int, decay: float = 1.0) -> np.ndarray:
@@ -78,7 +104,8 @@ def irfft2(re, im, bases):
     return ops.matmul(t_re, cw) - ops.matmul(t_im, sw)
 
 
-def fourier(size: int, decorrelated: bool = True, sd: float = 0.01, decay: float = 1.0):
+def fourier(size: int, decorrelated: bool = True, sd: float = 0.01, decay: float = 1.0,
+            contrast: float | None = None):
     """Fourier-space parameterization with 1/f scaling (Lucid's ``fft_image``).
 
     ``decay`` is the slope of the amplitude spectrum: Lucid's 1 gives natural images'
@@ -96,7 +123,7 @@ def fourier(size: int, decorrelated: bool = True, sd: float = 0.01, decay: float
 
     def image_fn(p):
         spatial = irfft2(p[:, 0] * scale, p[:, 1] * scale, bases) / 4.0  # (b, 3, h, w)
-        return to_rgb(ops.transpose(spatial, (0, 2, 3, 1)), decorrelated)
+        return to_rgb(ops.transpose(spatial, (0, 2, 3, 1)), decorrelated, contrast)
 
     return init, image_fn
 
@@ -104,6 +131,9 @@ def fourier(size: int, decorrelated: bool = True, sd: float = 0.01, decay: float
 PARAMETERIZATIONS = {"fourier": fourier, "pixel": pixel}
 
 
-def parameterize(name: str, size: int, decay: float = 1.0):
-    """``(init, image_fn)`` of parameterization ``name``; ``decay`` is the Fourier one's slope."""
-    return fourier(size, decay=decay) if name == "fourier" else PARAMETERIZATIONS[name](size)
+def parameterize(name: str, size: int, decay: float = 1.0, contrast: float | None = None):
+    """``(init, image_fn)`` of parameterization ``name``; ``decay`` is the Fourier one's slope,
+    ``contrast`` the bound on its logits (:func:`within_contrast`; ``None``: none)."""
+    if name == "fourier":
+        return fourier(size, decay=decay, contrast=contrast)
+    return PARAMETERIZATIONS[name](size, contrast=contrast)
