@@ -185,8 +185,8 @@ def natural_contrast(size: int, draws: int = 4) -> float:
 
     The reference implementation feeds ``sigmoid(C · z)`` to the network and stretches it to
     its full range only to show it; a tile is shown as it was optimized, and at ``g = 1``
-    its pixels spread about 0.12 against the photos' 0.19 at 128 px: greyer than a photo,
-    and reaching a smaller activation for it. Since ``z``'s variance does not depend on its
+    its pixels spread 0.13 against the photos' 0.18 at 128 px: greyer than a photo, and
+    reaching a smaller activation for it. Since ``z``'s variance does not depend on its
     phases (Parseval), neither does this contrast as the phases are optimized.
     """
     target = float(np.mean([crop.std(axis=(0, 1)).mean() for crop in _photo_crops(size)]))
