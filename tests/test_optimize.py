@@ -154,9 +154,12 @@ needs_ahead = pytest.mark.skipif(not grad.compiles_ahead(), reason="only JAX com
 
 
 @needs_ahead
-def test_prepared_programs_serve_every_render_call():
-    settings = RenderSettings(size=16, steps=20, batch=3)  # 10 steps a stage: chunks of 8 and 2
-    lazy = FilterRenderer(tiny_classifier(), "conv2", settings).render([0, 1, 4])
+@pytest.mark.parametrize("param", ["fourier", "maco"])  # maco's loop also carries its transparency map
+def test_prepared_programs_serve_every_render_call(param):
+    settings = RenderSettings(size=16, steps=20, batch=3, parameterization=param)  # chunks of 8, 8 and 4
+    lazy = FilterRenderer(tiny_classifier(), "conv2", settings)
+    lazy_maps = lazy.images_and_transparency([0, 1, 4])[1]
+    lazy = lazy.render([0, 1, 4])
     renderer = FilterRenderer(tiny_classifier(), "conv2", settings)
     renderer.prepare([3])
 
@@ -168,6 +171,10 @@ def test_prepared_programs_serve_every_render_call():
     ahead = renderer.render([0, 1, 4])
     np.testing.assert_array_equal(ahead[0], lazy[0])
     np.testing.assert_array_equal(ahead[1], lazy[1])
+    maps = renderer.images_and_transparency([0, 1, 4])[1]
+    assert (maps is None) == (lazy_maps is None) == (param != "maco")
+    if maps is not None:
+        np.testing.assert_allclose(maps, lazy_maps, rtol=1e-5)
 
 
 @needs_ahead
