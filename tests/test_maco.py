@@ -18,6 +18,7 @@ from gallery.render import params
 from gallery.render.optimize import FilterRenderer
 
 from .conftest import _keras, tiny_classifier
+from .test_build import check_site
 
 
 def _field(p, size):
@@ -186,6 +187,7 @@ def test_the_flag_end_to_end(tmp_path, classifier_file, photo_dir, capsys):
     code, err = _run(["--model", classifier_file, "--param", "maco", "--size", "16", "--steps", "4",
                       "--images", photo_dir, "--out", tmp_path / "site", "--cache", tmp_path / "cache"], capsys)
     assert code == 0, err
+    check_site(tmp_path / "site")
     layer = tmp_path / "site" / "tiny" / "layers" / "conv2"
     for index in range(5):
         tile = np.asarray(Image.open(layer / f"{index}.png").convert("RGB"))
