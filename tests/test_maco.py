@@ -100,6 +100,16 @@ def test_the_gain_gives_photos_contrast(size, spread):
     assert grey.std(axis=(1, 2)).mean() < photos - 0.03
 
 
+def test_the_settings_know_every_parameterization_and_maco_stays_in_range():
+    from gallery import config
+
+    assert config.PARAMETERIZATIONS == tuple(params.PARAMETERIZATIONS)
+    init, image_fn = params.maco(12)
+    images = ops.convert_to_numpy(image_fn(ops.convert_to_tensor(
+        np.stack([init(np.random.default_rng(i)) * 100 for i in range(3)]))))
+    assert images.shape == (3, 12, 12, 3) and images.min() > 0.0 and images.max() < 1.0
+
+
 def test_settings_accept_maco_and_name_a_bad_parameterization():
     with pytest.raises(GalleryError, match="parameterization must be one of 'fourier', 'pixel', 'maco', got 'phase'"):
         RenderSettings(parameterization="phase")
