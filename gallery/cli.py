@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from . import presets
-from .config import (DIVERSE_COPIES, EXECUTORS, PRECISIONS, STEP_TRANSFORMS, VARIANT_NAMES, BuildConfig, RenderSettings,
-                     default_cache_dir, parse_filter_slice, public_command, valid_scales)
+from .config import (DIVERSE_COPIES, EXECUTORS, PARAMETERIZATIONS, PRECISIONS, STEP_TRANSFORMS, VARIANT_NAMES,
+                     BuildConfig, RenderSettings, default_cache_dir, parse_filter_slice, public_command, valid_scales)
 from .console import native_quiet
 from .errors import GalleryError
 from .presets import PRESETS
@@ -125,8 +125,10 @@ def parser() -> argparse.ArgumentParser:
                    help="extra images per filter, shown on its page: what suppresses it, "
                         f"{DIVERSE_COPIES} diverse images, the centre unit (default: none; the high preset: "
                         "negative,diversity)")
-    p.add_argument("--param", choices=("fourier", "pixel"), default=defaults.parameterization,
-                   help="image parameterization (default: fourier, with decorrelated colour)")
+    p.add_argument("--param", choices=PARAMETERIZATIONS, default=defaults.parameterization,
+                   help="image parameterization: fourier (a 1/f spectrum, decorrelated colour), pixel, or maco "
+                        "(only the phases of a spectrum whose amplitude is that of natural photos; its filter "
+                        "pages also show where the network looked, as transparency) (default: fourier)")
     p.add_argument("--transforms", choices=STEP_TRANSFORMS, default=defaults.transforms,
                    help="robustness transforms: standard (Lucid's jitter, scale and rotation, seen through the "
                         "tile's own window), lucid (also on Lucid's 12-pixel padded canvas, 1.4x the cost at "

@@ -56,6 +56,9 @@ def public_command(argv: list[str]) -> str:
 
 
 STEP_TRANSFORMS = ("standard", "lucid", "none")
+# Image parameterizations (gallery.render.params): a 1/f^decay spectrum, plain pixels, and
+# MACO's phases under natural images' fixed amplitude spectrum.
+PARAMETERIZATIONS = ("fourier", "pixel", "maco")
 VARIANT_NAMES = ("negative", "diversity", "neuron")  # extra images a filter page can show
 DIVERSE_COPIES = 4  # images per filter in the diversity variant
 PRECISIONS = ("float32", "bfloat16")  # compute dtypes of the optimization loop
@@ -84,7 +87,7 @@ class RenderSettings:
     # step and keeps fine detail down, so a larger step converges without noise.
     learning_rate: float = 0.2
     decay: float = 1.5
-    parameterization: str = "fourier"  # "fourier" (1/f spectrum, decorrelated colour) or "pixel"
+    parameterization: str = "fourier"  # "fourier" (1/f spectrum, decorrelated colour), "pixel" or "maco"
     transforms: str = "standard"  # "standard" (Lucid's robustness set) or "none"
     batch: int = 16  # images optimized together (halved automatically when memory runs out)
     scales: tuple[float, ...] = FULL  # canvas sizes as fractions of the tile, equal shares of the steps
@@ -99,10 +102,9 @@ class RenderSettings:
                 raise GalleryError(f"{name} must be a positive integer, got {value!r}")
         if self.size < 16:
             raise GalleryError(f"size must be at least 16 pixels, got {self.size}")
-        if self.parameterization not in ("fourier", "pixel"):
-            raise GalleryError(
-                f"parameterization must be 'fourier' or 'pixel', got {self.parameterization!r}"
-            )
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise GalleryError(f"parameterization must be one of {', '.join(map(repr, PARAMETERIZATIONS))}, "
+                               f"got {self.parameterization!r}")
         if self.transforms not in STEP_TRANSFORMS:
             raise GalleryError(f"transforms must be 'standard', 'lucid' or 'none', got {self.transforms!r}")
         if not valid_scales(self.scales):
@@ -124,14 +126,15 @@ class RenderSettings:
             "steps": self.steps,
             "seed": self.seed,
             "lr": self.learning_rate,
-            # Only named when not 1 (Lucid's slope, the only one before it was a setting).
-            **({"decay": self.decay} if self.decay != 1.0 else {}),
+            # Only named when not 1 (Lucid's slope, the only one before it was a setting), and
+            # never for MACO, whose spectrum is measured, not a slope.
+            **({"decay": self.decay} if self.decay != 1.0 and self.parameterization != "maco" else {}),
             "param": self.parameterization,
             "transforms": self.transforms,
             "scales": list(self.scales),
             # Only named when not float32, so caches built before bf16 existed stay valid.
             **({"precision": self.precision} if self.precision != "float32" else {}),
-            **({"contrast": self.contrast} if self.contrast is not None else {}),
+            **({"contrast": self.contrast} if self.contrast is not None and self.parameterization != "maco" else {}),
         }
 
 

@@ -134,6 +134,17 @@ def feature_sheet(maps: np.ndarray) -> tuple[np.ndarray, int]:
     return np.concatenate([sheet, alpha], axis=-1), size
 
 
+def with_transparency(image: np.ndarray, weight: np.ndarray, percentile: float) -> tuple[np.ndarray, float]:
+    """``(RGBA uint8 image, scale)``: ``image`` with ``weight`` (``(h, w)``, at least 0) for
+    alpha, linear up to ``scale``, the weight's ``percentile``, fully opaque above it (Fel et
+    al.'s display of MACO's transparency). Where the percentile is 0 the maximum is the
+    scale; a weight that is 0 everywhere leaves the image fully transparent."""
+    scale = float(np.percentile(weight, percentile))
+    top = scale if scale > 0 else float(weight.max())
+    alpha = np.clip(weight / top, 0, 1) if top > 0 else np.zeros_like(weight)
+    return np.concatenate([image, (alpha * 255 + 0.5).astype("uint8")[..., None]], axis=-1), scale
+
+
 def encode_png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", optimize=False, compress_level=6)

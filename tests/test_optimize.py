@@ -115,23 +115,25 @@ def test_variants_negative_and_diversity():
     assert apart < together - 0.05, (apart, together)
 
 
-@pytest.mark.parametrize("trajectory", [0, 2])
-def test_batches_halve_when_device_memory_runs_out(monkeypatch, trajectory):
+@pytest.mark.parametrize("trajectory,param", [(0, "fourier"), (2, "fourier"), (2, "maco")])
+def test_batches_halve_when_device_memory_runs_out(monkeypatch, trajectory, param):
     from gallery.build import units
     from gallery.build.work import Worker
 
-    sizes = []
-    real = FilterRenderer.images  # what the worker calls: images it then scores itself
+    sizes, maps = [], []
+    real = FilterRenderer.images_and_transparency  # what the worker calls: images it then scores itself
 
     def limited(self, indices, on_step=None, **snapshots):
         sizes.append(len(indices))
         if len(indices) > 2:
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.5GiB")
-        return real(self, indices, on_step, **snapshots)
+        found = real(self, indices, on_step, **snapshots)
+        maps.extend([] if found[1] is None else found[1])
+        return found
 
-    monkeypatch.setattr(FilterRenderer, "images", limited)
-    job = units.Job("fp", RenderSettings(size=16, steps=16, batch=8), "none", {"conv2": (0, 1, 2, 3, 4)},
-                    trajectory=trajectory)
+    monkeypatch.setattr(FilterRenderer, "images_and_transparency", limited)
+    job = units.Job("fp", RenderSettings(size=16, steps=16, batch=8, parameterization=param), "none",
+                    {"conv2": (0, 1, 2, 3, 4)}, trajectory=trajectory)
     (unit,) = units.filter_units(job)
     result = Worker(tiny_classifier(), job).run(units.Task(0, unit, frozenset(e.key for e in unit.entries)))
     assert sorted(result.produced) == sorted(e.key for e in unit.entries)
@@ -142,15 +144,22 @@ def test_batches_halve_when_device_memory_runs_out(monkeypatch, trajectory):
     for tile, found in zip(tiles, trajectories):  # the parts' snapshots joined filter by filter
         assert [s["step"] for s in found["snapshots"]] == [8, 16]
         assert found["snapshots"][-1]["activation"] == tile["activation"]
+    # The parts' transparency maps joined filter by filter: each filter's scale is its own map's.
+    scales = [result.produced[e.key][1]["scale"] for e in unit.entries if e.about["kind"] == "transparency"]
+    assert scales == ([pytest.approx(float(np.percentile(m, 80))) for m in maps] if param == "maco" else [])
+    assert len(scales) == (5 if param == "maco" else 0)
 
 
 needs_ahead = pytest.mark.skipif(not grad.compiles_ahead(), reason="only JAX compiles ahead of the first call")
 
 
 @needs_ahead
-def test_prepared_programs_serve_every_render_call():
-    settings = RenderSettings(size=16, steps=20, batch=3)  # 10 steps a stage: chunks of 8 and 2
-    lazy = FilterRenderer(tiny_classifier(), "conv2", settings).render([0, 1, 4])
+@pytest.mark.parametrize("param", ["fourier", "maco"])  # maco's loop also carries its transparency map
+def test_prepared_programs_serve_every_render_call(param):
+    settings = RenderSettings(size=16, steps=20, batch=3, parameterization=param)  # chunks of 8, 8 and 4
+    lazy = FilterRenderer(tiny_classifier(), "conv2", settings)
+    lazy_maps = lazy.images_and_transparency([0, 1, 4])[1]
+    lazy = lazy.render([0, 1, 4])
     renderer = FilterRenderer(tiny_classifier(), "conv2", settings)
     renderer.prepare([3])
 
@@ -162,6 +171,10 @@ def test_prepared_programs_serve_every_render_call():
     ahead = renderer.render([0, 1, 4])
     np.testing.assert_array_equal(ahead[0], lazy[0])
     np.testing.assert_array_equal(ahead[1], lazy[1])
+    maps = renderer.images_and_transparency([0, 1, 4])[1]
+    assert (maps is None) == (lazy_maps is None) == (param != "maco")
+    if maps is not None:
+        np.testing.assert_allclose(maps, lazy_maps, rtol=1e-5)
 
 
 @needs_ahead

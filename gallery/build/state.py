@@ -39,6 +39,12 @@ class Trajectory:
 
 
 @dataclass
+class Transparency:
+    key: str  # MACO's transparency map, as alpha over the tile
+    percentile: float  # the map's percentile above which the tile is opaque
+
+
+@dataclass
 class FilterTile:
     index: int
     key: str | None  # None while pending
@@ -47,6 +53,7 @@ class FilterTile:
     variants: dict[str, list[VariantImage | None]] = field(default_factory=dict)  # None: a pending image
     peak: float | None = None
     trajectory: Trajectory | None = None
+    transparency: Transparency | None = None
 
     @property
     def pending(self) -> bool:
@@ -83,6 +90,7 @@ class Gallery:
         self.images: dict[tuple, VariantImage] = {}  # (layer, index, variant, copy) -> image
         self.thumbs: dict[tuple[str, int], str] = {}
         self.trajectories: dict[tuple[str, int], Trajectory] = {}
+        self.transparencies: dict[tuple[str, int], Transparency] = {}
         self._collages: dict[str, str] = {}  # layer -> key, once every filter of it is rendered
         self.tiles: dict[int, PhotoTiles] = {}  # settled photos, by position
         self.broken: set[int] = set()
@@ -103,6 +111,9 @@ class Gallery:
             if entry.about["kind"] == "trajectory":
                 frames = self._frames(entry.key, payload, cache)
                 self.trajectories[(unit.layer, index)] = Trajectory(entry.key, frames, meta["snapshots"])
+                continue
+            if entry.about["kind"] == "transparency":
+                self.transparencies[(unit.layer, index)] = Transparency(entry.key, float(meta["percentile"]))
                 continue
             peak = meta.get("peak")
             self.images[(unit.layer, index, unit.variant, copy)] = VariantImage(
@@ -195,7 +206,7 @@ class Gallery:
                             for v in self.job.kinds[1:]}
                 tiles.append(FilterTile(i, main and main.key, self.thumbs.get((layer, i)),
                                         main and main.activation, variants, main and main.peak,
-                                        self.trajectories.get((layer, i))))
+                                        self.trajectories.get((layer, i)), self.transparencies.get((layer, i))))
             result[layer] = tiles
         return result
 

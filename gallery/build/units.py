@@ -21,7 +21,7 @@ from ..config import RenderSettings
 from ..photos import saliency
 from ..photos.explain import WEIGHED
 from ..render.objectives import VARIANTS
-from ..render import cost, exact
+from ..render import cost, exact, params
 from ..render.optimize import snapshot_steps, spans, stages
 from .cache import make_key, number
 
@@ -59,12 +59,19 @@ def _snapshots(value) -> bool:
         for s in value)
 
 
+# MACO's transparency map is published as its tile with the map for alpha, each pixel's weight
+# over this percentile of the map's fully opaque (the display of Fel et al.'s own code, Horama's
+# plot_maco): a few pixels dominate a gradient's magnitude, and a scale set by them would hide the rest.
+TRANSPARENCY_PERCENTILE = 80.0
+
+
 # What the record of each kind of entry must hold before it is used (see Cache.get). A
 # filter's "peak" is not required: tiles cached before it was recorded get it from their
 # saved pixels (gallery.build.rescore), without rendering them again.
 REQUIRE = {
     "filter": {"activation": number},
     "trajectory": {"snapshots": _snapshots},
+    "transparency": {"scale": number, "percentile": number},
     "photo": {"size": _size},
     "features": {name: _count for name in ("cols", "rows", "cell", "channels")},
     "cam": {"class": _count, "p": _probability, "top": _probability, "bottom": _probability},
@@ -91,6 +98,12 @@ class Job:
     def solved(self, layer: str, variant: str) -> bool:
         """Whether these images are made in closed form (:mod:`gallery.render.exact`)."""
         return layer in self.exact and variant in exact.VARIANTS
+
+    def transparent(self, layer: str, variant: str) -> bool:
+        """Whether these images come with MACO's transparency maps (the main image alone gets
+        one: an optimization, not a closed form, under a parameterization that makes them)."""
+        return (self.render.parameterization in params.TRANSPARENT and variant == MAIN
+                and not self.solved(layer, variant))
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -175,10 +188,19 @@ def trajectory_key(job: Job, layer: str, index: int) -> str:
                     steps=snapshot_steps(job.render, job.trajectory))
 
 
+def transparency_key(job: Job, layer: str, index: int) -> str:
+    """Named for the tile whose optimization gathered it, and how its map is made alpha."""
+    return make_key(kind="transparency", source=filter_key(job, layer, index, MAIN, 0),
+                    percentile=TRANSPARENCY_PERCENTILE)
+
+
 def _filter_entries(job, variant, layer, indices) -> tuple[Entry, ...]:
     about = {"kind": "filter", "model": job.fingerprint, "layer": layer}
     tiles = [Entry(filter_key(job, layer, i, variant, c), "render", about, (i, c))
              for i in indices for c in range(VARIANTS[variant].copies)]
+    if job.transparent(layer, variant):
+        tiles += [Entry(transparency_key(job, layer, i), "render", {**about, "kind": "transparency"},
+                        (i, "transparency")) for i in indices]
     if not job.trajectory or variant != MAIN or job.solved(layer, variant):  # a solved tile has no path to show
         return tuple(tiles)
     about = {**about, "kind": "trajectory"}

@@ -23,7 +23,7 @@ from ..photos.examples import peaks
 from ..photos.faithfulness import BOTTOM, FULL, TOP, Faithfulness
 from ..photos.saliency import PixelEngine
 from ..render.optimize import Renderers, snapshot_steps, spans
-from .units import PHOTO_SIDE, FilterUnit, Job, Task, attribution_part, attributions
+from .units import PHOTO_SIDE, TRANSPARENCY_PERCENTILE, FilterUnit, Job, Task, attribution_part, attributions
 
 TOP_STORED = 50  # predictions kept per photo, however many the pages show
 TOP_CHANNELS = 12  # contributing channels kept per photo, class and CAM layer
@@ -64,12 +64,17 @@ class Worker:
         renderer = self.renderers.ready(unit.variant, unit.layer)
         trajectories = [e for e in unit.entries if e.about["kind"] == "trajectory"]
         at = snapshot_steps(self.job.render, self.job.trajectory) if trajectories else ()
-        images, snapshots = self._render(renderer, list(unit.indices), on_step, at)
+        images, maps, snapshots = self._render(renderer, list(unit.indices), on_step, at)
         tiles = [e for e in unit.entries if e.about["kind"] == "filter"]
         # Tiles run index by index, copy by copy: the order the renderer returns images in.
         means, peaks = renderer.scores(images, [e.slot[0] for e in tiles])
         result = Result({entry.key: (imaging.encode_png(image), {"activation": float(mean), "peak": float(peak)})
                          for entry, image, mean, peak in zip(tiles, images, means, peaks)})
+        # Only the main variant gathers maps, one image per filter, in the order of the unit's indices.
+        for n, entry in enumerate(e for e in unit.entries if e.about["kind"] == "transparency"):
+            picture, scale = imaging.with_transparency(images[n], maps[n], TRANSPARENCY_PERCENTILE)
+            result.produced[entry.key] = (imaging.encode_png(picture),
+                                          {"scale": scale, "percentile": TRANSPARENCY_PERCENTILE})
         # The main variant has one image per filter, in the order of the unit's indices.
         scored = [renderer.scores(taken, list(unit.indices)) for _, _, taken in snapshots]
         for n, entry in enumerate(trajectories):
@@ -80,24 +85,26 @@ class Worker:
         return result
 
     def _render(self, renderer, indices, on_step, at=()):
-        """``(images, [(step, canvas, images then)])``: rendered, and snapshots taken at the
-        steps ``at``; the batch is halved while the device runs out of memory."""
+        """``(images, transparency maps or None, [(step, canvas, images then)])``: rendered,
+        and snapshots taken at the steps ``at``; the batch is halved while the device runs
+        out of memory."""
         copies = renderer.variant.copies
         report = None if on_step is None else (lambda steps: on_step(steps * len(indices) * copies))
         snapshots = []
         try:
-            images = renderer.images(indices, on_step=report, snapshots=at,
-                                     on_snapshot=lambda *taken: snapshots.append(taken))
-            return images, snapshots
+            images, maps = renderer.images_and_transparency(indices, on_step=report, snapshots=at,
+                                                            on_snapshot=lambda *taken: snapshots.append(taken))
+            return images, maps, snapshots
         except Exception as exc:
             if not grad.is_out_of_memory(exc) or len(indices) == 1:
                 raise
         half = (len(indices) + 1) // 2
         warn(f"{renderer.layer_name}: out of device memory; rendering {half} filters at a time")
         parts = [self._render(renderer, indices[s:s + n], on_step, at) for s, n in spans(len(indices), half)]
-        joined = [(step, canvas, np.concatenate([p[1][k][2] for p in parts]))
-                  for k, (step, canvas, _) in enumerate(parts[0][1])]
-        return np.concatenate([p[0] for p in parts]), joined
+        joined = [(step, canvas, np.concatenate([p[2][k][2] for p in parts]))
+                  for k, (step, canvas, _) in enumerate(parts[0][2])]
+        maps = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
+        return np.concatenate([p[0] for p in parts]), maps, joined
 
     # photos ------------------------------------------------------------------------------
 

@@ -91,6 +91,8 @@ class FilterRenderer:
         self.padding, self.samplers = transforms.pipeline(settings.transforms)
         self._init, self._image_fn = params.parameterize(
             settings.parameterization, settings.size, settings.decay, settings.contrast)
+        # MACO's transparency map: the |gradient| with respect to the image, gathered over the steps.
+        self.transparent = settings.parameterization in params.TRANSPARENT and not self.exact
         self.conv = self.path.layer
         self.channels = _channel_count(self.conv)
         self._loops: dict = {}
@@ -129,27 +131,37 @@ class FilterRenderer:
         resize = canvas if canvas != self.settings.size else None
         lr = self.settings.learning_rate
 
-        def loss(p, indices, matrices):
-            value = self.variant.score(
-                *self._preactivation(self._image_fn(p), indices, matrices, resize, self._loop_input))
+        def image_loss(x, indices, matrices):
+            value = self.variant.score(*self._preactivation(x, indices, matrices, resize, self._loop_input))
             return -ops.sum(value), value
 
-        value_and_grad = grad.value_and_grad(loss)
+        value_and_grad = grad.value_and_grad(lambda p, *args: image_loss(self._image_fn(p), *args))
+        image_grad = grad.value_and_grad(image_loss)
+        # The parameters' gradient is the image's carried back through image_fn: d/dp Σ image_fn(p)·g.
+        pull_back = grad.value_and_grad(lambda p, g: (ops.sum(self._image_fn(p) * g), None))
 
-        def run(p, m, v, t0, indices, matrices):
+        def gradients(p, indices, mats, state):
+            """The loss's gradient with respect to ``p``, and the state's accumulated map
+            (``()`` unless :attr:`transparent`) with this step's ``|∂objective/∂image|`` added."""
+            if not self.transparent:
+                return value_and_grad(p, indices, mats)[1], ()
+            _, g_image = image_grad(self._image_fn(p), indices, mats)
+            return pull_back(p, g_image)[1], (state[0] + ops.sum(ops.abs(g_image), axis=-1),)
+
+        def run(p, m, v, t0, indices, matrices, *gathered):
             def step(i, state):
-                p, m, v = state
+                p, m, v = state[:3]
                 mats = None if matrices is None else ops.take(matrices, i, axis=0)
-                _, g = value_and_grad(p, indices, mats)
+                g, gathered = gradients(p, indices, mats, state[3:])
                 t = t0 + ops.cast(i, "float32") + 1.0
                 # Elementwise moments, so each image steps independently of its batch.
                 m = ADAM_B1 * m + (1 - ADAM_B1) * g
                 v = ADAM_B2 * v + (1 - ADAM_B2) * g * g
                 m_hat = m / (1 - ADAM_B1 ** t)
                 v_hat = v / (1 - ADAM_B2 ** t)
-                return p - lr * m_hat / (ops.sqrt(v_hat) + ADAM_EPS), m, v
+                return (p - lr * m_hat / (ops.sqrt(v_hat) + ADAM_EPS), m, v, *gathered)
 
-            return ops.fori_loop(0, length, step, (p, m, v))
+            return ops.fori_loop(0, length, step, (p, m, v, *gathered))
 
         self._loops[(canvas, length)] = grad.compile(run)
         return self._loops[(canvas, length)]
@@ -170,10 +182,11 @@ class FilterRenderer:
             images = n * self.variant.copies
             p = Shape((images, *param_shape), "float32")
             idx = Shape((images,), "int32")
+            gathered = (Shape((images, s.size, s.size), "float32"),) if self.transparent else ()
             for canvas, count in [] if self.exact else stages(s.steps, s.size, s.scales):  # no loop to run
                 for length in {length for _, length in spans(count, CHUNK)}:
                     mats = Shape((length, images, 3, 3), "float32") if self.samplers else None
-                    grad.warm(self._loop(canvas, length), p, p, p, Shape((), "float32"), idx, mats)
+                    grad.warm(self._loop(canvas, length), p, p, p, Shape((), "float32"), idx, mats, *gathered)
             grad.warm(self._score, Shape((images, s.size, s.size, 3), "float32"), idx)
 
     def render(self, indices: Sequence[int], on_step: Callable | None = None, snapshots: Sequence[int] = (),
@@ -193,6 +206,14 @@ class FilterRenderer:
                on_snapshot: Callable | None = None) -> np.ndarray:
         """:meth:`render`'s images alone, unscored: for a caller that scores them its own way
         (:meth:`scores`), so they are not run through the network twice."""
+        return self.images_and_transparency(indices, on_step, snapshots, on_snapshot)[0]
+
+    def images_and_transparency(self, indices: Sequence[int], on_step: Callable | None = None,
+                                snapshots: Sequence[int] = (), on_snapshot: Callable | None = None):
+        """``(images, transparency)``: :meth:`images`, and where the parameterization is MACO
+        (:attr:`transparent`) its transparency maps, float32 ``(n·copies, size, size)``: each
+        pixel's ``Σ_steps Σ_channels |∂objective/∂x|`` (Fel et al., NeurIPS 2023, §3), where the
+        network looked while the image formed. ``None`` for other parameterizations."""
         s = self.settings
         indices = [int(i) for i in indices]
         for i in indices:
@@ -205,7 +226,7 @@ class FilterRenderer:
             images = exact.maximize(score, self.conv, s.size, images_of, flat=self.variant.name in exact.MEANS)
             if on_step is not None:
                 on_step(1)  # one gradient pass, which is how the build's cost model counts it
-            return images
+            return images, None
         rngs = [filter_rng(s.seed, self.layer_name, i, c) for i in indices for c in range(copies)]
         p = ops.convert_to_tensor(np.stack([self._init(rng) for rng in rngs]))
         view = s.size + 2 * self.padding
@@ -214,6 +235,7 @@ class FilterRenderer:
             if self.samplers else None
         )
         m, v = ops.zeros_like(p), ops.zeros_like(p)
+        gathered = (ops.zeros((len(images_of), s.size, s.size), "float32"),) if self.transparent else ()
         idx = ops.convert_to_tensor(np.asarray(images_of, dtype="int32"))
         done = 0
         for canvas, n in stages(s.steps, s.size, s.scales):
@@ -223,13 +245,13 @@ class FilterRenderer:
                     mats = ops.convert_to_tensor(transforms.resample_matrices(
                         matrices[done:done + length], view, canvas + 2 * self._padding_at(canvas)))
                 run = self._loop(canvas, length)
-                p, m, v = run(p, m, v, ops.convert_to_tensor(float(done)), idx, mats)
+                p, m, v, *gathered = run(p, m, v, ops.convert_to_tensor(float(done)), idx, mats, *gathered)
                 done += length
                 if on_step is not None:
                     on_step(length)
                 if done in snapshots and on_snapshot is not None:
                     on_snapshot(done, canvas, self._pixels(p))
-        return self._pixels(p)
+        return self._pixels(p), (ops.convert_to_numpy(gathered[0]).astype("float32") if gathered else None)
 
     def _pixels(self, p) -> np.ndarray:
         return np.round(ops.convert_to_numpy(self._image_fn(p)) * 255.0).clip(0, 255).astype("uint8")
@@ -313,18 +335,34 @@ def channel_count(model: keras.Model, layer: str) -> int:
 
 
 def visualize_filters(model, layer: str, filters, *, size: int | None = None, steps: int | None = None,
-                      seed: int = 0, preprocess=None, batch: int | None = None, preset: str = "default") -> np.ndarray:
+                      seed: int = 0, preprocess=None, batch: int | None = None, preset: str = "default",
+                      param: str | None = None, transparency: bool = False):
     """Activation-maximization images for ``filters`` of ``layer``: uint8 ``(n, size, size, 3)``.
 
     Settings not given come from ``preset`` for this machine's device, as the CLI's do: with
-    none given on a CPU, these are exactly the tiles of a default build.
+    none given on a CPU, these are exactly the tiles of a default build. ``param`` is the
+    image parameterization, ``"fourier"``, ``"pixel"`` or ``"maco"`` (as ``--param``). With
+    ``transparency``, returns ``(images, maps)``: MACO's transparency maps, float32
+    ``(n, size, size)`` (see :meth:`FilterRenderer.images_and_transparency`), which only
+    ``param="maco"`` makes (``None`` for a layer solved in closed form, which is not optimized).
     """
     from .. import presets
 
-    chosen = presets.resolve(preset, grad.accelerator(), {"size": size, "steps": steps, "batch": batch})
+    chosen = presets.resolve(preset, grad.accelerator(), {"size": size, "steps": steps, "batch": batch,
+                                                          "parameterization": param})
     chosen.pop("variants", None)
     settings = RenderSettings(seed=seed, **chosen)
     renderer = FilterRenderer(model, layer, settings, preprocess)
+    if transparency and settings.parameterization not in params.TRANSPARENT:
+        raise GalleryError(f"transparency=True needs param='maco' (its maps come from MACO's optimization), "
+                           f"got param={settings.parameterization!r}")
     filters = list(filters)
-    chunks = [renderer.images(filters[start:start + length]) for start, length in spans(len(filters), settings.batch)]
-    return np.concatenate(chunks) if chunks else np.zeros((0, settings.size, settings.size, 3), "uint8")
+    chunks = [renderer.images_and_transparency(filters[start:start + length])
+              for start, length in spans(len(filters), settings.batch)]
+    side = (0, settings.size, settings.size)
+    images = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros((*side, 3), "uint8")
+    if not transparency:
+        return images
+    if not renderer.transparent:  # a layer solved in closed form: no optimization, no map
+        return images, None
+    return images, (np.concatenate([c[1] for c in chunks]) if chunks else np.zeros(side, "float32"))

@@ -172,6 +172,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
                 "variants": [_variant(files, folder, tile.index, variant, images)
                              for variant, images in tile.variants.items()],
                 "trajectory": _trajectory(files, folder, tile) if tile.trajectory and not tile.pending else None,
+                "transparency": _transparency(files, folder, tile),
             })
         collage = None
         if (collages or {}).get(name):
@@ -260,6 +261,15 @@ def _trajectory(files: dict, folder: str, tile) -> dict:
     return {"image": animation, "frames": {"image": frames, "cols": len(found.snapshots), "rows": 1},
             "snapshots": [{k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()}
                           for s in found.snapshots]}
+
+
+def _transparency(files: dict, folder: str, tile) -> dict | None:
+    """The tile with MACO's transparency map for alpha, where the build made one."""
+    if tile.transparency is None or tile.pending:
+        return None
+    path = f"{folder}/{tile.index}.transparency.png"
+    files[path] = tile.transparency.key
+    return {"image": path, "percentile": round(tile.transparency.percentile)}
 
 
 def _pool(base: str, tiles: list, wanted: set[int], slugs: dict[str, str]) -> list[dict]:
