@@ -6,7 +6,9 @@
                             [--recipes default,lucid@time,old] [--sheets docs/quality]
 
 Each recipe renders the same filters of each layer in one batch, its programs compiled
-outside the timing (a warm-up run of the same shapes). Every saved 8-bit tile is scored by
+outside the timing. *s/filter* is the recipe's steps times its cost per step, the fastest of
+three timed 8-step runs (robust to a busy moment on a shared machine); *(timed)* is the
+render's own wall time. Every saved 8-bit tile is scored by
 the tests' own paths, independent of the renderer:
 
 * *robust*: the filter's mean pre-activation over 16 fixed jitters, scales and rotations
@@ -71,22 +73,38 @@ def recipe(spec: str, base: dict) -> tuple[str, dict]:
     return name, settings
 
 
-def render(model, layer, preprocess, settings, filters):
-    """``(tiles, seconds)``: the filters in one batch, compiled outside the timing."""
-    from gallery.config import RenderSettings
-    from gallery.render.optimize import CHUNK, FilterRenderer
+class Renderer:
+    """One recipe's renderer for one batch of filters, its programs compiled on construction."""
 
-    renderer = FilterRenderer(model, layer, RenderSettings(**{**settings, "batch": len(filters)}), preprocess)
-    warm = FilterRenderer(model, layer, RenderSettings(**{**settings, "batch": len(filters), "steps": CHUNK}),
-                          preprocess)
-    renderer._loops = warm._loops  # the same compiled loops, traced once outside the timing
-    tail = settings["steps"] % CHUNK
-    if tail:
-        renderer._loop(settings["size"], tail)
-    warm.render(filters)
-    start = time.perf_counter()
-    tiles = renderer.images(filters)
-    return tiles, time.perf_counter() - start
+    def __init__(self, model, layer, preprocess, settings, filters):
+        from gallery.config import RenderSettings
+        from gallery.render.optimize import CHUNK, FilterRenderer
+
+        self.filters = filters
+        self.make = lambda steps: FilterRenderer(  # noqa: E731
+            model, layer, RenderSettings(**{**settings, "batch": len(filters), "steps": steps}), preprocess)
+        self.probe = self.make(CHUNK)
+        self.probe.images(filters)  # traces the chunk loop and the scoring outside any timing
+
+    def step_seconds(self) -> float:
+        """Seconds per step of the whole batch: the fastest of three one-chunk runs, so a
+        busy moment on a shared machine does not count against this recipe."""
+        from gallery.render.optimize import CHUNK
+
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            self.probe.images(self.filters)
+            times.append(time.perf_counter() - start)
+        return min(times) / CHUNK
+
+    def render(self, steps: int):
+        """``(tiles, seconds)`` at ``steps`` (a multiple of 8 reuses the compiled loop)."""
+        renderer = self.make(steps)
+        renderer._loops = self.probe._loops
+        start = time.perf_counter()
+        tiles = renderer.images(self.filters)
+        return tiles, time.perf_counter() - start
 
 
 def sheet(rows: list[tuple[str, np.ndarray]], path: Path, columns: int = 4) -> None:
@@ -148,27 +166,27 @@ def main():
         photo_robust = np.stack([scorer.robust(photos, [f] * len(photos)) for f in filters])  # (filters, photos)
         photo_peak = np.stack([scorer.peak(photos, [f] * len(photos)) for f in filters]).max(axis=1)
         print(f"\n{layer}")
-        print(f"{'recipe':<22} {'steps':>5} {'s/filter':>8} {'robust':>8} {'faithful':>8} "
+        print(f"{'recipe':<22} {'steps':>5} {'s/filter':>8} {'(timed)':>8} {'robust':>8} {'faithful':>8} "
               f"{'clip':>6} {'corner':>6} {'checker':>7} {'HF':>5}")
-        results, default_seconds = [], None
+        results, first_step = [], None
         for name, settings in recipes:
-            settings = dict(settings)
-            if settings["steps"] is None:  # as many steps as the default's time buys, measured per step
-                _, probe = render(model, layer, preprocess, {**settings, "steps": 16}, filters)
-                settings["steps"] = max(8, int(round(default_seconds / (probe / 16) / 8)) * 8)
-            tiles, seconds = render(model, layer, preprocess, settings, filters)
-            if default_seconds is None:
-                default_seconds = seconds
+            renderer = Renderer(model, layer, preprocess, settings, filters)
+            step = renderer.step_seconds()
+            steps = settings["steps"]
+            if steps is None:  # the first recipe's time, at this recipe's measured cost per step
+                steps = max(8, int(round(recipes[0][1]["steps"] * first_step / step / 8)) * 8)
+            first_step = first_step or step
+            tiles, seconds = renderer.render(steps)
             robust = scorer.robust(tiles, filters)
             live = (scorer.peak(tiles, filters) > 0) | (photo_peak > 0)
             faithful = float((robust > photo_robust.max(axis=1))[live].mean()) if live.any() else float("nan")
             fig = {k: float(np.median(v)) for k, v in picture_scores.figures(tiles).items()}
-            label = f"{name}" if "@" not in name else f"lucid@{settings['steps']}"
+            label = name if "@" not in name else f"lucid@{steps}"
             results.append((label, tiles))
-            print(f"{label:<22} {settings['steps']:>5} {seconds / len(filters):>8.2f} {np.median(robust):>8.1f} "
-                  f"{faithful:>8.2f} {fig['clip']:>6.3f} {fig['corner']:>6.3f} {fig['checker']:>7.3f} "
-                  f"{fig['HF']:>5.2f}")
-        print(f"{'photos (strongest)':<22} {'':>5} {'':>8} {np.median(photo_robust.max(axis=1)):>8.1f}")
+            print(f"{label:<22} {steps:>5} {step * steps / len(filters):>8.2f} {seconds / len(filters):>8.2f} "
+                  f"{np.median(robust):>8.1f} {faithful:>8.2f} {fig['clip']:>6.3f} {fig['corner']:>6.3f} "
+                  f"{fig['checker']:>7.3f} {fig['HF']:>5.2f}", flush=True)
+        print(f"{'photos (strongest)':<22} {'':>5} {'':>8} {'':>8} {np.median(photo_robust.max(axis=1)):>8.1f}")
         if args.sheets:
             path = args.sheets / f"{args.model.stem}_{layer}.png"
             sheet(results, path)

@@ -85,6 +85,7 @@ class RenderSettings:
     # Adam's step and the Fourier spectrum's 1/f^decay slope, tuned together on VGG16 at
     # 128 px (bench/filters.py): the steeper slope moves coarse structure further per
     # step and keeps fine detail down, so a larger step converges without noise.
+    # Unbounded, the same pair posterized the tiles; ``contrast`` bounds them.
     learning_rate: float = 0.2
     decay: float = 1.5
     parameterization: str = "fourier"  # "fourier" (1/f spectrum, decorrelated colour), "pixel" or "maco"
@@ -92,8 +93,10 @@ class RenderSettings:
     batch: int = 16  # images optimized together (halved automatically when memory runs out)
     scales: tuple[float, ...] = FULL  # canvas sizes as fractions of the tile, equal shares of the steps
     precision: str = "float32"  # the loop's compute dtype: "float32" or "bfloat16" (tensor cores)
-    # The largest root mean square of an image's logits (before its sigmoid); None: unbounded.
-    contrast: float | None = None
+    # The largest root mean square of an image's colour coordinates before its sigmoid
+    # (params.within_contrast); None: unbounded. 3 keeps the 8 picture-issue fixture layers'
+    # clipped channel values to at most 2% and raises activation over 2.5 (bench/quality.py).
+    contrast: float | None = 3.0
 
     def __post_init__(self):
         for name in ("size", "steps", "batch"):

@@ -99,3 +99,13 @@ def test_render_settings_key_names_the_contrast_bound_and_refuses_a_bad_one():
     for bad in (0, -1.0, float("inf"), "high", True):
         with pytest.raises(GalleryError, match="contrast"):
             RenderSettings(contrast=bad)
+
+
+def test_default_tiles_are_bounded_so_the_posterized_tiles_are_not_reused():
+    """The bound is in every filter tile's cache key: a cache of the old, unbounded default's
+    tiles (Adam 0.2, 1/f^1.5, 64 steps) is rendered again, not mixed in."""
+    from gallery.config import RenderSettings
+
+    new, old = RenderSettings(), RenderSettings(contrast=None)
+    assert new.contrast is not None and new.key()["contrast"] == new.contrast
+    assert new.key() != old.key() and {k: v for k, v in new.key().items() if k != "contrast"} == old.key()
