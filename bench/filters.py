@@ -9,8 +9,9 @@ Methods, each timed on the same filters of the same layer at the same tile size,
 model and compiled function built and traced outside the timing:
 
 * ``gallery``: the CPU default preset (Fourier parameterization with a 1/f^1.5
-  spectrum, decorrelated colour, robustness transforms, full-size Adam steps of 0.2, the
-  filters batched), at several step counts (the preset itself takes 64);
+  spectrum, decorrelated colour bounded to a contrast ball, robustness transforms,
+  full-size Adam steps of 0.2, the filters batched), at several step counts (the preset
+  itself takes 64);
 * ``keras.io``: the loop of "Visualizing what convnets learn" (F. Chollet, 2020), one
   filter at a time: uniform noise near grey, the mean post-ReLU activation (2 pixels of
   border left out), L2-normalised gradient steps. keras.io steps 10 on 180 px images in

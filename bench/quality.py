@@ -134,6 +134,9 @@ def main():
     parser.add_argument("--size", type=int, default=None, help="default: the preset's")
     parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
     parser.add_argument("--preset", default="default")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default=None,
+                        help="whose preset settings to use (default: this machine's); 'gpu' on a CPU runs a GPU "
+                             "preset's pictures slowly, for their figures, not their speed")
     parser.add_argument("--recipes", default="default,lucid@time,old")
     parser.add_argument("--sheets", type=Path, default=None, help="write a contact sheet per layer here")
     args = parser.parse_args()
@@ -148,7 +151,8 @@ def main():
     from tests.tile_scores import Scorer
 
     preprocess = args.preprocess or ("caffe" if "vgg16" in args.model.name else "none")
-    base = presets.resolve(args.preset, grad.accelerator(), {"size": args.size, "steps": args.steps})
+    device = grad.accelerator() if args.device is None else (None if args.device == "cpu" else "gpu")
+    base = presets.resolve(args.preset, device, {"size": args.size, "steps": args.steps})
     base.pop("variants", None)
     base.pop("batch", None)
     model = load_model(str(args.model))
@@ -156,7 +160,8 @@ def main():
     photos = picture_scores.photos_at(sorted(p for p in SAMPLES.iterdir() if p.suffix in (".png", ".jpg")),
                                       base["size"])
     print(f"machine: {machine()}; keras {keras.__version__}, backend {keras.backend.backend()}; "
-          f"{args.model.name}, filters {filters[0]}-{filters[-1]} at {base['size']} px")
+          f"{args.model.name}, filters {filters[0]}-{filters[-1]}; preset {args.preset} for "
+          f"{'a GPU' if device else 'a CPU'}: {base}")
     figures = picture_scores.figures(photos)
     print(f"natural photos ({len(photos)} samples at {base['size']} px): "
           + ", ".join(f"{k} {np.median(v):.3f}" for k, v in figures.items()))

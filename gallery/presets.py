@@ -1,6 +1,8 @@
 """Named quality/speed trade-offs, with defaults for CPUs and for GPUs.
 
-A preset fills in whatever settings the user did not give. CPUs step at full size
+A preset fills in whatever settings the user did not give; what every preset shares (the
+Fourier parameterization, Adam's step, the spectrum's slope, the contrast bound that keeps
+tiles from posterizing) is in :class:`gallery.config.RenderSettings`. CPUs step at full size
 throughout: at the default step size, tuned on VGG16-HED block3_conv1 and block5_conv3
 at 128 px, full-size steps reached a given activation sooner than half of them at half
 size did. GPUs get larger tiles and more steps
