@@ -79,12 +79,11 @@ def test_a_build_records_trajectories_without_changing_its_tiles(tmp_path, class
     check_site(traced.out)
     assert _tiles(traced.out) == _tiles(plain.out)  # every filter image byte for byte
     computed = [int(re.search(r"(\d+) tiles computed", e).group(1)) for e in (plain_err, err)]
-    # An animation and a row of frames per filter of conv2; conv1 is linear in the pixels,
-    # solved exactly (gallery.render.exact), so it has no path to show.
-    assert computed[1] == computed[0] + 2 * 5
-    assert all(f["trajectory"] is None for f in manifest["layers"][0]["filters"])
+    # An animation and a row of frames per filter of both layers: conv1, linear in the
+    # pixels, is optimized too (on a rectified objective), so it has a path to show.
+    assert computed[1] == computed[0] + 2 * (6 + 5)
 
-    for layer in manifest["layers"][1:]:
+    for layer in manifest["layers"]:
         for f in layer["filters"]:
             t = f["trajectory"]
             assert [s["step"] for s in t["snapshots"]] == [8, 16, 24]
@@ -116,13 +115,13 @@ def test_turning_it_on_later_adds_trajectories_and_rewrites_no_tile(tmp_path, cl
     capsys.readouterr()
     pipeline.build(_config(tmp_path, classifier_file, render=render, trajectory=2))
     err = capsys.readouterr().err
-    assert "10 tiles computed" in err, err  # conv2's 5 animations and 5 rows of frames, nothing else
-    assert len(_records(tmp_path / "cache", "trajectory")) == 5  # conv1 is solved exactly: no path
+    assert "22 tiles computed" in err, err  # 11 animations and 11 rows of frames, nothing else
+    assert len(_records(tmp_path / "cache", "trajectory")) == 11
     assert {p: (p.stat().st_mtime_ns, p.with_suffix(".bin").stat().st_mtime_ns) for p in tiles} == tiles
     pipeline.build(_config(tmp_path, classifier_file, render=render, trajectory=2))
     assert "0 tiles computed" in capsys.readouterr().err
     pipeline.build(_config(tmp_path, classifier_file, render=render, trajectory=3))  # another N: other entries
-    assert "10 tiles computed" in capsys.readouterr().err
+    assert "22 tiles computed" in capsys.readouterr().err
 
 
 def test_a_trajectory_record_that_does_not_add_up_is_damaged(tmp_path, classifier_file, capsys):

@@ -21,7 +21,7 @@ from ..config import RenderSettings
 from ..errors import GalleryError
 from ..model import grad, graph, precision, preprocess as prep
 from . import exact, params, transforms
-from .objectives import VARIANTS, channel, own_preactivation
+from .objectives import LINEAR_VARIANTS, VARIANTS, channel, own_preactivation
 
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
 CHUNK = 8  # steps fused into one compiled loop between progress reports
@@ -81,8 +81,10 @@ class FilterRenderer:
         self.path = graph.locate_conv(model, layer)
         self.layer_name = self.path.name
         self.settings = settings
-        self.variant = VARIANTS[variant]
-        self.exact = exact.applies(model, layer, preprocess, variant)  # solved in closed form, not optimized
+        # A layer linear in the pixels maximizes rectified means: its plain mean is degenerate.
+        self.linear = exact.linear(model, layer, preprocess)
+        self.variant = (LINEAR_VARIANTS if self.linear else VARIANTS)[variant]
+        self.exact = self.linear and variant in exact.VARIANTS  # solved in closed form, not optimized
         self.to_input = graph.input_fn(model, self.path)
         # The loop may run through a reduced-precision copy; scores always use ``model``.
         fast = precision.compute_copy(model, settings.precision)
@@ -201,7 +203,7 @@ class FilterRenderer:
         images_of = [i for i in indices for _ in range(copies)]
         if self.exact:
             score = lambda x, idx: self.variant.score(*self._preactivation(x, idx))  # noqa: E731
-            images = exact.maximize(score, self.conv, s.size, images_of, flat=self.variant.name in exact.MEANS)
+            images = exact.maximize(score, self.conv, s.size, images_of)
             if on_step is not None:
                 on_step(1)  # one gradient pass, which is how the build's cost model counts it
             return images

@@ -111,7 +111,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
           circuits: dict | None = None, cam_sources: dict | None = None,
           status: dict | None = None, collages: dict[str, str] | None = None,
           kernels: dict[str, dict] | None = None, activations: dict[str, str] | None = None,
-          exact: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]:
+          linear: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]:
     """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds.
 
     ``photos`` is a :class:`~gallery.build.state.PhotoResults`. Every photo is in the
@@ -184,7 +184,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
             sheet = {"image": f"{folder}/kernels.png", **{k: v for k, v in sheet.items() if k != "key"}}
         layers.append({"name": name, "slug": slug(name), "channels": channels[name], "page": f"{folder}/index.html",
                        "collage": collage, "kernels": sheet, "activation": (activations or {}).get(name),
-                       "exact": name in exact,
+                       "linear": name in linear,
                        "dir": f"{folder}/", "upstream": source, "filters": filters,
                        "dead": sum(f["dead"] for f in filters), "pending": sum(f["pending"] for f in filters),
                        "map": photos.examples.maps.get(name)})
