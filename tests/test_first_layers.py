@@ -93,6 +93,12 @@ def test_negative_images_of_a_first_layer_are_optimized_too():
     assert images[:2].std(axis=(1, 2, 3)).min() > 30
 
 
+def test_diverse_images_of_a_first_layer_part_on_the_rectified_objective():
+    renderer, images, _ = render(edge_layer(), "c1", [0], size=32, steps=24, variant="diversity")
+    assert renderer.linear and not renderer.exact and images.shape == (4, 32, 32, 3)
+    assert min(np.abs(a.astype(int) - b).mean() for i, a in enumerate(images) for b in images[i + 1:]) > 10
+
+
 def test_neuron_images_are_still_exact():
     model = tiny_classifier()
     kernel = model.get_layer("conv1").kernel.numpy()
