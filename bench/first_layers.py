@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """First layers, linear in the pixels, against issue 19's acceptance figures.
 
-    python bench/first_layers.py [--filters 16] [--size 128] [--steps N] [--objective rectified]
+    python bench/first_layers.py [--filters 16] [--size 128] [--steps N] [--objective gallery]
+                                  [--learning-rate X] [--decay X] [--sheet PATH]
 
 For VGG16-HED block1_conv1, EfficientNet-Lite0's stem_conv and MobileNetV2's Conv1 (the
 offline fixtures in ``../shared/models``), renders the filters with the CPU default preset
@@ -9,14 +10,17 @@ and prints, per layer, from the saved 8-bit tiles (scored by ``tests/tile_scores
 judged by ``tests/first_layer_scores.py``):
 
 * *faithful*: the share of live filters whose tile's peak beats the strongest sample
-  photo's (``../shared/samples`` at the model's 224-pixel input);
+  photo's (``../shared/samples`` at the model's 224-pixel input); pruned filters (weights
+  under 1e-5 of the layer's strongest, :func:`gallery.render.exact.silent`) are not live;
 * *same tile*: pairs of filters whose kernels differ (cosine < 0.9) but whose tiles are
   near-identical (mean absolute difference under 4 grey levels at the best shift);
 * the medians of clip, corner and checker, and the seconds per filter.
 
-``--objective`` picks what the first layer maximizes: ``rectified`` (the mean after a
-ReLU, the gallery's), ``mean`` (the plain mean, which the exact solution used to solve),
-or ``squared`` (the mean of the squared ReLU, which weighs the strongest units more).
+``--objective`` picks what the first layer maximizes: ``gallery`` (the mean square of the
+map after a ReLU, :func:`gallery.render.objectives.rectified`), ``relu-mean`` (the mean
+after a ReLU), ``cubed`` (the mean cube after a ReLU), or ``mean`` (the plain mean, whose
+exact optimum the gallery used to show). ``--learning-rate`` and ``--decay`` override the
+preset's. ``--sheet`` saves the tiles, a row per layer, to look at.
 """
 
 from __future__ import annotations
@@ -38,8 +42,7 @@ def objectives():
 
     from gallery.render import objectives as o
 
-    return {"rectified": o.rectified, "mean": o.channel,
-            "squared": lambda z: ops.mean(ops.square(ops.relu(z)), axis=(1, 2)),
+    return {"gallery": o.rectified, "relu-mean": lambda z: ops.mean(ops.relu(z), axis=(1, 2)), "mean": o.channel,
             "cubed": lambda z: ops.mean(ops.relu(z) ** 3, axis=(1, 2))}
 
 
@@ -50,14 +53,15 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--decay", type=float, default=None)
-    parser.add_argument("--objective", choices=("rectified", "mean", "squared", "cubed"), default="rectified")
+    parser.add_argument("--sheet", type=str, default=None)
+    parser.add_argument("--objective", choices=("gallery", "relu-mean", "mean", "cubed"), default="gallery")
     args = parser.parse_args(argv)
 
     import keras
 
-    from gallery.render import objectives as o
     from gallery import presets
     from gallery.config import RenderSettings
+    from gallery.render import exact, objectives as o
     from gallery.render.optimize import FilterRenderer, spans
     from tests import first_layer_scores as fl
     from tests.tile_scores import Scorer
@@ -71,6 +75,7 @@ def main(argv=None) -> None:
     print(f"# {machine()}; objective {args.objective}; {settings}")
     print("| layer | faithful (live) | same tile (pairs) | clip | corner | checker | s/filter |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
+    rows = []
     for name, layer, preprocess in FIXTURES:
         model = keras.saving.load_model(SHARED / "models" / name)
         kernel = model.get_layer(layer).kernel.numpy()
@@ -84,7 +89,7 @@ def main(argv=None) -> None:
         photos = fl.photos_at(SHARED / "samples", 224)
         photo_peaks = np.maximum(np.stack([scorer.peak(np.repeat(p[None], len(filters), 0), filters)
                                            for p in photos]), 0)
-        alive = fl.live(tile_peaks, photo_peaks)
+        alive = fl.live(tile_peaks, photo_peaks) & ~exact.silent(model.get_layer(layer), filters)
         good = fl.faithful(tile_peaks, photo_peaks)
         pairs = fl.near_identical_pairs(tiles, kernel, filters, alive)
         print(f"| {layer} | {good[alive].sum()}/{alive.sum()} | {len(pairs)} {[(i, j) for i, j, *_ in pairs]} "
@@ -93,7 +98,11 @@ def main(argv=None) -> None:
         for i, f in enumerate(filters):
             if alive[i] and not good[i]:
                 print(f"    #{f} is not faithful: tile peak {tile_peaks[i]:.4g}, best photo {photo_peaks[:, i].max():.4g}")
-        np.save(f"/tmp/first_{layer}_{args.objective}.npy", tiles)
+        rows.append(np.concatenate(list(tiles), axis=1))
+    if args.sheet:
+        from PIL import Image
+
+        Image.fromarray(np.concatenate(rows)).save(args.sheet)
 
 
 if __name__ == "__main__":
