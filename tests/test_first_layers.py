@@ -84,6 +84,19 @@ def test_a_first_layer_is_optimized_and_shows_each_filters_edge_or_colour():
     assert (peaks[[0, 1, 3]] >= 0.9 * np.array([9, 9, 2])).all(), peaks
 
 
+def test_a_filter_below_zero_on_the_starting_noise_still_shows_its_edge():
+    """Its ReLU passes no gradient at the start: the image raises its strongest unit until
+    one fires, then the rectified objective takes over."""
+    model = edge_layer()
+    # Near grey, z ≈ −6 inside and −1.5 against the zero padding.
+    model.get_layer("c1").bias.assign(np.array([-6, 0, 0, 0], "float32"))
+    renderer, images, _ = render(model, "c1", [0], size=32, steps=48)
+    assert renderer.scores(np.full((1, 32, 32, 3), 128, "uint8"), [0])[1][0] == 0  # grey does not fire
+    across, down = gradients(images)
+    assert images.std() > 30 and across[0] > 1.2 * down[0]
+    assert renderer.scores(images, [0])[1][0] > 0.9 * (9 - 6)
+
+
 def test_negative_images_of_a_first_layer_are_optimized_too():
     model = edge_layer()
     renderer, images, _ = render(model, "c1", range(4), size=32, steps=48, variant="negative")
