@@ -97,7 +97,8 @@ def main(argv=None) -> None:
               f"| {np.median(fl.checker(tiles)):.4f} | {seconds:.2f} |", flush=True)
         for i, f in enumerate(filters):
             if alive[i] and not good[i]:
-                print(f"    #{f} is not faithful: tile peak {tile_peaks[i]:.4g}, best photo {photo_peaks[:, i].max():.4g}")
+                print(f"    #{f} is not faithful: tile peak {tile_peaks[i]:.4g}, "
+                      f"best photo {photo_peaks[:, i].max():.4g}")
         rows.append(np.concatenate(list(tiles), axis=1))
     if args.sheet:
         from PIL import Image

@@ -12,7 +12,7 @@ from gallery.build.cache import make_key
 from gallery.config import BuildConfig, RenderSettings
 from gallery.model import graph
 from gallery.render import exact
-from gallery.render.optimize import FilterRenderer, spans, visualize_filters
+from gallery.render.optimize import FilterRenderer, visualize_filters
 
 from . import first_layer_scores as fl
 from .conftest import SHARED_MODELS, SHARED_SAMPLES, needs_shared, tiny_classifier, tiny_transfer
