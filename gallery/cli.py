@@ -139,9 +139,10 @@ def parser() -> argparse.ArgumentParser:
                         "in float32 (default: float32 on a CPU, "
                         f"{PRESETS['default']['gpu']['precision']} on a GPU)")
     p.add_argument("--trajectory", type=_snapshots, default=0, metavar="N",
-                   help="record N snapshots of each filter image's optimization, at evenly spaced steps of the "
-                        "same run (no extra steps), and show them on its page with an animation: 2 up to one "
-                        "per 8-step compiled loop, 8 for 64 steps (default: off)")
+                   help="record N snapshots of each filter image's optimization, from its starting noise (step 0) "
+                        "to its final image, geometrically spaced steps of the same run (no extra steps), and "
+                        "show them on its page with an animation: 2 up to the start and one per 8-step compiled "
+                        "loop, 9 for 64 steps (default: off)")
     p.add_argument("--images", nargs="+", type=Path, metavar="PATH",
                    help="photo files and/or folders (default: bundled sample photos)")
     p.add_argument("--cam-layers", type=_names, metavar="a,b", help="layers for Grad-CAM (default: the last conv layer)")

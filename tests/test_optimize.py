@@ -142,7 +142,7 @@ def test_batches_halve_when_device_memory_runs_out(monkeypatch, trajectory, para
     trajectories = [result.produced[e.key][1] for e in unit.entries if e.about["kind"] == "trajectory"]
     assert len(trajectories) == (5 if trajectory else 0)
     for tile, found in zip(tiles, trajectories):  # the parts' snapshots joined filter by filter
-        assert [s["step"] for s in found["snapshots"]] == [8, 16]
+        assert [s["step"] for s in found["snapshots"]] == [0, 16]
         assert found["snapshots"][-1]["activation"] == tile["activation"]
     # The parts' transparency maps joined filter by filter: each filter's scale is its own map's.
     scales = [result.produced[e.key][1]["scale"] for e in unit.entries if e.about["kind"] == "transparency"]

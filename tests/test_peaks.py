@@ -63,7 +63,6 @@ def test_tiles_record_the_peak_photos_are_ranked_by(tmp_path, photo_dir):
             png = config.out / f["image"]
             pixels = np.asarray(Image.open(png).convert("RGB"), dtype="float32")[None]
             expected = float(np.max(keras.ops.convert_to_numpy(output(pixels))[0, :, :, f["index"]]))
-            # conv1 is solved exactly: flat fills, so two filters may share one PNG's bytes.
             assert png.read_bytes() in metas
             assert f["peak"] == pytest.approx(expected, rel=1e-5, abs=1e-4), (png, f["peak"], expected)
     dead = manifest["layers"][1]["filters"][1]

@@ -112,7 +112,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     about = _about(model, config, size)
     job = units.Job(fingerprint, render, preprocess, {k: tuple(v) for k, v in selection.items()}, config.variants,
                     tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0), size,
-                    tuple(layer for layer in selection if exact.applies(model, layer, preprocess, units.MAIN)),
+                    tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
                     config.trajectory)
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
 
@@ -247,7 +247,7 @@ def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Ca
                 **({"trajectory": f"{job.trajectory} snapshots"} if job.trajectory else {})}
     return manifest.build(**fixed, filter_tiles=gallery.filter_tiles(), photos=results, settings=settings,
                           command=config.command, status=status, collages=gallery.collages(cache),
-                          exact=job.exact)
+                          linear=job.exact)
 
 
 def _portable_model(config: BuildConfig, model):

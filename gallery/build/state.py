@@ -21,7 +21,7 @@ from .cache import make_key
 from .units import MAIN, FilterUnit, Job, PhotoUnit, attribution_part, attributions
 
 THUMB_SIDE = 96  # layer-page thumbnails, sized for their slot
-FRAME_SIDE = 96  # a trajectory's frames, shown side by side on the filter page
+FRAME_SIDE = 128  # a trajectory's frames, shown side by side on the filter page: the CPU tile's own size
 
 
 @dataclass

@@ -34,9 +34,12 @@ PHOTO_SCHEMA = 5  # what photo entries hold; 5: CAMs carry their faithfulness, f
 # tiles are recomputed rather than reused by luck. Named in keys from 2 on, so the tiles of
 # version 1 caches stay valid.
 FILTER_ALGORITHM = 1
-# The same for the images of layers linear in the pixels, solved in closed form: named in
-# their keys alone, so that change re-renders only them.
+# The same for the images of layers linear in the pixels, named in their keys alone, so a
+# change there re-renders only them: those solved in closed form (the neuron's), and the
+# others, optimized on a rectified objective (gallery.render.objectives.rectified) since
+# version 2 of these layers, where version 1 solved the channel and negative images exactly.
 EXACT_VERSION = 1
+LINEAR_VERSION = 2
 
 
 def _count(value) -> bool:
@@ -92,7 +95,7 @@ class Job:
     methods: tuple[str, ...] = ("gradcam",)
     ranks: int = 0  # classes explained per photo (top-k, at most the model's classes)
     input: tuple[int, int] = (224, 224)  # the photos' input size
-    exact: tuple[str, ...] = ()  # layers linear in the pixels, whose images are solved exactly
+    exact: tuple[str, ...] = ()  # layers linear in the pixels (gallery.render.exact.linear)
     trajectory: int = 0  # snapshots recorded per filter image (0: none)
 
     def solved(self, layer: str, variant: str) -> bool:
@@ -178,6 +181,8 @@ def filter_key(job: Job, layer: str, index: int, variant: str, copy: int) -> str
     version = {"algorithm": FILTER_ALGORITHM} if FILTER_ALGORITHM != 1 else {}
     if job.solved(layer, variant):  # only these tiles changed when they came to be solved exactly
         version["exact"] = EXACT_VERSION
+    elif layer in job.exact:  # and only these when they came to be optimized on rectified means
+        version["linear"] = LINEAR_VERSION
     return make_key(kind="filter", model=job.fingerprint, layer=layer, filter=index, variant=variant, copy=copy,
                     preprocess=job.preprocess, **job.render.key(), **version)
 

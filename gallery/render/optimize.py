@@ -21,7 +21,7 @@ from ..config import RenderSettings
 from ..errors import GalleryError
 from ..model import grad, graph, precision, preprocess as prep
 from . import exact, params, transforms
-from .objectives import VARIANTS, channel, own_preactivation
+from .objectives import LINEAR_VARIANTS, VARIANTS, channel, own_preactivation
 
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
 CHUNK = 8  # steps fused into one compiled loop between progress reports
@@ -56,21 +56,30 @@ def spans(total: int, size: int) -> list[tuple[int, int]]:
 
 
 def snapshot_steps(settings: RenderSettings, count: int) -> list[int]:
-    """The steps after which :meth:`FilterRenderer.render` takes ``count`` snapshots: evenly
-    spaced among the ends of its compiled chunks, the last one the final step.
+    """The steps after which :meth:`FilterRenderer.render` takes ``count`` snapshots: step 0
+    (the starting image, before any step), then ends of its compiled chunks spaced
+    geometrically in steps up to the final step.
 
-    Snapshots are taken only where a chunk ends, between two compiled loops, so taking
-    them changes neither the loops nor their results.
+    Most of an image forms in its first steps, so evenly spaced frames would show the start
+    once and then the same image over and over; geometric spacing (8, 16, 32, 64 of 64)
+    gives each frame a like share of the change. Snapshots are taken only where a chunk
+    ends, between two compiled loops, so taking them changes neither the loops nor their
+    results.
     """
     ends, done = [], 0
     for _, n in stages(settings.steps, settings.size, settings.scales):
         for _, length in spans(n, CHUNK):
             done += length
             ends.append(done)
-    if not 2 <= count <= len(ends):
-        raise GalleryError(f"--trajectory {count}: expected 2 to {len(ends)} snapshots, one per {CHUNK} steps at "
-                           f"most ({settings.steps} steps give {len(ends)} places to take one)")
-    return [ends[-(-k * len(ends) // count) - 1] for k in range(1, count + 1)]
+    if not 2 <= count <= len(ends) + 1:
+        raise GalleryError(f"--trajectory {count}: expected 2 to {len(ends) + 1} snapshots, the start and one per "
+                           f"{CHUNK} steps at most ({settings.steps} steps give {len(ends) + 1} places to take one)")
+    picks: list[int] = []
+    for k, target in enumerate(np.geomspace(ends[0], ends[-1], count - 1) if count > 2 else [ends[-1]]):
+        # The nearest end (in ratio) after the last pick that leaves one for each later target.
+        free = range(picks[-1] + 1 if picks else 0, len(ends) - (count - 2 - k))
+        picks.append(min(free, key=lambda i: abs(np.log(ends[i] / target))))
+    return [0] + [ends[i] for i in picks]
 
 
 class FilterRenderer:
@@ -81,8 +90,10 @@ class FilterRenderer:
         self.path = graph.locate_conv(model, layer)
         self.layer_name = self.path.name
         self.settings = settings
-        self.variant = VARIANTS[variant]
-        self.exact = exact.applies(model, layer, preprocess, variant)  # solved in closed form, not optimized
+        # A layer linear in the pixels maximizes rectified means: its plain mean is degenerate.
+        self.linear = exact.linear(model, layer, preprocess)
+        self.variant = (LINEAR_VARIANTS if self.linear else VARIANTS)[variant]
+        self.exact = self.linear and variant in exact.VARIANTS  # solved in closed form, not optimized
         self.to_input = graph.input_fn(model, self.path)
         # The loop may run through a reduced-precision copy; scores always use ``model``.
         fast = precision.compute_copy(model, settings.precision)
@@ -195,9 +206,10 @@ class FilterRenderer:
 
         Images come filter by filter, ``self.variant.copies`` per filter. The activation
         is each saved 8-bit image's mean pre-activation, untransformed: what the tile on
-        the page really achieves. After each step count in ``snapshots`` (ends of chunks,
-        see :func:`snapshot_steps`), ``on_snapshot(step, canvas, images)`` receives the
-        images as they stand, 8-bit and full size, whatever canvas the network sees them at.
+        the page really achieves. After each step count in ``snapshots`` (0, the start, or
+        ends of chunks, see :func:`snapshot_steps`), ``on_snapshot(step, canvas, images)``
+        receives the images as they stand, 8-bit and full size, whatever canvas the network
+        sees them at.
         """
         images = self.images(indices, on_step, snapshots, on_snapshot)
         return images, self.activation(images, [int(i) for i in indices for _ in range(self.variant.copies)])
@@ -223,7 +235,7 @@ class FilterRenderer:
         images_of = [i for i in indices for _ in range(copies)]
         if self.exact:
             score = lambda x, idx: self.variant.score(*self._preactivation(x, idx))  # noqa: E731
-            images = exact.maximize(score, self.conv, s.size, images_of, flat=self.variant.name in exact.MEANS)
+            images = exact.maximize(score, self.conv, s.size, images_of)
             if on_step is not None:
                 on_step(1)  # one gradient pass, which is how the build's cost model counts it
             return images, None
@@ -238,7 +250,10 @@ class FilterRenderer:
         gathered = (ops.zeros((len(images_of), s.size, s.size), "float32"),) if self.transparent else ()
         idx = ops.convert_to_tensor(np.asarray(images_of, dtype="int32"))
         done = 0
-        for canvas, n in stages(s.steps, s.size, s.scales):
+        plan = stages(s.steps, s.size, s.scales)
+        if 0 in snapshots and on_snapshot is not None:
+            on_snapshot(0, plan[0][0], self._pixels(p))  # the start: the parameterization's initial noise
+        for canvas, n in plan:
             for _, length in spans(n, CHUNK):
                 mats = None
                 if matrices is not None:

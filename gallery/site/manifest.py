@@ -111,7 +111,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
           circuits: dict | None = None, cam_sources: dict | None = None,
           status: dict | None = None, collages: dict[str, str] | None = None,
           kernels: dict[str, dict] | None = None, activations: dict[str, str] | None = None,
-          exact: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]:
+          linear: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]:
     """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds.
 
     ``photos`` is a :class:`~gallery.build.state.PhotoResults`. Every photo is in the
@@ -160,15 +160,16 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
                 image = thumb = PENDING
             else:
                 files[image], files[thumb] = tile.key, tile.thumb
+            best = top(name, tile.index)
             filters.append({
                 "index": tile.index, "pending": tile.pending,
                 "activation": None if tile.pending else round(tile.activation, 4),
                 "peak": None if tile.peak is None else round(tile.peak, 4),
-                "dead": not tile.pending and tile.activation <= 0,
+                **liveness(tile, best),
                 "image": image, "thumb": thumb, "page": f"{folder}/{tile.index}.html",
                 "inputs": [{"index": i, "strength": w, **link(source, i)}
                            for i, w in inputs.get(tile.index, [])],
-                "top": top(name, tile.index),
+                "top": best,
                 "variants": [_variant(files, folder, tile.index, variant, images)
                              for variant, images in tile.variants.items()],
                 "trajectory": _trajectory(files, folder, tile) if tile.trajectory and not tile.pending else None,
@@ -185,9 +186,10 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
             sheet = {"image": f"{folder}/kernels.png", **{k: v for k, v in sheet.items() if k != "key"}}
         layers.append({"name": name, "slug": slug(name), "channels": channels[name], "page": f"{folder}/index.html",
                        "collage": collage, "kernels": sheet, "activation": (activations or {}).get(name),
-                       "exact": name in exact,
+                       "linear": name in linear,
                        "dir": f"{folder}/", "upstream": source, "filters": filters,
-                       "dead": sum(f["dead"] for f in filters), "pending": sum(f["pending"] for f in filters),
+                       "dead": sum(f["dead"] for f in filters), "sparse": sum(f["sparse"] for f in filters),
+                       "pending": sum(f["pending"] for f in filters),
                        "map": photos.examples.maps.get(name)})
 
     photo_entries = []
@@ -238,6 +240,26 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
         "status": status,
     }
     return manifest, files
+
+
+def liveness(tile, top: list[dict]) -> dict:
+    """Whether a filter is dead, sparse or rare, from the peaks a build knows.
+
+    *dead*: nothing the build showed it makes it fire: the peak (its strongest unit, after
+    the layer's activation) of its own image and of every sample photo is at most 0. Its
+    top photos are the strongest of all, so the first of them stands for every photo.
+    A filter whose image's mean pre-activation is below zero may still fire in places, as
+    many deep filters do: that is *sparse*, not dead. ``fires_on`` counts the photos it
+    fires on where that is known exactly: when fewer of its top photos fire than are
+    listed, no other photo does (``None`` otherwise, for a dead filter, or while the
+    filter is pending).
+    """
+    if tile.pending:
+        return {"dead": False, "sparse": False, "fires_on": None}
+    firing = sum(t["peak"] > 0 for t in top)
+    dead = tile.peak is not None and tile.peak <= 0 and firing == 0
+    return {"dead": dead, "sparse": not dead and tile.peak is not None and tile.activation <= 0,
+            "fires_on": firing if firing < len(top) and not dead else None}
 
 
 def _variant(files: dict, folder: str, index: int, variant: str, images: list) -> dict:

@@ -169,7 +169,7 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
         sheets = [(p, next((f for f in p["features"] if f["layer"] == layer["name"]), None)) for p in manifest["photos"]]
         sheets = [(p, sheet) for p, sheet in sheets if sheet is not None]
         filters = layer["filters"]
-        about = {"name": layer["name"], "page": layer["page"], "kernels": layer["kernels"], "exact": layer["exact"],
+        about = {"name": layer["name"], "page": layer["page"], "kernels": layer["kernels"], "linear": layer["linear"],
                  "activation": layer["activation"]}
         for i, f in enumerate(filters):
             strongest = sorted(sheets, key=lambda ps: -ps[1]["peak"][f["index"]])[:FEATURE_MAPS_SHOWN]
