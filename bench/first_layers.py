@@ -53,6 +53,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--decay", type=float, default=None)
+    parser.add_argument("--contrast", type=float, default=None, help="the contrast bound (0: unbounded)")
     parser.add_argument("--sheet", type=str, default=None)
     parser.add_argument("--objective", choices=("gallery", "relu-mean", "mean", "cubed"), default="gallery")
     args = parser.parse_args(argv)
@@ -67,6 +68,8 @@ def main(argv=None) -> None:
     from tests.tile_scores import Scorer
 
     given = {"size": args.size, "steps": args.steps, "learning_rate": args.learning_rate, "decay": args.decay}
+    if args.contrast is not None:
+        given["contrast"] = args.contrast or None
     chosen = presets.resolve("default", None, given)
     chosen.pop("variants", None)
     settings = RenderSettings(**chosen)

@@ -10,9 +10,7 @@ Used by the first-layer tests and by ``bench/first_layers.py``, beside
   of their pixels, at the best relative shift of up to :data:`MAX_SHIFT` pixels each way
   (a grating or an edge is the same picture wherever it starts), is at least
   :data:`NEAR_IDENTICAL` grey levels;
-- *picture limits*: clip (share of channel values ≤ 3 or ≥ 252), corner (share of pixels
-  with all three channels clipped), checker (share of spectral power with both |fx| and
-  |fy| ≥ 0.375 cycles per pixel, the 2-pixel checkerboard).
+- *picture limits*: clip, corner and checker, from :mod:`tests.picture_scores`.
 """
 
 from __future__ import annotations
@@ -20,7 +18,9 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from PIL import Image
+
+from . import picture_scores
+from .picture_scores import checker, clip, corner  # noqa: F401  (the picture limits, re-exported)
 
 SAME_KERNEL = 0.9  # kernels at least this similar (cosine) may share a picture
 # Grey levels (of 255). Two flat fills of one corner colour differ by 0; 8-bit rounding
@@ -80,29 +80,7 @@ def near_identical_pairs(tiles: np.ndarray, kernel: np.ndarray, indices, live_fi
     return found
 
 
-def clip(images: np.ndarray) -> np.ndarray:
-    """Per image, the share of channel values at most 3 or at least 252."""
-    return ((images <= 3) | (images >= 252)).mean(axis=(1, 2, 3))
-
-
-def corner(images: np.ndarray) -> np.ndarray:
-    """Per image, the share of pixels with all three channels clipped: a corner of the colour cube."""
-    return ((images <= 3) | (images >= 252)).all(axis=-1).mean(axis=(1, 2))
-
-
-def checker(images: np.ndarray) -> np.ndarray:
-    """Per image, the share of spectral power (each channel's mean removed) with both |fx|
-    and |fy| at least 0.375 cycles per pixel: the 2-pixel checkerboard."""
-    n, h, w, _ = images.shape
-    x = images.astype("float64")
-    x -= x.mean(axis=(1, 2), keepdims=True)
-    power = (np.abs(np.fft.fft2(x, axes=(1, 2))) ** 2).sum(axis=-1)
-    fy, fx = np.abs(np.fft.fftfreq(h))[:, None], np.abs(np.fft.fftfreq(w))[None, :]
-    both = (fy >= 0.375) & (fx >= 0.375)
-    return power[:, both].sum(axis=1) / np.maximum(power.reshape(n, -1).sum(axis=1), 1e-12)
-
-
 def photos_at(folder, side: int) -> np.ndarray:
-    """The sample photos, RGB, resized to ``side`` × ``side`` (the model's input size)."""
+    """The sample photos, RGB, square-cropped and resized to ``side`` × ``side`` (the model's input size)."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    return np.stack([np.asarray(Image.open(p).convert("RGB").resize((side, side), Image.BILINEAR)) for p in files])
+    return picture_scores.photos_at(files, side)
