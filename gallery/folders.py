@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -55,6 +56,41 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def read_regular(path: Path, limit: int | None = None) -> bytes:
+    """A regular file's bytes, never through a link, never more than ``limit`` bytes.
+
+    Anything else (a link, a FIFO, a device, a folder) raises ``OSError`` at once: the file
+    is opened without blocking and without following a final link, and checked by ``fstat``
+    before a byte is read, so a FIFO cannot hang the build and an oversized file cannot
+    exhaust its memory.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if limit is not None and info.st_size > limit:
+            raise OSError(errno.EFBIG, f"{info.st_size} bytes, more than the {limit} expected", str(path))
+        return handle.read() if limit is None else handle.read(limit + 1)
+
+
+def linked_folder(root: Path, path: Path) -> Path | None:
+    """The first folder between ``root`` (excluded) and ``path`` (excluded) that is a link
+    or not a folder at all, or ``None``: writing at ``path`` would then go through it."""
+    folder = root
+    for part in path.relative_to(root).parts[:-1]:
+        folder = folder / part
+        try:
+            mode = os.lstat(folder).st_mode
+        except FileNotFoundError:
+            return None  # what is missing the build makes itself, as real folders
+        except NotADirectoryError:
+            return folder
+        if not stat.S_ISDIR(mode):
+            return folder
+    return None
 
 
 def is_temporary(name: str) -> bool:

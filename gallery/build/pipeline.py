@@ -131,6 +131,9 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
             found[uid] = entries
     log(f"  {len(plan)} units: {len(plan) - len(tasks)} settled from the cache, {len(tasks)} to run "
         f"({cost.describe(sum(units.flops(t.unit, job, costs) for t in tasks))})")
+    if cache.outdated:
+        log(f"  {cache.outdated} cache entries written by an older cnn-gallery are recomputed: their records "
+            "did not bind them to the key they are stored under")
     if rescore.scored:
         log(f"  {rescore.scored} cached filter images scored from their saved pixels for their peak, "
             "which older builds did not record")
