@@ -10,8 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import gallery
 from gallery.cli import main
 from gallery.site.folder import INVENTORY
+from gallery.site.pages import TEMPLATES
 
 from .conftest import tiny_classifier
 from .test_reliability import ROOT, _argv
@@ -105,3 +109,44 @@ def test_a_fifo_in_the_site_never_blocks_the_build(setup):
         raise AssertionError("a FIFO in the site blocked the build") from None
     assert done.returncode == 0, done.stderr
     assert fifos[1].is_file() and not fifos[1].is_symlink()  # its own page, replaced
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache"])
+@pytest.mark.parametrize("inside", ["templates", "package"])
+def test_out_or_cache_inside_cnn_gallerys_own_files_is_refused(setup, capsys, flag, inside):
+    tmp, model, photos = setup
+    where = {"templates": TEMPLATES / "static", "package": Path(gallery.__file__).parent}[inside]
+    target = where / "nested-site-from-a-test"
+    argv = [*_argv(tmp, model, photos, steps=2), flag, target]
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines()[-1].startswith(f"error: {flag} {str(target)!r} is inside "
+                                                                 "cnn-gallery's own files"), err
+    assert not target.exists() and not (tmp / "site").exists() and not (tmp / "cache").exists()
+
+
+def test_a_refused_out_leaves_no_new_cache_and_a_dangling_link_is_named(setup, capsys):
+    tmp, model, photos = setup
+    person = tmp / "home"
+    person.mkdir()
+    (person / "notes.txt").write_text("mine")
+    assert main([str(a) for a in _argv(tmp, model, photos, steps=2)] + ["--out", str(person)]) == 2
+    assert "is not empty and was not made by cnn-gallery" in capsys.readouterr().err
+    assert not (tmp / "cache").exists()
+    link = tmp / "gone"
+    link.symlink_to(tmp / "nowhere")
+    assert main([str(a) for a in _argv(tmp, model, photos, steps=2)] + ["--out", str(link)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {str(link)!r} is a link to" in err and "does not exist" in err and "Errno" not in err, err
+    assert not (tmp / "cache").exists() and not (tmp / "nowhere").exists()
+
+
+def test_a_trajectory_with_one_place_says_so_in_words():
+    from gallery.config import RenderSettings
+    from gallery.errors import GalleryError
+    from gallery.render.optimize import CHUNK, snapshot_steps
+
+    with pytest.raises(GalleryError) as caught:
+        snapshot_steps(RenderSettings(size=16, steps=CHUNK, scales=(1.0,)), 2)
+    assert "1 places" not in str(caught.value) and "expected 2 to 1" not in str(caught.value)
+    assert "give one place to take a snapshot" in str(caught.value)

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from ..console import log
 from ..errors import GalleryError
-from ..folders import LEGACY_LOCK, claim, folder_error, read_regular, remove, sweep, write_atomic
+from ..folders import LEGACY_LOCK, check_claimable, claim, folder_error, read_regular, remove, sweep, write_atomic
 
 # Records seal their key, payload and metadata; format 2 left the key out (a swapped entry
 # passed as intact) and format 1 the metadata too.
@@ -98,6 +98,10 @@ class Cache:
         self._mark(folder)
         (folder / LEGACY_LOCK).unlink()
         return True
+
+    def check(self) -> None:
+        """Refuse the folder now if :meth:`claim` would, writing nothing."""
+        check_claimable(self.root, "--cache", self.owned, self._legacy)
 
     def claim(self) -> None:
         """Own the folder (see :func:`folders.claim`) and sweep its half-written files."""

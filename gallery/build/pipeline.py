@@ -25,7 +25,7 @@ from ..photos.saliency import GUIDED
 from ..render import cost, exact
 from ..render.optimize import channel_count, snapshot_steps
 from ..site import manifest
-from ..site.pages import SiteWriter
+from ..site.pages import TEMPLATES, SiteWriter
 from ..site.folder import SiteFolder, identity
 from . import units
 from .cache import Cache, make_key
@@ -80,8 +80,10 @@ def build(config: BuildConfig) -> dict:
     """
     loading.check_spec(config.model, config.weights)
     _check_trajectory(config)
-    check_layout(Path(config.out), Path(config.cache))
+    check_layout(Path(config.out), Path(config.cache), protected=(Path(__file__).resolve().parents[1], TEMPLATES))
     cache, out = Cache(config.cache), SiteFolder(config.out)
+    out.check()  # a refused --out must not leave a new cache behind
+    cache.check()
     with FolderLock(config.cache, "cache"):
         cache.claim()
         with FolderLock(config.out, "output"):

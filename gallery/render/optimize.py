@@ -67,6 +67,9 @@ def snapshot_steps(settings: RenderSettings, count: int) -> list[int]:
         for _, length in spans(n, CHUNK):
             done += length
             ends.append(done)
+    if len(ends) < 2:
+        raise GalleryError(f"--trajectory {count}: {settings.steps} steps give one place to take a snapshot, and a "
+                           f"trajectory needs 2 (one per {CHUNK} steps at most); give more --steps, or leave it off")
     if not 2 <= count <= len(ends):
         raise GalleryError(f"--trajectory {count}: expected 2 to {len(ends)} snapshots, one per {CHUNK} steps at "
                            f"most ({settings.steps} steps give {len(ends)} places to take one)")

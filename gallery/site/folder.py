@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from ..console import log
 from ..errors import GalleryError
-from ..folders import LEGACY_LOCK, claim, folder_error, linked_folder, read_regular, remove, sweep, write_atomic
+from ..folders import LEGACY_LOCK, check_claimable, claim, folder_error, linked_folder, read_regular, remove, sweep, write_atomic
 from .slugs import slug
 
 INVENTORY = ".cnn-gallery-site.json"
@@ -72,9 +72,7 @@ class SiteFolder:
         Its model folders (those holding a manifest) and shared files become owned as
         they stand; the lock file, which must not be published, goes.
         """
-        names = {e.name for e in os.scandir(folder)}
-        if LEGACY_LOCK not in names or (names != {LEGACY_LOCK} and not all(
-                (folder / name).is_file() for name in ("search.js", "static/site.js"))):
+        if not self.adoptable(folder):
             return False
         for manifest in folder.glob("*/manifest.json"):
             files = {p.relative_to(folder).as_posix() for p in manifest.parent.rglob("*") if p.is_file()}
@@ -84,6 +82,16 @@ class SiteFolder:
         self.save()
         (folder / LEGACY_LOCK).unlink()
         return True
+
+    @staticmethod
+    def adoptable(folder: Path) -> bool:
+        names = {e.name for e in os.scandir(folder)}
+        return LEGACY_LOCK in names and (names == {LEGACY_LOCK} or all(
+            (folder / name).is_file() for name in ("search.js", "static/site.js")))
+
+    def check(self) -> None:
+        """Refuse the folder now if :meth:`claim` would, writing nothing."""
+        check_claimable(self.root, "--out", self.owned, self.adoptable)
 
     def claim(self) -> None:
         """Own the folder or refuse it (see :func:`folders.claim`); load the inventory;
