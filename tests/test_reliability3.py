@@ -150,3 +150,40 @@ def test_a_trajectory_with_one_place_says_so_in_words():
         snapshot_steps(RenderSettings(size=16, steps=CHUNK, scales=(1.0,)), 2)
     assert "1 places" not in str(caught.value) and "expected 2 to 1" not in str(caught.value)
     assert "give one place to take a snapshot" in str(caught.value)
+
+
+HOSTILE = "c\x1b]0;pwned\x07\x1b[2J\x9b"
+
+
+def _hostile_model(path: Path) -> Path:
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(2, 3, name=HOSTILE)(inputs)
+    keras.Model(inputs, x).save(path)
+    return path
+
+
+def _raw_controls(text: str) -> list[str]:
+    return [ch for ch in text if ch in "\x1b\x07\x9b"]
+
+
+def test_names_from_a_model_or_a_cache_never_reach_the_terminal_raw(tmp_path, capsys):
+    model = _hostile_model(tmp_path / "esc.keras")
+    assert main(["--model", str(model), "--list-layers"]) == 0
+    out, err = capsys.readouterr()
+    assert not _raw_controls(out + err) and "\\x1b]0;pwned" in out
+    assert main(["--model", str(model), "--layers", HOSTILE + "x", "--out", str(tmp_path / "s"),
+                 "--cache", str(tmp_path / "c")]) == 2
+    out, err = capsys.readouterr()
+    last = err.strip().splitlines()[-1]
+    assert not _raw_controls(out + err) and last.startswith("error: layer 'c\\x1b]0;pwned"), err
+
+    from gallery.build.cache import Cache, make_key
+
+    cache = Cache(tmp_path / "c2")
+    cache.claim()
+    cache.put(make_key(x=1), b"tile", about={"kind": HOSTILE, "model": HOSTILE})
+    assert main(["--cache-info", "--cache", str(tmp_path / "c2")]) == 0
+    out, err = capsys.readouterr()
+    assert not _raw_controls(out + err) and "\\x1b" in out and len(out.strip().splitlines()) == 5, out
