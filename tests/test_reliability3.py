@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import gallery
 from gallery.cli import main
@@ -18,6 +20,7 @@ from gallery.site.folder import INVENTORY
 from gallery.site.pages import TEMPLATES
 
 from .conftest import tiny_classifier
+from .test_build import check_site
 from .test_reliability import ROOT, _argv
 
 FILTER_PAGE = Path("tiny") / "layers" / "conv1" / "3.html"
@@ -187,3 +190,15 @@ def test_names_from_a_model_or_a_cache_never_reach_the_terminal_raw(tmp_path, ca
     assert main(["--cache-info", "--cache", str(tmp_path / "c2")]) == 0
     out, err = capsys.readouterr()
     assert not _raw_controls(out + err) and "\\x1b" in out and len(out.strip().splitlines()) == 5, out
+
+
+def test_photo_file_names_that_are_not_utf8_build(setup, capsys):
+    tmp, model, photos = setup
+    rng = np.random.default_rng(3)
+    for raw in (b"caf\xe9.png", b"caf\xe8.png", b"\xff\xfe.png"):  # Latin-1 names on a UTF-8 system
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+            os.fsdecode(os.path.join(os.fsencode(photos), raw)))
+    assert main(_argv(tmp, model, photos, steps=2)) == 0
+    names = [p["name"] for p in json.loads((tmp / "site" / "tiny" / "manifest.json").read_text())["photos"]]
+    assert len(names) == len(set(names)) == 4 and "caf\ufffd" in names, names
+    check_site(tmp / "site")

@@ -185,9 +185,16 @@ def _photo(path: Path, seen: set[str]) -> Photo:
 def _unique(path: Path, seen: set[str]) -> str:
     """A display name no earlier photo of the build has: the stem, else the file name,
     else the file name with a number (``cat``, ``cat.jpg``, ``cat.jpg (2)``)."""
-    name, n = path.stem, 1
+    stem, full = _readable(path.stem), _readable(path.name)
+    name, n = stem, 1
     while name in seen:
         n += 1
-        name = path.name if n == 2 else f"{path.name} ({n - 1})"
+        name = full if n == 2 else f"{full} ({n - 1})"
     seen.add(name)
     return name
+
+
+def _readable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as lone surrogates,
+    which no page or manifest can encode) become U+FFFD; :func:`_unique` keeps it distinct."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
