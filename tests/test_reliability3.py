@@ -202,3 +202,13 @@ def test_photo_file_names_that_are_not_utf8_build(setup, capsys):
     names = [p["name"] for p in json.loads((tmp / "site" / "tiny" / "manifest.json").read_text())["photos"]]
     assert len(names) == len(set(names)) == 4 and "caf\ufffd" in names, names
     check_site(tmp / "site")
+
+
+def test_cam_layers_naming_a_layer_without_maps_is_refused_before_the_build(setup, capsys):
+    tmp, model, photos = setup
+    code = main([*_argv(tmp, model, photos, steps=2), "--cam-layers", "gap"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == ("error: --cam-layers: 'gap' is a GlobalAveragePooling2D with no spatial "
+                                            "maps to weigh; give a conv layer, such as 'conv1', 'conv2'")
+    assert not (tmp / "site").exists() or not list((tmp / "site").rglob("*.html"))

@@ -201,11 +201,28 @@ def _about(model, config: BuildConfig, size: tuple[int, int]) -> dict:
                             "class)."}
     classes = int(model.outputs[0].shape[-1])
     names, labels_source = labels.class_names(classes, config.labels)
-    layers = [graph.locate(model, n).name for n in (config.cam_layers or [cams.default_layer(model)])]
+    layers = [_cam_layer(model, n) for n in (config.cam_layers or [cams.default_layer(model)])]
     if GUIDED in config.cam_methods:
         guided.check(model)  # before any work: a model whose activations are not all ReLUs is refused
     return {"classes": classes, "names": names, "labels_source": labels_source, "cam_layers": layers,
             "cam_note": None}
+
+
+def _cam_layer(model, name: str) -> str:
+    """A ``--cam-layers`` entry's qualified name, refused before any work unless the layer
+    gives spatial maps (a conv layer, or what follows one before the pooling) whose
+    channels a class activation map can weigh."""
+    path = graph.locate(model, name)
+    try:
+        maps = len(path.layer.output.shape) == 4
+    except (AttributeError, ValueError):  # a layer used more than once has no single output
+        maps = path.name in graph.conv_layers(model)
+    if not maps:
+        convs = graph.conv_layers(model)
+        raise GalleryError(f"--cam-layers: {name!r} is a {type(path.layer).__name__} with no spatial maps to weigh; "
+                           f"give a conv layer, such as {', '.join(map(repr, convs[-3:]))}"
+                           + (f" (the last 3 of {len(convs)}; --list-layers shows all)" if len(convs) > 3 else ""))
+    return path.name
 
 
 def _fixed_parts(model, config, job, about, out: SiteFolder, cache: Cache) -> dict:
