@@ -212,3 +212,25 @@ def test_cam_layers_naming_a_layer_without_maps_is_refused_before_the_build(setu
     assert err.strip().splitlines()[-1] == ("error: --cam-layers: 'gap' is a GlobalAveragePooling2D with no spatial "
                                             "maps to weigh; give a conv layer, such as 'conv1', 'conv2'")
     assert not (tmp / "site").exists() or not list((tmp / "site").rglob("*.html"))
+
+
+def test_a_keras_file_whose_weights_do_not_fit_its_layers_is_one_short_line(tmp_path, capsys):
+    import zipfile
+
+    import keras
+
+    def model(filters):
+        inputs = keras.Input((8, 8, 3))
+        return keras.Model(inputs, keras.layers.Conv2D(filters, 3, name="c")(inputs))
+
+    model(2).save(tmp_path / "a.keras")
+    model(5).save(tmp_path / "b.keras")
+    a, b = zipfile.ZipFile(tmp_path / "a.keras"), zipfile.ZipFile(tmp_path / "b.keras")
+    with zipfile.ZipFile(tmp_path / "mixed.keras", "w") as mixed:
+        for name in a.namelist():
+            mixed.writestr(name, (b if name == "model.weights.h5" else a).read(name))
+    assert main(["--model", str(tmp_path / "mixed.keras"), "--list-layers"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and len(errors[0]) < 600 and "value.shape=(3, 3, 3, 5)" in errors[0], err
+    assert not any(line.lstrip().startswith("[[") for line in err.splitlines()), err
