@@ -243,3 +243,21 @@ def test_prune_stays_inside_the_cache_and_counts_only_its_own(tmp_path):
     assert victim.exists() and foreign.exists()
     assert not _files(root, orphan)[0].exists() and not _files(root, dropped)[1].exists()
     assert Cache(root).get(kept) == (b"tile", {})
+
+
+def test_an_entry_behind_a_linked_shard_is_never_read(tmp_path, capsys):
+    root = tmp_path / "cache"
+    cache = Cache(root)
+    key = make_key(x=17)
+    cache.put(key, b"tile", {"activation": 1.0})
+    shard = _files(root, key)[0].parent
+    outside = tmp_path / "outside"
+    shutil.copytree(shard, outside)
+    shutil.rmtree(shard)
+    shard.symlink_to(outside, target_is_directory=True)
+    reader = Cache(root)
+    assert reader.get(key) is None and reader.damaged == 1, "read through a link"
+    assert "is a link or a file, not a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in outside.iterdir()) == sorted(p.name for p in _files(root, key))  # untouched
+    reader.put(key, b"tile", {"activation": 1.0})
+    assert not shard.is_symlink() and Cache(root).get(key) == (b"tile", {"activation": 1.0})

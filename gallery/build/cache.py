@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from ..console import log
 from ..errors import GalleryError
-from ..folders import LEGACY_LOCK, check_claimable, claim, folder_error, read_regular, remove, sweep, write_atomic
+from ..folders import LEGACY_LOCK, check_claimable, claim, folder_error, linked_folder, read_regular, remove, sweep, write_atomic
 
 # Records seal their key, payload and metadata; format 2 left the key out (a swapped entry
 # passed as intact) and format 1 the metadata too.
@@ -125,6 +125,9 @@ class Cache:
         fails one is damaged (an older schema, or a record edited by hand).
         """
         data_path, record_path = self._paths(key)
+        linked = linked_folder(self.root, data_path)
+        if linked is not None:  # an entry reached through a link is not the cache's own
+            return self._damaged(key, f"{str(linked)!r} is a link or a file, not a folder")
         try:
             record = json.loads(read_regular(record_path, MAX_RECORD))
             if not isinstance(record, dict) or not isinstance(record.get("meta", {}), dict):
@@ -175,6 +178,9 @@ class Cache:
         file is left as it is. Returns the new metadata. For figures computed later from a
         payload (a tile's peak), so the entry is not counted as computed again."""
         data_path, record_path = self._paths(key)
+        linked = linked_folder(self.root, data_path)
+        if linked is not None:  # an entry reached through a link is not the cache's own
+            return self._damaged(key, f"{str(linked)!r} is a link or a file, not a folder")
         try:
             record = json.loads(read_regular(record_path, MAX_RECORD))
             meta = {**record.get("meta", {}), **extra}
