@@ -12,6 +12,7 @@ A killed driver resumes from the cache, as ever.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections import deque
 from dataclasses import dataclass, replace
@@ -86,6 +87,25 @@ class _Worker:
         return self.worker.run(task)
 
 
+JOIN_TIMEOUT = 10.0  # seconds to wait for a cluster's head to answer at all
+
+
+def check_reachable(address: str) -> None:
+    """Fail in one line, within seconds, when nothing listens at a ``HOST:PORT`` or
+    ``ray://HOST:PORT`` address: Ray itself retries for about a quarter of an hour,
+    printing a warning each time. ``auto`` is Ray's to resolve, and it fails fast."""
+    text = address.removeprefix("ray://")
+    host, _, port = text.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=JOIN_TIMEOUT).close()
+    except OSError as exc:
+        raise GalleryError(f"cannot join Ray at {address!r}: nothing answers at {host}:{port} "
+                           f"({exc.strerror or type(exc).__name__}); start the cluster (ray start --head) "
+                           "or check --ray-address") from None
+
+
 def portable(task: Task) -> Task:
     """``task`` as it travels to a worker: photos carry their files' bytes, not local paths."""
     if not isinstance(task.unit, PhotoUnit):
@@ -115,8 +135,13 @@ class RayExecutor:
             # Joining a cluster, the package travels with the job, so the other machines need
             # only the dependencies; a local Ray's workers import it from this environment.
             package = {"py_modules": [str(Path(__file__).resolve().parents[1])]} if address else {}
+            if address:
+                check_reachable(address)
             try:
-                ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+                # "local" starts a Ray of the build's own: without it, Ray joins whatever
+                # RAY_ADDRESS or a running (or dead) cluster's session file names, and then
+                # refuses num_cpus.
+                ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING",
                          runtime_env=package, **({} if address else {"num_cpus": os.cpu_count()}))
             except Exception as exc:
                 raise GalleryError(f"cannot start or join Ray at {address or 'a local cluster'!r}: {exc}") from exc

@@ -1,0 +1,56 @@
+"""Ray's edges (issue 20): an address where nothing listens, a leftover cluster file.
+Each runs the CLI in a subprocess with its own time limit, so a hang fails instead of
+stalling the suite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from .test_reliability import ROOT, _argv
+
+ray = pytest.importorskip("ray")
+
+
+def _build(argv, env=None, timeout=90):
+    start = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "build.py", *map(str, argv)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the build hung for {timeout} s: {(exc.stderr or b'')[-2000:]!r}") from None
+    return done, time.monotonic() - start
+
+
+def test_an_address_where_nothing_listens_fails_fast_in_one_line(setup):
+    tmp, model, photos = setup
+    done, seconds = _build([*_argv(tmp, model, photos, steps=2), "--executor", "ray", "--ray-address", "127.0.0.1:1"])
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and lines[-1].startswith("error: cannot join Ray at '127.0.0.1:1': nothing answers"), \
+        done.stderr[-2000:]
+    assert not [line for line in lines if "WARNING" in line or "Traceback" in line], done.stderr[-2000:]
+    assert seconds < 60
+
+
+def test_a_leftover_cluster_file_does_not_stop_a_local_ray_build(setup):
+    """A dead cluster's ``ray_current_cluster`` (here in a Ray temp folder of the test's
+    own) named an address; ``--executor ray`` without ``--ray-address`` starts its own Ray."""
+    tmp, model, photos = setup
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths are limited
+    try:
+        (temp / "ray").mkdir()
+        (temp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
+        done, _ = _build([*_argv(tmp, model, photos, steps=2), "--filters", "0:2", "--photo-pages", "0",
+                          "--executor", "ray", "--worker-cpus", "1"],
+                         env={"RAY_TMPDIR": str(temp), "RAY_ADDRESS": ""}, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (tmp / "site" / "tiny" / "layers" / "conv1" / "1.png").is_file()
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
