@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,3 +55,32 @@ def test_a_leftover_cluster_file_does_not_stop_a_local_ray_build(setup):
         assert (tmp / "site" / "tiny" / "layers" / "conv1" / "1.png").is_file()
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_with_sigterm(argv, tmp: Path, marker: str):
+    """Start a build, SIGTERM it once ``marker`` is printed, and return ``(code, stderr)``."""
+    log = tmp / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "build.py", *map(str, argv)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=err, env={**os.environ, "RAY_ADDRESS": ""})
+    try:
+        end = time.monotonic() + 150
+        while proc.poll() is None and marker not in log.read_text() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert proc.poll() is None, f"ended before the signal: {log.read_text()[-2000:]}"
+        time.sleep(3)  # Ray's workers starting, the driver waiting on them
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, log.read_text()
+
+
+def test_sigterm_stops_a_ray_build_as_it_stops_a_local_one(setup):
+    tmp, model, photos = setup
+    argv = [*_argv(tmp, model, photos, steps=4000), "--photo-pages", "0", "--executor", "ray", "--worker-cpus", "1"]
+    code, err = _stop_with_sigterm(argv, tmp, "  Ray: ")
+    assert code in (-signal.SIGTERM, 128 + signal.SIGTERM), (code, err[-3000:])
+    assert "SIGTERM received" not in err and "PC:" not in err, err[-3000:]

@@ -11,9 +11,12 @@ A killed driver resumes from the cache, as ever.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import tempfile
+import threading
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -106,6 +109,30 @@ def check_reachable(address: str) -> None:
                            "or check --ray-address") from None
 
 
+@contextlib.contextmanager
+def _own_sigterm():
+    """Keep the build's own SIGTERM handling across ``ray.init``, which installs a handler
+    that ends the driver in a native stack dump and exit 134: a Ray build then stops on
+    SIGTERM as a local one does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.getsignal(signal.SIGTERM)
+    saved = saved if saved is not None else signal.SIG_DFL
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM:
+            raise
+        # SIGTERM came while Ray started, and Ray's handler turned it into exit(15):
+        # the signal goes again, to the build's own handling.
+        signal.signal(signal.SIGTERM, saved)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
 def portable(task: Task) -> Task:
     """``task`` as it travels to a worker: photos carry their files' bytes, not local paths."""
     if not isinstance(task.unit, PhotoUnit):
@@ -141,8 +168,9 @@ class RayExecutor:
                 # "local" starts a Ray of the build's own: without it, Ray joins whatever
                 # RAY_ADDRESS or a running (or dead) cluster's session file names, and then
                 # refuses num_cpus.
-                ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING",
-                         runtime_env=package, **({} if address else {"num_cpus": os.cpu_count()}))
+                with _own_sigterm():
+                    ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING",
+                             runtime_env=package, **({} if address else {"num_cpus": os.cpu_count()}))
             except Exception as exc:
                 raise GalleryError(f"cannot start or join Ray at {address or 'a local cluster'!r}: {exc}") from exc
         resources = ray.cluster_resources()
