@@ -196,7 +196,7 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         variants=variants, preset=args.preset, cam_methods=args.cam_method, top_k=args.top_k,
         photo_pages=args.photo_pages, examples=args.examples, safe_mode=not args.unsafe, prune=args.prune,
         command=public_command(argv), executor=args.executor, ray_address=args.ray_address,
-        worker_cpus=args.worker_cpus, trajectory=args.trajectory,
+        worker_cpus=args.worker_cpus, trajectory=args.trajectory, debug=args.debug,
     )
 
 

@@ -84,3 +84,16 @@ def test_sigterm_stops_a_ray_build_as_it_stops_a_local_one(setup):
     code, err = _stop_with_sigterm(argv, tmp, "  Ray: ")
     assert code in (-signal.SIGTERM, 128 + signal.SIGTERM), (code, err[-3000:])
     assert "SIGTERM received" not in err and "PC:" not in err, err[-3000:]
+
+
+def test_a_ray_build_prints_its_own_lines_and_debug_shows_rays(setup):
+    tmp, model, photos = setup
+    argv = [*_argv(tmp, model, photos, steps=2), "--filters", "0:2", "--photo-pages", "0", "--executor", "ray",
+            "--worker-cpus", "1"]
+    done, _ = _build(argv, env={"RAY_ADDRESS": ""}, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "\x1b" not in done.stderr and "(pid=" not in done.stderr and "cuda" not in done.stderr.lower(), done.stderr
+    assert "WARNING" not in done.stderr, done.stderr
+    shutil.rmtree(tmp / "cache")
+    done, _ = _build([*argv, "--debug"], env={"RAY_ADDRESS": ""}, timeout=240)
+    assert done.returncode == 0 and "pid=" in done.stderr, done.stderr[-3000:]  # the workers' own lines

@@ -146,8 +146,9 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, job, source: ModelSource, address: str | None = None, worker_cpus: int | None = None,
-                 workers: int | None = None):
-        """``workers`` caps how many start (default: as many as the cluster has room for)."""
+                 workers: int | None = None, debug: bool = False):
+        """``workers`` caps how many start (default: as many as the cluster has room for);
+        ``debug`` lets Ray and its workers print their own lines, as a local ``--debug`` does."""
         try:
             import ray
         except ImportError:
@@ -169,7 +170,10 @@ class RayExecutor:
                 # RAY_ADDRESS or a running (or dead) cluster's session file names, and then
                 # refuses num_cpus.
                 with _own_sigterm():
-                    ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING",
+                    # Workers' start-up lines (CUDA, absl) and Ray's notices, in colour even
+                    # into a file, bury the build's own; errors still arrive as exceptions.
+                    ray.init(address=address or "local", include_dashboard=False,
+                             logging_level="WARNING" if debug else "ERROR", log_to_driver=debug,
                              runtime_env=package, **({} if address else {"num_cpus": os.cpu_count()}))
             except Exception as exc:
                 raise GalleryError(f"cannot start or join Ray at {address or 'a local cluster'!r}: {exc}") from exc

@@ -149,7 +149,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
         site.refresh(progress.status(), force=True)  # the whole site at once, pending parts shown so
         log(f"• run ({config.executor})")
         runner = executor(config.executor, model, job, source=_portable_model(config, model),
-                          address=config.ray_address, worker_cpus=config.worker_cpus)
+                          address=config.ray_address, worker_cpus=config.worker_cpus, debug=config.debug)
         try:
             for task, result in runner.run(tasks, progress):
                 settled = units.store(task, result.produced, found.pop(task.uid), cache, result.skipped)
