@@ -97,3 +97,24 @@ def test_a_ray_build_prints_its_own_lines_and_debug_shows_rays(setup):
     shutil.rmtree(tmp / "cache")
     done, _ = _build([*argv, "--debug"], env={"RAY_ADDRESS": ""}, timeout=240)
     assert done.returncode == 0 and "pid=" in done.stderr, done.stderr[-3000:]  # the workers' own lines
+
+
+def test_model_copies_left_by_killed_workers_are_swept(tmp_path, monkeypatch, classifier_file):
+    from gallery.build.cluster import MODEL_COPY, ModelSource, sweep_model_copies
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left = temp / f"{MODEL_COPY}{gone.pid}-abc"  # a worker killed while loading
+    left.mkdir()
+    (left / "tiny.keras").write_bytes(classifier_file.read_bytes())
+    alive = temp / f"{MODEL_COPY}{os.getpid()}-def"  # a worker still loading
+    alive.mkdir()
+    other = temp / "cnn-gallery-model-notes"
+    other.mkdir()
+    ModelSource.of(classifier_file, None).load()
+    assert not left.exists() and alive.exists() and other.exists()
+    assert sorted(p.name for p in temp.iterdir()) == sorted([alive.name, other.name])  # its own copy gone too
+    assert sweep_model_copies(str(temp)) == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -58,7 +59,8 @@ class ModelSource:
 
         from ..model import loading
 
-        with tempfile.TemporaryDirectory() as folder:
+        sweep_model_copies()
+        with tempfile.TemporaryDirectory(prefix=f"{MODEL_COPY}{os.getpid()}-") as folder:
             path = Path(folder) / (self.name if self.kind == "file" else "model.weights.h5")
             path.write_bytes(self.data)
             if self.kind == "file":
@@ -66,6 +68,29 @@ class ModelSource:
             model = getattr(keras.applications, self.name)(weights=None)
             model.load_weights(path)
             return model
+
+
+MODEL_COPY = "cnn-gallery-model-"  # + the pid of the worker that wrote it, and a random part
+
+
+def sweep_model_copies(folder: str | None = None) -> int:
+    """Remove the model copies that workers killed while loading left in the temporary
+    folder (hundreds of MB each for VGG16): those whose worker's pid is gone."""
+    removed = 0
+    for entry in os.scandir(folder or tempfile.gettempdir()):
+        pid = entry.name[len(MODEL_COPY):].split("-", 1)[0]
+        if not (entry.name.startswith(MODEL_COPY) and pid.isdigit() and entry.is_dir(follow_symlinks=False)):
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its worker still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's process
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 class _Worker:
@@ -248,3 +273,4 @@ class RayExecutor:
             self.ray.kill(actor)
         if self.owned:
             self.ray.shutdown()
+        sweep_model_copies()  # what workers on this machine killed mid-load left
