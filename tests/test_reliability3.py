@@ -234,3 +234,37 @@ def test_a_keras_file_whose_weights_do_not_fit_its_layers_is_one_short_line(tmp_
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and len(errors[0]) < 600 and "value.shape=(3, 3, 3, 5)" in errors[0], err
     assert not any(line.lstrip().startswith("[[") for line in err.splitlines()), err
+
+
+def test_a_model_file_name_that_is_not_utf8_builds(setup, capsys):
+    tmp, model, photos = setup
+    odd = Path(os.fsdecode(os.path.join(os.fsencode(tmp), b"m\xe9.keras")))
+    shutil.copy(model, odd)
+    argv = _argv(tmp, model, photos, steps=2)
+    argv[argv.index(str(model))] = str(odd)
+    assert main(argv) == 0
+    (manifest,) = (tmp / "site").glob("*/manifest.json")
+    assert json.loads(manifest.read_text())["model"]["name"] == "m\ufffd"
+    check_site(tmp / "site")
+
+
+def test_a_persons_folder_where_a_page_was_is_left_and_sweeping_never_follows_a_link(setup, capsys):
+    tmp, model, photos = setup
+    argv = _argv(tmp, model, photos, steps=2)
+    site = tmp / "site"
+    assert main([*argv, "--filters", "0:2"]) == 0
+    page = site / "tiny" / "layers" / "conv1" / "1.html"
+    page.unlink()
+    (page / "draft").mkdir(parents=True)
+    (page / "draft" / "notes.md").write_text("mine")
+    outside = tmp / "elsewhere"
+    layer = site / "tiny" / "layers" / "conv2"
+    shutil.copytree(layer, outside)
+    lookalike = outside / ".0.html.abc123.cnn-gallery-tmp"  # shaped like the build's own temporary
+    lookalike.write_text("not the build's: it is outside --out")
+    shutil.rmtree(layer)
+    layer.symlink_to(outside, target_is_directory=True)
+    capsys.readouterr()
+    assert main([*argv, "--filters", "0:2"]) == 0
+    assert (page / "draft" / "notes.md").read_text() == "mine" and lookalike.exists()
+    assert "tiny/layers/conv1/1.html' is not published" in capsys.readouterr().err

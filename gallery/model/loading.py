@@ -9,6 +9,7 @@ from pathlib import Path
 
 import keras
 
+from ..config import readable
 from ..errors import GalleryError
 
 # keras.applications constructor name and its preprocessing convention, by lower-case name.
@@ -212,7 +213,7 @@ def title(spec, model: keras.Model) -> str:
         return model.name
     text = str(spec)
     if is_model_file(text):
-        return Path(text).stem
+        return readable(Path(text).stem)
     return _application(text)[0]
 
 

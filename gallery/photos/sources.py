@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..config import readable
 from ..console import warn
 from ..errors import GalleryError
 from ..imaging import MAX_PIXELS, to_rgb_uint8
@@ -185,7 +186,7 @@ def _photo(path: Path, seen: set[str]) -> Photo:
 def _unique(path: Path, seen: set[str]) -> str:
     """A display name no earlier photo of the build has: the stem, else the file name,
     else the file name with a number (``cat``, ``cat.jpg``, ``cat.jpg (2)``)."""
-    stem, full = _readable(path.stem), _readable(path.name)
+    stem, full = readable(path.stem), readable(path.name)
     name, n = stem, 1
     while name in seen:
         n += 1
@@ -193,8 +194,3 @@ def _unique(path: Path, seen: set[str]) -> str:
     seen.add(name)
     return name
 
-
-def _readable(name: str) -> str:
-    """A file name as text: bytes that are not UTF-8 (kept by Python as lone surrogates,
-    which no page or manifest can encode) become U+FFFD; :func:`_unique` keeps it distinct."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

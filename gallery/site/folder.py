@@ -99,8 +99,9 @@ class SiteFolder:
         claim(self.root, "--out", self.owned, self._mark, self._adopt)
         if not self.models and not self.shared:
             self._load()
-        folders = {self.root} | {(self.root / p).parent for p in self.all_files()}
-        swept = sweep(sorted(folders))
+        folders = {self.root} | {(self.root / p).parent for p in self.all_files()
+                                 if linked_folder(self.root, self.root / p) is None}
+        swept = sweep(sorted(folders))  # never into a linked folder: its files are not the build's
         if swept:
             log(f"removed {swept} half-written files left in {self.root} by an interrupted build")
 
@@ -191,7 +192,7 @@ class SiteFolder:
         where = target if blocked is None else blocked
         if path not in self.foreign and where not in self._told:
             self._told.add(where)
-            what = "a file cnn-gallery did not write" if blocked is None else "a link or a file, not a folder"
+            what = "something cnn-gallery did not write" if blocked is None else "a link or a file, not a folder"
             log(f"left {str(where)!r} as it is: it is {what}, so {path!r}"
                 + (" is not published" if blocked is None else " and what else lies below it are not published"))
         self.foreign.add(path)
@@ -217,8 +218,8 @@ class SiteFolder:
         if same:
             self._written[path] = digest
             return False
-        if target.is_dir() and not target.is_symlink():
-            remove(target)
+        if target.is_dir() and not target.is_symlink():  # a person's folder where a page of ours was
+            return not self._theirs(path)
         # The site is regenerated from the cache in seconds, so it skips the fsync per file
         # that the cache pays for its hours of optimization work.
         self._guard(lambda: write_atomic(target, data, durable=False))
