@@ -14,7 +14,7 @@ from pathlib import Path
 from . import presets
 from .config import (DIVERSE_COPIES, EXECUTORS, PARAMETERIZATIONS, PRECISIONS, STEP_TRANSFORMS, VARIANT_NAMES,
                      BuildConfig, RenderSettings, default_cache_dir, parse_filter_slice, public_command, valid_scales)
-from .console import native_quiet
+from .console import clean, log, native_quiet
 from .errors import GalleryError
 from .presets import PRESETS
 
@@ -78,7 +78,7 @@ def _variants(text: str) -> tuple[str, ...]:
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line, no usage dump: the flag, the value and what was expected."""
-        self.exit(2, f"error: {message} (see --help)\n")
+        self.exit(2, clean(f"error: {message} (see --help)") + "\n")
 
 
 def _methods(text: str) -> tuple[str, ...]:
@@ -199,7 +199,7 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         variants=variants, preset=args.preset, cam_methods=args.cam_method, top_k=args.top_k,
         photo_pages=args.photo_pages, examples=args.examples, safe_mode=not args.unsafe, prune=args.prune,
         command=public_command(argv), executor=args.executor, ray_address=args.ray_address,
-        worker_cpus=args.worker_cpus, trajectory=args.trajectory,
+        worker_cpus=args.worker_cpus, trajectory=args.trajectory, debug=args.debug,
     )
 
 
@@ -224,14 +224,14 @@ def main(argv: list[str] | None = None) -> int:
             from .build import pipeline
 
             try:
-                print("\n".join(pipeline.layer_listing(config)), flush=True)
+                log(*pipeline.layer_listing(config), stream=sys.stdout)  # layer names come from the model file
             except BrokenPipeError:  # `| head` closed the pipe: not an error
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         if args.cache_info:
             from .build.cache import Cache
 
-            print(Cache(config.cache).report())
+            log(*Cache(config.cache).report().splitlines(), stream=sys.stdout)  # kinds and models come from records
             return 0
         from .build import pipeline
 
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     except GalleryError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        log(f"error: {exc}")  # names a layer, photo or path: made safe for the terminal
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished tiles are cached and the next run resumes from them", file=sys.stderr)

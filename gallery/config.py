@@ -17,6 +17,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "cnn-gallery"
 
 
+def readable(text: str) -> str:
+    """A local name as text for pages and manifests: bytes of a file name or an argument
+    that are not UTF-8 (kept by Python as lone surrogates, which no page can encode)
+    become U+FFFD."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def public_path(path) -> str:
     """How a local path appears on published pages.
 
@@ -27,9 +34,9 @@ def public_path(path) -> str:
     """
     text = str(path)
     try:
-        return Path(text).resolve().relative_to(Path.cwd().resolve()).as_posix()
+        return readable(Path(text).resolve().relative_to(Path.cwd().resolve()).as_posix())
     except (ValueError, OSError):
-        return f"\u2026/{Path(text).name}"
+        return f"\u2026/{readable(Path(text).name)}"
 
 
 # Flags whose values are local paths; --images takes several.
@@ -52,7 +59,7 @@ def public_command(argv: list[str]) -> str:
             flag = flag if flag == "--images" else None
         else:
             shown.append(arg)
-    return shlex.join(["python", "build.py", *shown])
+    return readable(shlex.join(["python", "build.py", *shown]))
 
 
 STEP_TRANSFORMS = ("standard", "lucid", "none")
@@ -168,6 +175,7 @@ class BuildConfig:
     ray_address: str | None = None  # None: a local Ray started for the build; "auto", HOST:PORT, ray://…
     worker_cpus: int | None = None  # CPUs per Ray worker where the cluster has no GPUs
     trajectory: int = 0  # snapshots of each filter image's optimization, shown on its page (0: none)
+    debug: bool = False  # --debug: Ray's and its workers' own lines too
 
     def __post_init__(self):
         if isinstance(self.trajectory, bool) or not isinstance(self.trajectory, int) or self.trajectory < 0:

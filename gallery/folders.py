@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -57,6 +58,41 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
         raise
 
 
+def read_regular(path: Path, limit: int | None = None) -> bytes:
+    """A regular file's bytes, never through a link, never more than ``limit`` bytes.
+
+    Anything else (a link, a FIFO, a device, a folder) raises ``OSError`` at once: the file
+    is opened without blocking and without following a final link, and checked by ``fstat``
+    before a byte is read, so a FIFO cannot hang the build and an oversized file cannot
+    exhaust its memory.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if limit is not None and info.st_size > limit:
+            raise OSError(errno.EFBIG, f"{info.st_size} bytes, more than the {limit} expected", str(path))
+        return handle.read() if limit is None else handle.read(limit + 1)
+
+
+def linked_folder(root: Path, path: Path) -> Path | None:
+    """The first folder between ``root`` (excluded) and ``path`` (excluded) that is a link
+    or not a folder at all, or ``None``: writing at ``path`` would then go through it."""
+    folder = root
+    for part in path.relative_to(root).parts[:-1]:
+        folder = folder / part
+        try:
+            mode = os.lstat(folder).st_mode
+        except FileNotFoundError:
+            return None  # what is missing the build makes itself, as real folders
+        except NotADirectoryError:
+            return folder
+        if not stat.S_ISDIR(mode):
+            return folder
+    return None
+
+
 def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
@@ -95,11 +131,22 @@ def remove(path: Path) -> None:
         pass
 
 
-def check_layout(out: Path, cache: Path) -> None:
-    """Refuse, before anything is written, folders that cannot work as ``--out`` and ``--cache``."""
+def check_layout(out: Path, cache: Path, protected: Iterable[Path] = ()) -> None:
+    """Refuse, before anything is written, folders that cannot work as ``--out`` and ``--cache``.
+
+    ``protected`` are folders neither may be in: the installed package and its templates,
+    which every later build would otherwise publish, the site nested inside itself.
+    """
     for flag, folder in (("--out", out), ("--cache", cache)):
+        if folder.is_symlink() and not folder.exists():
+            raise GalleryError(f"{flag} {str(folder)!r} is a link to {os.readlink(folder)!r}, which does not exist; "
+                               "create that folder, or give another path")
         if folder.exists() and not folder.is_dir():
             raise GalleryError(f"{flag} {str(folder)!r} is a file, not a folder; give a folder path")
+        for inside in protected:
+            if Path(folder).resolve().is_relative_to(Path(inside).resolve()):
+                raise GalleryError(f"{flag} {str(folder)!r} is inside cnn-gallery's own files {str(inside)!r}; "
+                                   "give a folder outside them")
     a, b = Path(out).resolve(), Path(cache).resolve()
     if a == b:
         raise GalleryError(f"--out and --cache are the same folder {str(out)!r}; the cache must stay out of "
@@ -131,8 +178,24 @@ def claim(folder: Path, flag: str, owned, mark, adopt=None) -> None:
         raise folder_error(exc, flag, folder) from exc
     if adopt is not None and adopt(folder):
         return
+    raise _not_ours(folder, flag)
+
+
+def check_claimable(folder: Path, flag: str, owned, adoptable) -> None:
+    """Refuse now, writing nothing, a folder that :func:`claim` would refuse, so that a
+    refused ``--out`` leaves no new ``--cache`` behind, nor the reverse."""
+    folder = Path(folder)
+    try:
+        if not folder.is_dir() or owned(folder) or not any(os.scandir(folder)) or adoptable(folder):
+            return
+    except OSError:
+        return  # claim says what is wrong, in its own words
+    raise _not_ours(folder, flag)
+
+
+def _not_ours(folder: Path, flag: str) -> GalleryError:
     shown = sorted(e.name + ("/" if e.is_dir() else "") for e in os.scandir(folder))[:3]
-    raise GalleryError(
+    return GalleryError(
         f"{flag} {str(folder)!r} is not empty and was not made by cnn-gallery (it holds "
         f"{', '.join(map(repr, shown))}{' …' if len(shown) == 3 else ''}); its files are left alone. "
         f"Give {flag} a new or empty folder, or one an earlier build wrote")

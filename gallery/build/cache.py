@@ -1,12 +1,15 @@
 """Content-keyed tile cache with atomic, sealed entries.
 
 An entry is a payload file plus a JSON record holding the entry's metadata (a filter's
-activation, a feature sheet's layout) and a digest that seals the payload *and* that
-metadata together, since both are published. The record is written last, so an entry
+activation, a feature sheet's layout) and a digest that seals the entry's key, the payload
+*and* that metadata together, since all three are published: an entry moved or swapped
+under another key fails its seal like an altered one. The record is written last, so an entry
 exists only once its payload is complete. Reading checks the seal and the shape of the
 metadata: an altered, truncated or misshapen entry is reported, removed and treated as
 missing, so it is recomputed instead of published. Whatever stands where an entry
-should be (a folder, a link, a file in place of a shard folder) is damage too, and heals.
+should be (a folder, a link, a FIFO, a file in place of a shard folder) is damage too, and
+heals; only regular files are ever opened, and a payload larger than its record says is
+not read at all.
 
 The cache owns only what it names: ``objects/<2 hex>/<40 hex>.bin|json``. Anything else
 found there is left alone, never followed, never counted.
@@ -26,9 +29,12 @@ from typing import Any, Callable
 
 from ..console import log
 from ..errors import GalleryError
-from ..folders import LEGACY_LOCK, claim, folder_error, remove, sweep, write_atomic
+from ..folders import LEGACY_LOCK, check_claimable, claim, folder_error, linked_folder, read_regular, remove, sweep, write_atomic
 
-FORMAT = 2  # records seal payload and metadata; format 1 sealed the payload alone
+# Records seal their key, payload and metadata; format 2 left the key out (a swapped entry
+# passed as intact) and format 1 the metadata too.
+FORMAT = 3
+MAX_RECORD = 16 << 20  # a record is metadata: kilobytes; more is damage, not read whole
 TAG = "CACHEDIR.TAG"
 _TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
              "# This file is a cache directory tag created by cnn-gallery: tiles of its builds.\n"
@@ -48,9 +54,10 @@ def make_key(**parts) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=20).hexdigest()
 
 
-def seal(data: bytes, meta: dict, about: dict) -> str:
-    """One digest over the payload and everything its record says about it."""
-    text = json.dumps({"meta": meta, "about": about}, sort_keys=True, separators=(",", ":"))
+def seal(key: str, data: bytes, meta: dict, about: dict) -> str:
+    """One digest over the key an entry is stored under, its payload and everything its
+    record says about it: a payload and record moved together under another key fail it."""
+    text = json.dumps({"key": key, "meta": meta, "about": about}, sort_keys=True, separators=(",", ":"))
     return digest(digest(data).encode("ascii") + text.encode("utf-8"))
 
 
@@ -59,19 +66,13 @@ def number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _read(path: Path) -> bytes:
-    """A regular file's bytes; a link is never followed (``OSError`` instead)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read()
-
-
 class Cache:
     def __init__(self, root):
         self.root = Path(root)
         self.hits = 0
         self.damaged = 0
         self.stored = 0
+        self.outdated = 0  # entries in an older record format: removed and recomputed, like damage
         # Keys read back intact or written by this build: what ``--prune`` keeps. A pass
         # that fills several entries at once (peaks with their sheet, CAMs with their
         # contributions) is rerun when any one is lost; its other entries, already here,
@@ -98,6 +99,10 @@ class Cache:
         (folder / LEGACY_LOCK).unlink()
         return True
 
+    def check(self) -> None:
+        """Refuse the folder now if :meth:`claim` would, writing nothing."""
+        check_claimable(self.root, "--cache", self.owned, self._legacy)
+
     def claim(self) -> None:
         """Own the folder (see :func:`folders.claim`) and sweep its half-written files."""
         claim(self.root, "--cache", self.owned, self._mark, self._adopt)
@@ -120,23 +125,28 @@ class Cache:
         fails one is damaged (an older schema, or a record edited by hand).
         """
         data_path, record_path = self._paths(key)
+        linked = linked_folder(self.root, data_path)
+        if linked is not None:  # an entry reached through a link is not the cache's own
+            return self._damaged(key, f"{str(linked)!r} is a link or a file, not a folder")
         try:
-            record = json.loads(_read(record_path))
-            data = _read(data_path)
+            record = json.loads(read_regular(record_path, MAX_RECORD))
+            if not isinstance(record, dict) or not isinstance(record.get("meta", {}), dict):
+                return self._damaged(key, "its record is not an entry record")
+            if record.get("format") != FORMAT:
+                # Older records did not seal their key, so an entry moved or swapped under
+                # another key read as intact; they are recomputed rather than trusted.
+                return self._damaged(key, "its record is in an older format", quiet=True)
+            size = record.get("size")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                return self._damaged(key, "its record gives no payload size")
+            data = read_regular(data_path, size)  # refused unread when larger than its record says
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:  # a folder, a link, a file where the shard folder goes
+        except (OSError, ValueError) as exc:  # a folder, a link, a FIFO, a file where the shard folder goes
             return self._damaged(key, f"unreadable ({type(exc).__name__})")
-        if not isinstance(record, dict) or not isinstance(record.get("meta", {}), dict):
-            return self._damaged(key, "its record is not an entry record")
         meta, about = record.get("meta", {}), record.get("about", {})
-        if record.get("format") == FORMAT:
-            if record.get("digest") != seal(data, meta, about):
-                return self._damaged(key, "payload or metadata does not match its digest")
-        elif record.get("digest") == digest(data):  # format 1: reseal, so later edits are caught
-            self._write_record(key, data, meta, about, record.get("created"))
-        else:
-            return self._damaged(key, "payload does not match its digest")
+        if record.get("digest") != seal(key, data, meta, about):
+            return self._damaged(key, "payload, metadata or key does not match its digest")
         bad = [name for name, check in (require or {}).items() if not check(meta.get(name))]
         if bad:
             return self._damaged(key, f"its metadata lacks a valid {', '.join(bad)}")
@@ -168,16 +178,20 @@ class Cache:
         file is left as it is. Returns the new metadata. For figures computed later from a
         payload (a tile's peak), so the entry is not counted as computed again."""
         data_path, record_path = self._paths(key)
+        linked = linked_folder(self.root, data_path)
+        if linked is not None:  # an entry reached through a link is not the cache's own
+            return self._damaged(key, f"{str(linked)!r} is a link or a file, not a folder")
         try:
-            record = json.loads(_read(record_path))
+            record = json.loads(read_regular(record_path, MAX_RECORD))
             meta = {**record.get("meta", {}), **extra}
-            self._write_record(key, _read(data_path), meta, record.get("about", {}), record.get("created"))
+            data = read_regular(data_path, record.get("size"))
+            self._write_record(key, data, meta, record.get("about", {}), record.get("created"))
         except OSError as exc:
             raise folder_error(exc, "--cache", self.root) from exc
         return meta
 
     def _write_record(self, key: str, data: bytes, meta: dict, about: dict, created=None) -> None:
-        record = {"format": FORMAT, "digest": seal(data, meta, about), "size": len(data), "meta": meta,
+        record = {"format": FORMAT, "digest": seal(key, data, meta, about), "size": len(data), "meta": meta,
                   "about": about, "created": created if number(created) else round(time.time())}
         write_atomic(self._paths(key)[1], json.dumps(record, sort_keys=True).encode("utf-8"))
 
@@ -189,9 +203,14 @@ class Cache:
                 remove(folder)
         shard.mkdir(parents=True, exist_ok=True)
 
-    def _damaged(self, key: str, why: str):
-        self.damaged += 1
-        log(f"cache: entry {key[:12]} is damaged ({why}); recomputing it")
+    def _damaged(self, key: str, why: str, quiet: bool = False):
+        """Remove a damaged entry; ``quiet`` for an expected kind (an older format), which
+        the build sums up in one line rather than one per entry."""
+        if quiet:
+            self.outdated += 1
+        else:
+            self.damaged += 1
+            log(f"cache: entry {key[:12]} is damaged ({why}); recomputing it")
         data_path, record_path = self._paths(key)
         for folder in (data_path.parent.parent, data_path.parent):
             if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
@@ -212,13 +231,16 @@ class Cache:
         return sorted(Path(e.path) for e in os.scandir(objects)
                       if re.fullmatch(r"[0-9a-f]{2}", e.name) and e.is_dir(follow_symlinks=False))
 
-    def _entries(self) -> dict[str, dict[str, os.DirEntry]]:
-        """``{key: {"bin"|"json": entry}}`` for every file the cache named, and nothing else."""
+    def _entries(self, damage: bool = False) -> dict[str, dict[str, os.DirEntry]]:
+        """``{key: {"bin"|"json": entry}}`` for every regular file the cache named, and
+        nothing else; with ``damage``, also the links, FIFOs and such standing at its names
+        (for ``--prune`` to remove, never to count as entries)."""
         found: dict[str, dict] = defaultdict(dict)
         for shard in self._shards():
             for entry in os.scandir(shard):
                 match = _ENTRY.fullmatch(entry.name)
-                if match and match.group(1)[:2] == shard.name and not entry.is_dir(follow_symlinks=False):
+                if match and match.group(1)[:2] == shard.name and (
+                        entry.is_file(follow_symlinks=False) or (damage and not entry.is_dir(follow_symlinks=False))):
                     found[match.group(1)][match.group(2)] = entry
         return found
 
@@ -228,7 +250,7 @@ class Cache:
             if "json" not in files:
                 continue
             try:
-                record = json.loads(_read(Path(files["json"].path)))
+                record = json.loads(read_regular(Path(files["json"].path), MAX_RECORD))
             except (OSError, ValueError):
                 record = {}
             yield key, record if isinstance(record, dict) else {}
@@ -268,7 +290,7 @@ class Cache:
         """Delete every entry not in ``keep``, payloads left without a record included;
         return ``(entries, bytes)`` removed. Files the cache did not name are not touched."""
         removed = freed = 0
-        for key, files in self._entries().items():
+        for key, files in self._entries(damage=True).items():
             if key in keep:
                 continue
             for entry in files.values():

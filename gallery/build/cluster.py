@@ -11,8 +11,13 @@ A killed driver resumes from the cache, as ever.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import socket
 import tempfile
+import threading
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,7 +59,8 @@ class ModelSource:
 
         from ..model import loading
 
-        with tempfile.TemporaryDirectory() as folder:
+        sweep_model_copies()
+        with tempfile.TemporaryDirectory(prefix=f"{MODEL_COPY}{os.getpid()}-") as folder:
             path = Path(folder) / (self.name if self.kind == "file" else "model.weights.h5")
             path.write_bytes(self.data)
             if self.kind == "file":
@@ -62,6 +68,29 @@ class ModelSource:
             model = getattr(keras.applications, self.name)(weights=None)
             model.load_weights(path)
             return model
+
+
+MODEL_COPY = "cnn-gallery-model-"  # + the pid of the worker that wrote it, and a random part
+
+
+def sweep_model_copies(folder: str | None = None) -> int:
+    """Remove the model copies that workers killed while loading left in the temporary
+    folder (hundreds of MB each for VGG16): those whose worker's pid is gone."""
+    removed = 0
+    for entry in os.scandir(folder or tempfile.gettempdir()):
+        pid = entry.name[len(MODEL_COPY):].split("-", 1)[0]
+        if not (entry.name.startswith(MODEL_COPY) and pid.isdigit() and entry.is_dir(follow_symlinks=False)):
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its worker still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's process
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 class _Worker:
@@ -86,6 +115,49 @@ class _Worker:
         return self.worker.run(task)
 
 
+JOIN_TIMEOUT = 10.0  # seconds to wait for a cluster's head to answer at all
+
+
+def check_reachable(address: str) -> None:
+    """Fail in one line, within seconds, when nothing listens at a ``HOST:PORT`` or
+    ``ray://HOST:PORT`` address: Ray itself retries for about a quarter of an hour,
+    printing a warning each time. ``auto`` is Ray's to resolve, and it fails fast."""
+    text = address.removeprefix("ray://")
+    host, _, port = text.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=JOIN_TIMEOUT).close()
+    except OSError as exc:
+        raise GalleryError(f"cannot join Ray at {address!r}: nothing answers at {host}:{port} "
+                           f"({exc.strerror or type(exc).__name__}); start the cluster (ray start --head) "
+                           "or check --ray-address") from None
+
+
+@contextlib.contextmanager
+def _own_sigterm():
+    """Keep the build's own SIGTERM handling across ``ray.init``, which installs a handler
+    that ends the driver in a native stack dump and exit 134: a Ray build then stops on
+    SIGTERM as a local one does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.getsignal(signal.SIGTERM)
+    saved = saved if saved is not None else signal.SIG_DFL
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM:
+            raise
+        # SIGTERM came while Ray started, and Ray's handler turned it into exit(15):
+        # the signal goes again, to the build's own handling.
+        signal.signal(signal.SIGTERM, saved)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
 def portable(task: Task) -> Task:
     """``task`` as it travels to a worker: photos carry their files' bytes, not local paths."""
     if not isinstance(task.unit, PhotoUnit):
@@ -99,8 +171,9 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, job, source: ModelSource, address: str | None = None, worker_cpus: int | None = None,
-                 workers: int | None = None):
-        """``workers`` caps how many start (default: as many as the cluster has room for)."""
+                 workers: int | None = None, debug: bool = False):
+        """``workers`` caps how many start (default: as many as the cluster has room for);
+        ``debug`` lets Ray and its workers print their own lines, as a local ``--debug`` does."""
         try:
             import ray
         except ImportError:
@@ -115,9 +188,18 @@ class RayExecutor:
             # Joining a cluster, the package travels with the job, so the other machines need
             # only the dependencies; a local Ray's workers import it from this environment.
             package = {"py_modules": [str(Path(__file__).resolve().parents[1])]} if address else {}
+            if address:
+                check_reachable(address)
             try:
-                ray.init(address=address, include_dashboard=False, logging_level="WARNING",
-                         runtime_env=package, **({} if address else {"num_cpus": os.cpu_count()}))
+                # "local" starts a Ray of the build's own: without it, Ray joins whatever
+                # RAY_ADDRESS or a running (or dead) cluster's session file names, and then
+                # refuses num_cpus.
+                with _own_sigterm():
+                    # Workers' start-up lines (CUDA, absl) and Ray's notices, in colour even
+                    # into a file, bury the build's own; errors still arrive as exceptions.
+                    ray.init(address=address or "local", include_dashboard=False,
+                             logging_level="WARNING" if debug else "ERROR", log_to_driver=debug,
+                             runtime_env=package, **({} if address else {"num_cpus": os.cpu_count()}))
             except Exception as exc:
                 raise GalleryError(f"cannot start or join Ray at {address or 'a local cluster'!r}: {exc}") from exc
         resources = ray.cluster_resources()
@@ -191,3 +273,4 @@ class RayExecutor:
             self.ray.kill(actor)
         if self.owned:
             self.ray.shutdown()
+        sweep_model_copies()  # what workers on this machine killed mid-load left

@@ -45,10 +45,11 @@ def _stepper(task: Task, progress):
     return on_step
 
 
-def executor(name: str, model, job, source=None, address: str | None = None, worker_cpus: int | None = None):
+def executor(name: str, model, job, source=None, address: str | None = None, worker_cpus: int | None = None,
+             debug: bool = False):
     """The executor a build asked for; ``source`` says how remote workers get the model."""
     if name == "local":
         return LocalExecutor(model, job)
     from .cluster import RayExecutor
 
-    return RayExecutor(job, source, address=address, worker_cpus=worker_cpus)
+    return RayExecutor(job, source, address=address, worker_cpus=worker_cpus, debug=debug)

@@ -25,7 +25,7 @@ from ..photos.saliency import GUIDED
 from ..render import cost, exact
 from ..render.optimize import channel_count, snapshot_steps
 from ..site import manifest
-from ..site.pages import SiteWriter
+from ..site.pages import TEMPLATES, SiteWriter
 from ..site.folder import SiteFolder, identity
 from . import units
 from .cache import Cache, make_key
@@ -80,8 +80,10 @@ def build(config: BuildConfig) -> dict:
     """
     loading.check_spec(config.model, config.weights)
     _check_trajectory(config)
-    check_layout(Path(config.out), Path(config.cache))
+    check_layout(Path(config.out), Path(config.cache), protected=(Path(__file__).resolve().parents[1], TEMPLATES))
     cache, out = Cache(config.cache), SiteFolder(config.out)
+    out.check()  # a refused --out must not leave a new cache behind
+    cache.check()
     with FolderLock(config.cache, "cache"):
         cache.claim()
         with FolderLock(config.out, "output"):
@@ -131,6 +133,9 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
             found[uid] = entries
     log(f"  {len(plan)} units: {len(plan) - len(tasks)} settled from the cache, {len(tasks)} to run "
         f"({cost.describe(sum(units.flops(t.unit, job, costs) for t in tasks))})")
+    if cache.outdated:
+        log(f"  {cache.outdated} cache entries written by an older cnn-gallery are recomputed: their records "
+            "did not bind them to the key they are stored under")
     if rescore.scored:
         log(f"  {rescore.scored} cached filter images scored from their saved pixels for their peak, "
             "which older builds did not record")
@@ -144,7 +149,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
         site.refresh(progress.status(), force=True)  # the whole site at once, pending parts shown so
         log(f"• run ({config.executor})")
         runner = executor(config.executor, model, job, source=_portable_model(config, model),
-                          address=config.ray_address, worker_cpus=config.worker_cpus)
+                          address=config.ray_address, worker_cpus=config.worker_cpus, debug=config.debug)
         try:
             for task, result in runner.run(tasks, progress):
                 settled = units.store(task, result.produced, found.pop(task.uid), cache, result.skipped)
@@ -196,11 +201,28 @@ def _about(model, config: BuildConfig, size: tuple[int, int]) -> dict:
                             "class)."}
     classes = int(model.outputs[0].shape[-1])
     names, labels_source = labels.class_names(classes, config.labels)
-    layers = [graph.locate(model, n).name for n in (config.cam_layers or [cams.default_layer(model)])]
+    layers = [_cam_layer(model, n) for n in (config.cam_layers or [cams.default_layer(model)])]
     if GUIDED in config.cam_methods:
         guided.check(model)  # before any work: a model whose activations are not all ReLUs is refused
     return {"classes": classes, "names": names, "labels_source": labels_source, "cam_layers": layers,
             "cam_note": None}
+
+
+def _cam_layer(model, name: str) -> str:
+    """A ``--cam-layers`` entry's qualified name, refused before any work unless the layer
+    gives spatial maps (a conv layer, or what follows one before the pooling) whose
+    channels a class activation map can weigh."""
+    path = graph.locate(model, name)
+    try:
+        maps = len(path.layer.output.shape) == 4
+    except (AttributeError, ValueError):  # a layer used more than once has no single output
+        maps = path.name in graph.conv_layers(model)
+    if not maps:
+        convs = graph.conv_layers(model)
+        raise GalleryError(f"--cam-layers: {name!r} is a {type(path.layer).__name__} with no spatial maps to weigh; "
+                           f"give a conv layer, such as {', '.join(map(repr, convs[-3:]))}"
+                           + (f" (the last 3 of {len(convs)}; --list-layers shows all)" if len(convs) > 3 else ""))
+    return path.name
 
 
 def _fixed_parts(model, config, job, about, out: SiteFolder, cache: Cache) -> dict:

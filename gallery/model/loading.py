@@ -9,6 +9,7 @@ from pathlib import Path
 
 import keras
 
+from ..config import readable
 from ..errors import GalleryError
 
 # keras.applications constructor name and its preprocessing convention, by lower-case name.
@@ -123,12 +124,19 @@ def _load_file(path: Path, safe_mode: bool) -> keras.Model:
                 f"model file {str(path)!r} holds code (a Lambda layer); Keras's safe mode "
                 "refuses to load it. Pass --unsafe if you trust the file"
             ) from exc
-        raise GalleryError(f"could not load model file {str(path)!r}: {exc}") from exc
+        raise GalleryError(f"could not load model file {str(path)!r}: {_brief(exc)}") from exc
     except Exception as exc:
-        raise GalleryError(f"could not load {str(path)!r} as a Keras model: {exc}") from exc
+        raise GalleryError(f"could not load {str(path)!r} as a Keras model: {_brief(exc)}") from exc
     if not isinstance(model, keras.Model):
         raise GalleryError(f"{str(path)!r} holds a {type(model).__name__}, not a Keras model")
     return model
+
+
+def _brief(exc: Exception, limit: int = 400) -> str:
+    """Keras's reason on one line, without the arrays it dumps: weights that do not fit
+    their layer print the layer's whole current value after "Target variable:"."""
+    text = " ".join(re.split(r"Target variable:|value=\[", str(exc))[0].split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _damaged_archive(path: Path) -> str | None:
@@ -205,7 +213,7 @@ def title(spec, model: keras.Model) -> str:
         return model.name
     text = str(spec)
     if is_model_file(text):
-        return Path(text).stem
+        return readable(Path(text).stem)
     return _application(text)[0]
 
 

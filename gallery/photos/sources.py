@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..config import readable
 from ..console import warn
 from ..errors import GalleryError
 from ..imaging import MAX_PIXELS, to_rgb_uint8
@@ -185,9 +186,11 @@ def _photo(path: Path, seen: set[str]) -> Photo:
 def _unique(path: Path, seen: set[str]) -> str:
     """A display name no earlier photo of the build has: the stem, else the file name,
     else the file name with a number (``cat``, ``cat.jpg``, ``cat.jpg (2)``)."""
-    name, n = path.stem, 1
+    stem, full = readable(path.stem), readable(path.name)
+    name, n = stem, 1
     while name in seen:
         n += 1
-        name = path.name if n == 2 else f"{path.name} ({n - 1})"
+        name = full if n == 2 else f"{full} ({n - 1})"
     seen.add(name)
     return name
+

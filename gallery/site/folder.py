@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from ..console import log
 from ..errors import GalleryError
-from ..folders import LEGACY_LOCK, claim, folder_error, remove, sweep, write_atomic
+from ..folders import LEGACY_LOCK, check_claimable, claim, folder_error, linked_folder, read_regular, remove, sweep, write_atomic
 from .slugs import slug
 
 INVENTORY = ".cnn-gallery-site.json"
@@ -28,6 +28,8 @@ GENERATOR = "cnn-gallery"
 SHARED_FILES = ("index.html", "search.js", "status.js")
 SHARED_FOLDERS = ("static",)
 _FOLDER = re.compile(r"[a-z0-9][a-z0-9._-]*")  # the shape of every slug
+MAX_INVENTORY = 256 << 20  # bookkeeping files are read whole: far above any real site's
+MAX_MANIFEST = 1 << 30
 
 
 def identity(source: str) -> str:
@@ -47,13 +49,17 @@ class SiteFolder:
         self.models: dict[str, dict] = {}  # slug -> {"identity": str | None, "files": set[str]}
         self.shared: set[str] = set()
         self._written: dict[str, str] = {}  # path -> digest of the bytes this build last wrote there
+        # Paths the build wants that hold something it did not write (a person's file, a
+        # link, anything below a linked folder): never written, never removed.
+        self.foreign: set[str] = set()
+        self._told: set[Path] = set()
 
     # ownership ---------------------------------------------------------------------
 
     def owned(self, folder: Path) -> bool:
         path = folder / INVENTORY
         try:
-            return path.is_file() and not path.is_symlink() and json.loads(path.read_bytes()).get("generator") == GENERATOR
+            return json.loads(read_regular(path, MAX_INVENTORY)).get("generator") == GENERATOR
         except (OSError, ValueError, AttributeError):
             return False
 
@@ -66,9 +72,7 @@ class SiteFolder:
         Its model folders (those holding a manifest) and shared files become owned as
         they stand; the lock file, which must not be published, goes.
         """
-        names = {e.name for e in os.scandir(folder)}
-        if LEGACY_LOCK not in names or (names != {LEGACY_LOCK} and not all(
-                (folder / name).is_file() for name in ("search.js", "static/site.js"))):
+        if not self.adoptable(folder):
             return False
         for manifest in folder.glob("*/manifest.json"):
             files = {p.relative_to(folder).as_posix() for p in manifest.parent.rglob("*") if p.is_file()}
@@ -79,19 +83,30 @@ class SiteFolder:
         (folder / LEGACY_LOCK).unlink()
         return True
 
+    @staticmethod
+    def adoptable(folder: Path) -> bool:
+        names = {e.name for e in os.scandir(folder)}
+        return LEGACY_LOCK in names and (names == {LEGACY_LOCK} or all(
+            (folder / name).is_file() for name in ("search.js", "static/site.js")))
+
+    def check(self) -> None:
+        """Refuse the folder now if :meth:`claim` would, writing nothing."""
+        check_claimable(self.root, "--out", self.owned, self.adoptable)
+
     def claim(self) -> None:
         """Own the folder or refuse it (see :func:`folders.claim`); load the inventory;
         sweep the build's half-written files from the folders it writes in."""
         claim(self.root, "--out", self.owned, self._mark, self._adopt)
         if not self.models and not self.shared:
             self._load()
-        folders = {self.root} | {(self.root / p).parent for p in self.all_files()}
-        swept = sweep(sorted(folders))
+        folders = {self.root} | {(self.root / p).parent for p in self.all_files()
+                                 if linked_folder(self.root, self.root / p) is None}
+        swept = sweep(sorted(folders))  # never into a linked folder: its files are not the build's
         if swept:
             log(f"removed {swept} half-written files left in {self.root} by an interrupted build")
 
     def _load(self) -> None:
-        data = json.loads((self.root / INVENTORY).read_bytes())
+        data = json.loads(read_regular(self.root / INVENTORY, MAX_INVENTORY))
         models = data.get("models") if isinstance(data.get("models"), dict) else {}
         for name, entry in models.items():
             if not _FOLDER.fullmatch(name) or self._is_shared(name) or not isinstance(entry, dict):
@@ -143,7 +158,7 @@ class SiteFolder:
             if name in found:
                 continue
             try:
-                other = json.loads((self.root / name / "manifest.json").read_text(encoding="utf-8"))
+                other = json.loads(read_regular(self.root / name / "manifest.json", MAX_MANIFEST))
                 if other["model"]["slug"] == name:
                     found[name] = other
             except (OSError, ValueError, KeyError, TypeError):
@@ -153,29 +168,58 @@ class SiteFolder:
     # writing ---------------------------------------------------------------------------
 
     def begin(self, model: str, source_identity: str, files: set[str], shared: set[str]) -> None:
-        """Enter every path the build may write in the inventory, before writing any."""
+        """Enter every path the build may write in the inventory, before writing any.
+
+        A path new to the inventory where something already stands was not written by
+        the build: it is left as it is, now and in every later build (see :meth:`_theirs`).
+        """
+        known = self.all_files()
+        files = {p for p in files if p in known or not self._theirs(p)}
+        shared = {p for p in shared if p in known or not self._theirs(p)}
         entry = self.models.setdefault(model, {"identity": source_identity, "files": set()})
         entry["identity"] = source_identity
         entry["files"] |= files
         self.shared |= shared
         self.save()
 
+    def _theirs(self, path: str) -> bool:
+        """Whether ``path`` holds something the build did not write, or lies below a link or
+        a file where a folder should be; said once per path, in one line."""
+        target = self.root / path
+        blocked = linked_folder(self.root, target)
+        if blocked is None and not os.path.lexists(target):
+            return False
+        where = target if blocked is None else blocked
+        if path not in self.foreign and where not in self._told:
+            self._told.add(where)
+            what = "something cnn-gallery did not write" if blocked is None else "a link or a file, not a folder"
+            log(f"left {str(where)!r} as it is: it is {what}, so {path!r}"
+                + (" is not published" if blocked is None else " and what else lies below it are not published"))
+        self.foreign.add(path)
+        return True
+
     def write(self, path: str, data: bytes) -> bool:
         """Write ``data`` at an owned ``path`` unless it already holds exactly that; True if written."""
+        if path in self.foreign:
+            return False
         if path not in self.shared and not any(path in m["files"] for m in self.models.values()):
             raise RuntimeError(f"{path} was not entered in the inventory before being written")
+        if linked_folder(self.root, self.root / path) is not None:  # a link made since the build began
+            self._theirs(path)
+            return False
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         if self._written.get(path) == digest:
             return False
         target = self.root / path
         try:
-            if target.stat().st_size == len(data) and target.read_bytes() == data:
-                self._written[path] = digest
-                return False
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-        except IsADirectoryError:
-            remove(target)
+            same = read_regular(target, len(data)) == data
+        except OSError:  # missing, larger, or not a regular file: replaced, never opened or followed
+            same = False
+        if same:
+            self._written[path] = digest
+            return False
+        if target.is_dir() and not target.is_symlink():  # a person's folder where a page of ours was
+            return not self._theirs(path)
         # The site is regenerated from the cache in seconds, so it skips the fsync per file
         # that the cache pays for its hours of optimization work.
         self._guard(lambda: write_atomic(target, data, durable=False))
@@ -187,16 +231,19 @@ class SiteFolder:
 
         Pages go first, so a page still on disk never links to a file already removed.
         """
+        files, shared = set(files) - self.foreign, set(shared) - self.foreign
         stale = sorted((self.models[model]["files"] - files) | (self.shared - shared),
                        key=lambda p: (not p.endswith(".html"), p))
         for path in stale:
             target = self.root / path
+            if linked_folder(self.root, target) is not None:
+                continue  # removing it would remove through a link the build did not make
             if target.is_file() or target.is_symlink():
                 self._guard(target.unlink)
             self._written.pop(path, None)
             self._prune_folders(target.parent)
-        self.models[model]["files"] = set(files)
-        self.shared = set(shared)
+        self.models[model]["files"] = files
+        self.shared = shared
         self.save()
         return stale
 

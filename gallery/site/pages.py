@@ -41,7 +41,17 @@ CAM_TITLES = {
 # How each pixel attribution is drawn; every other method is a heat map over the photo.
 PICTURES = {"saliency": "magnitude", "smoothgrad": "magnitude", "guided-gradcam": "signed"}
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def _templates() -> Path:
+    """Inside the package when installed (a wheel carries them as ``gallery/templates``),
+    beside it in a source checkout."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "templates"
+    return installed if installed.is_dir() else package.parent / "templates"
+
+
+TEMPLATES = _templates()
 
 
 def environment(templates: Path = TEMPLATES) -> Environment:

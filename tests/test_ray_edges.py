@@ -1,0 +1,120 @@
+"""Ray's edges (issue 20): an address where nothing listens, a leftover cluster file.
+Each runs the CLI in a subprocess with its own time limit, so a hang fails instead of
+stalling the suite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from .test_reliability import ROOT, _argv
+
+ray = pytest.importorskip("ray")
+
+
+def _build(argv, env=None, timeout=90):
+    start = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "build.py", *map(str, argv)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the build hung for {timeout} s: {(exc.stderr or b'')[-2000:]!r}") from None
+    return done, time.monotonic() - start
+
+
+def test_an_address_where_nothing_listens_fails_fast_in_one_line(setup):
+    tmp, model, photos = setup
+    done, seconds = _build([*_argv(tmp, model, photos, steps=2), "--executor", "ray", "--ray-address", "127.0.0.1:1"])
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and lines[-1].startswith("error: cannot join Ray at '127.0.0.1:1': nothing answers"), \
+        done.stderr[-2000:]
+    assert not [line for line in lines if "WARNING" in line or "Traceback" in line], done.stderr[-2000:]
+    assert seconds < 60
+
+
+def test_a_leftover_cluster_file_does_not_stop_a_local_ray_build(setup):
+    """A dead cluster's ``ray_current_cluster`` (here in a Ray temp folder of the test's
+    own) named an address; ``--executor ray`` without ``--ray-address`` starts its own Ray."""
+    tmp, model, photos = setup
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths are limited
+    try:
+        (temp / "ray").mkdir()
+        (temp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
+        done, _ = _build([*_argv(tmp, model, photos, steps=2), "--filters", "0:2", "--photo-pages", "0",
+                          "--executor", "ray", "--worker-cpus", "1"],
+                         env={"RAY_TMPDIR": str(temp), "RAY_ADDRESS": ""}, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (tmp / "site" / "tiny" / "layers" / "conv1" / "1.png").is_file()
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_with_sigterm(argv, tmp: Path, marker: str):
+    """Start a build, SIGTERM it once ``marker`` is printed, and return ``(code, stderr)``."""
+    log = tmp / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "build.py", *map(str, argv)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=err, env={**os.environ, "RAY_ADDRESS": ""})
+    try:
+        end = time.monotonic() + 150
+        while proc.poll() is None and marker not in log.read_text() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert proc.poll() is None, f"ended before the signal: {log.read_text()[-2000:]}"
+        time.sleep(3)  # Ray's workers starting, the driver waiting on them
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, log.read_text()
+
+
+def test_sigterm_stops_a_ray_build_as_it_stops_a_local_one(setup):
+    tmp, model, photos = setup
+    argv = [*_argv(tmp, model, photos, steps=4000), "--photo-pages", "0", "--executor", "ray", "--worker-cpus", "1"]
+    code, err = _stop_with_sigterm(argv, tmp, "  Ray: ")
+    assert code in (-signal.SIGTERM, 128 + signal.SIGTERM), (code, err[-3000:])
+    assert "SIGTERM received" not in err and "PC:" not in err, err[-3000:]
+
+
+def test_a_ray_build_prints_its_own_lines_and_debug_shows_rays(setup):
+    tmp, model, photos = setup
+    argv = [*_argv(tmp, model, photos, steps=2), "--filters", "0:2", "--photo-pages", "0", "--executor", "ray",
+            "--worker-cpus", "1"]
+    done, _ = _build(argv, env={"RAY_ADDRESS": ""}, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "\x1b" not in done.stderr and "(pid=" not in done.stderr and "cuda" not in done.stderr.lower(), done.stderr
+    assert "WARNING" not in done.stderr, done.stderr
+    shutil.rmtree(tmp / "cache")
+    done, _ = _build([*argv, "--debug"], env={"RAY_ADDRESS": ""}, timeout=240)
+    assert done.returncode == 0 and "pid=" in done.stderr, done.stderr[-3000:]  # the workers' own lines
+
+
+def test_model_copies_left_by_killed_workers_are_swept(tmp_path, monkeypatch, classifier_file):
+    from gallery.build.cluster import MODEL_COPY, ModelSource, sweep_model_copies
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left = temp / f"{MODEL_COPY}{gone.pid}-abc"  # a worker killed while loading
+    left.mkdir()
+    (left / "tiny.keras").write_bytes(classifier_file.read_bytes())
+    alive = temp / f"{MODEL_COPY}{os.getpid()}-def"  # a worker still loading
+    alive.mkdir()
+    other = temp / "cnn-gallery-model-notes"
+    other.mkdir()
+    ModelSource.of(classifier_file, None).load()
+    assert not left.exists() and alive.exists() and other.exists()
+    assert sorted(p.name for p in temp.iterdir()) == sorted([alive.name, other.name])  # its own copy gone too
+    assert sweep_model_copies(str(temp)) == 0
