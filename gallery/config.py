@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import GalleryError
@@ -101,9 +101,10 @@ class RenderSettings:
     scales: tuple[float, ...] = FULL  # canvas sizes as fractions of the tile, equal shares of the steps
     precision: str = "float32"  # the loop's compute dtype: "float32" or "bfloat16" (tensor cores)
     # The largest root mean square of an image's colour coordinates before its sigmoid
-    # (params.within_contrast); None: unbounded. 3 keeps the 8 picture-issue fixture layers'
-    # clipped channel values to at most 2% and raises activation over 2.5 (bench/quality.py).
-    contrast: float | None = 3.0
+    # (params.within_contrast); None: unbounded. At 2.5 VGG16-HED block2_conv2's sparse
+    # filters already darken blobs to black (corner share 0.017 of 16 tiles); at 2 none
+    # (bench/quality.py). Layers linear in the pixels are not bounded: see for_layer.
+    contrast: float | None = 2.0
 
     def __post_init__(self):
         for name in ("size", "steps", "batch"):
@@ -128,6 +129,14 @@ class RenderSettings:
             raise GalleryError(f"contrast must be a positive number or None, got {self.contrast!r}")
         if self.precision not in PRECISIONS:
             raise GalleryError(f"precision must be {' or '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
+
+    def for_layer(self, linear: bool) -> "RenderSettings":
+        """The settings a layer renders with. A layer linear in the pixels is not bounded:
+        its tile must beat the photos' peak, the strongest single unit, and the patch that
+        drives a linear unit hardest is saturated (each weight's sign at full scale), which a
+        ball that spreads its budget over the whole tile cannot reach (bench/first_layers.py:
+        at contrast 3, 8 of 15 of EfficientNet's stem filters fell short of a photo)."""
+        return replace(self, contrast=None) if linear and self.contrast is not None else self
 
     def key(self) -> dict:
         """The settings that affect the pixels; ``batch`` does not, so it is left out."""

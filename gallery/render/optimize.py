@@ -89,9 +89,9 @@ class FilterRenderer:
                  variant: str = "channel"):
         self.path = graph.locate_conv(model, layer)
         self.layer_name = self.path.name
-        self.settings = settings
         # A layer linear in the pixels maximizes rectified means: its plain mean is degenerate.
         self.linear = exact.linear(model, layer, preprocess)
+        self.settings = settings = settings.for_layer(self.linear)
         self.variant = (LINEAR_VARIANTS if self.linear else VARIANTS)[variant]
         self.exact = self.linear and variant in exact.VARIANTS  # solved in closed form, not optimized
         self.to_input = graph.input_fn(model, self.path)
