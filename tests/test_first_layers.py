@@ -146,9 +146,10 @@ def test_first_layer_tiles_are_keyed_apart_from_the_old_flat_fills_and_cost_thei
                if units.filter_key(before, layer, 0, variant, 0) != units.filter_key(after, layer, 0, variant, 0)}
     assert changed == {("conv1", v) for v in ("channel", "negative", "neuron", "diversity")}
 
-    def flat_fill_key(variant):  # how a cache before this change keyed the solved fills
+    def flat_fill_key(variant):  # how a cache before this change (and before the contrast bound) keyed them
+        old = {k: v for k, v in render.key().items() if k != "contrast"}
         return make_key(kind="filter", model=after.fingerprint, layer="conv1", filter=0, variant=variant, copy=0,
-                        preprocess="none", **render.key(), exact=1)
+                        preprocess="none", **old, exact=1)
 
     assert all(units.filter_key(after, "conv1", 0, v, 0) != flat_fill_key(v) for v in ("channel", "negative"))
     assert units.filter_key(after, "conv1", 0, "neuron", 0) == flat_fill_key("neuron")  # still solved, as before
