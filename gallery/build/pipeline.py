@@ -7,6 +7,7 @@ settle.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..render.optimize import channel_count, snapshot_steps
 from ..site import manifest
 from ..site.pages import SiteWriter
 from ..site.folder import SiteFolder, identity
-from . import units
+from . import estimate, units
 from .cache import Cache, make_key
 from .executors import executor
 from .progress import Progress
@@ -135,12 +136,21 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
         log(f"  {rescore.scored} cached filter images scored from their saved pixels for their peak, "
             "which older builds did not record")
 
+    if tasks:
+        # Before any long work: what it is, and how long it will take here.
+        estimated = estimate.calibrate(model, job, costs, tasks)
+        log(*estimate.plan_lines(job, tasks, len(photos), estimated, config.executor))
+        warning = estimate.long_warning(estimated, sys.stderr.isatty())
+        if warning:
+            warn(warning)
+
     fixed = _fixed_parts(model, config, job, about, out, cache)
     site = Publisher(SiteWriter(out, cache), lambda status: _manifest(fixed, config, job, gallery, cache, status))
     if tasks:
-        progress = Progress({t.uid: units.cost_stages(t.unit, job, costs) for t in tasks},
+        progress = Progress({t.uid: units.cost_stages(t.unit, job, costs, t.parts) for t in tasks},
                             cached_images=len(gallery.images), total_images=gallery.images_total,
-                            cached_photos=len(gallery.tiles) + len(gallery.broken), total_photos=len(photos))
+                            cached_photos=len(gallery.tiles) + len(gallery.broken), total_photos=len(photos),
+                            prior=estimated.prior)
         site.refresh(progress.status(), force=True)  # the whole site at once, pending parts shown so
         log(f"• run ({config.executor})")
         runner = executor(config.executor, model, job, source=_portable_model(config, model),

@@ -1,0 +1,104 @@
+"""The plan in a person's terms, before the long work starts: what will be rendered, and
+for how long on this machine.
+
+The time comes from the cost model (:mod:`gallery.render.cost`, work in FLOPs) and one
+short calibration: two optimization steps of one batch of the layer that carries most of
+the build's work, run twice through the build's own renderer; the first run is the loop's
+compiling, the second the machine's seconds per FLOP on that layer. Seconds per FLOP
+differ between layers (cheap steps spend more of their time on per-step overhead), so the
+figure is an estimate, said as one ("about"), and the running ETA takes over once each
+layer has been measured (see :mod:`gallery.build.progress`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from ..config import FULL
+from ..render import cost
+from ..render.optimize import FilterRenderer, stages
+from .progress import about
+from .units import FilterUnit, flops
+
+CALIBRATION_STEPS = 2
+# Below this much work a build takes seconds; calibrating would cost more than it tells.
+SMALL = 2e10  # FLOPs
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float | None  # None: too little work to be worth measuring
+    flops: float
+    layer: str | None = None  # where the machine was measured
+    per_flop: float | None = None
+    compile: float = 0.0  # seconds one loop took to compile
+
+    @property
+    def prior(self) -> tuple[float, float] | None:
+        """What :class:`~gallery.build.progress.Progress` starts from for stages not yet run."""
+        return None if self.per_flop is None else (self.per_flop, self.compile)
+
+
+def calibrate(model, job, costs, tasks) -> Estimate:
+    """Time the build's tasks would take here, from one short run of its heaviest layer."""
+    work = {id(t): flops(t.unit, job, costs) for t in tasks}
+    total = sum(work.values())
+    optimized = [t.unit for t in tasks if isinstance(t.unit, FilterUnit) and not job.solved(t.unit.layer, t.unit.variant)]
+    if total < SMALL or not optimized:
+        return Estimate(None, total)
+    by_layer: dict[str, float] = {}
+    for t in tasks:
+        if isinstance(t.unit, FilterUnit) and t.unit in optimized:
+            by_layer[t.unit.layer] = by_layer.get(t.unit.layer, 0.0) + work[id(t)]
+    layer = max(by_layer, key=by_layer.get)
+    r = job.render
+    settings = replace(r, steps=CALIBRATION_STEPS, scales=FULL)
+    renderer = FilterRenderer(model, layer, settings, job.preprocess)
+    indices = list(job.selection[layer])[:max(1, min(job.render.batch, renderer.channels))]
+    start = time.perf_counter()
+    renderer.images(indices)  # compiles the loop
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    renderer.images(indices)
+    seconds = time.perf_counter() - start
+    step = costs.step_flops(layer, cost.network_side(job.render, job.render.size))
+    per_flop = seconds / (CALIBRATION_STEPS * len(indices) * step)
+    # Each layer's loops compile once per stage of the schedule, as this one did.
+    loops = len({(u.variant, u.layer) for u in optimized}) * len(stages(job.render.steps, r.size, r.scales))
+    compile_ = max(0.0, first - seconds)
+    return Estimate(total * per_flop + loops * compile_, total, layer, per_flop, compile_)
+
+
+def plan_lines(job, tasks, photos: int, estimate: Estimate, executor: str) -> list[str]:
+    """What the build will do, in words, with its time here; how to get a quick look instead."""
+    images = sum(t.unit.images for t in tasks if isinstance(t.unit, FilterUnit))
+    layers = len({t.unit.layer for t in tasks if isinstance(t.unit, FilterUnit)})
+    photo_units = [t for t in tasks if not isinstance(t.unit, FilterUnit)]
+    r = job.render
+    parts = []
+    if images:
+        parts.append(f"{images:,} filter images of {layers} layer{'s' * (layers != 1)} "
+                     f"({r.size} px, {r.steps} steps)")
+    if photo_units:
+        parts.append(f"{photos:,} photo{'s' * (photos != 1)} ({', '.join(job.methods)})")
+    what = " and ".join(parts) or "nothing"
+    if estimate.seconds is None:
+        when = f"a small build ({cost.describe(estimate.flops)}), seconds to a minute here"
+    else:
+        where = "in this process" if executor == "local" else "for one worker like this process; Ray workers share it"
+        when = f"{about(estimate.seconds).replace(' left', '')} {where} (measured on {estimate.layer})"
+    lines = [f"  plan: {what}; {when}"]
+    if estimate.seconds is not None and estimate.seconds > 10 * 60:
+        lines.append("  for a first look in minutes: --filters 0:8 (8 filters of each layer), or --preset preview; "
+                     "Ctrl-C stops at any time and the next run resumes from the cache")
+    return lines
+
+
+def long_warning(estimate: Estimate, interactive: bool) -> str | None:
+    """One plain line for a person at a terminal when the build will pass an hour."""
+    if not interactive or estimate.seconds is None or estimate.seconds < HOUR:
+        return None
+    return (f"this build will take {about(estimate.seconds).replace(' left', '')}; "
+            "press Ctrl-C and add --filters 0:8 for a first look in minutes")
