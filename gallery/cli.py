@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import presets
@@ -200,7 +202,25 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the build is, so it stops as Ctrl-C stops it: pages say so."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main else None
+    try:
+        return _main(argv)
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     if args.backend:
@@ -238,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished tiles are cached and the next run resumes from them", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{stopped}; finished tiles are cached and the next run resumes from them", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     return 0

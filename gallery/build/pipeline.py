@@ -153,9 +153,12 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                             prior=estimated.prior)
         site.refresh(progress.status(), force=True)  # the whole site at once, pending parts shown so
         log(f"• run ({config.executor})")
-        runner = executor(config.executor, model, job, source=_portable_model(config, model),
-                          address=config.ray_address, worker_cpus=config.worker_cpus)
+        runner = None
         try:
+            # Inside: a Ray that cannot be joined stops the build as any other failure does,
+            # and the pages say so.
+            runner = executor(config.executor, model, job, source=_portable_model(config, model),
+                              address=config.ray_address, worker_cpus=config.worker_cpus)
             for task, result in runner.run(tasks, progress):
                 settled = units.store(task, result.produced, found.pop(task.uid), cache, result.skipped)
                 gallery.absorb(task.unit, settled, cache, result.skipped)
@@ -168,7 +171,8 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
             raise
         finally:
             progress.close()
-            runner.close()
+            if runner is not None:
+                runner.close()
 
     log("• pages")
     data, _ = site.refresh(None, force=True)

@@ -156,12 +156,12 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
     Each page gets only what it shows, so a refresh can tell which pages changed by
     comparing contexts, and renders only those.
     """
+    own = [_building(manifest)] if manifest["status"] is not None else []
     common = {"model": manifest["model"], "settings": manifest["settings"], "versions": manifest["versions"],
-              "command": manifest["command"], "model_page": manifest["page"],
-              "building": manifest["status"] is not None}
+              "command": manifest["command"], "model_page": manifest["page"], "building": own}
     reproduce = [{key: m[key] for key in ("model", "command", "settings", "versions")} for m in manifests]
     result = [("index.html", "index.html", {**common, "models": model_cards(manifests), "reproduce": reproduce,
-                                            "building": any(m.get("status") for m in manifests)}),
+                                            "building": [_building(m) for m in manifests if m.get("status")]}),
               (manifest["page"], "model.html", {**common, "manifest": manifest,
                                                 "pages_of": {layer["name"]: layer["page"] for layer in manifest["layers"]}})]
     for layer in manifest["layers"]:
@@ -204,6 +204,11 @@ def strongest_channels(sheet: dict, pages: dict[int, str]) -> list[dict]:
     return [{"index": k, "peak": sheet["peak"][k], "page": pages.get(k)} for k in order]
 
 
+def _building(manifest: dict) -> dict:
+    """A model still being built (or stopped part-way), as its pages name it and find its status."""
+    return {"name": manifest["model"]["name"], "status": status_path(manifest["model"]["slug"])}
+
+
 def _filter_link(f: dict) -> dict:
     return {"index": f["index"], "page": f["page"]}
 
@@ -219,10 +224,21 @@ def static_files(templates: Path = TEMPLATES) -> dict[str, Path]:
             if asset.is_file()}
 
 
-def status_script(status: dict) -> bytes:
-    """``status.js``: what pages of a site still being built say about the build."""
+def status_path(model: str) -> str:
+    """Each model's build status has a file of its own in the model's folder, so one model's
+    build never removes or rewrites what another's pages load."""
+    return f"{model}/status.js"
+
+
+def status_script(model: str, status: dict) -> bytes:
+    """``MODEL/status.js``: what pages of a model still being built say about its build.
+
+    A plain script (browsers refuse fetch() from ``file://`` pages), which pages load again
+    on a timer (``static/site.js``) to stay current while they are open.
+    """
     text = json.dumps(status, ensure_ascii=True, separators=(",", ":")).replace("</", "<\\/")
-    return f"window.GALLERY_STATUS = {text};\n".encode("ascii")
+    name = json.dumps(model, ensure_ascii=True)
+    return f"(window.GALLERY_STATUS = window.GALLERY_STATUS || {{}})[{name}] = {text};\n".encode("ascii")
 
 
 class SiteWriter:
@@ -251,8 +267,9 @@ class SiteWriter:
         final = manifest["status"] is None
         manifests = self.folder.manifests(manifest)
         plan = pages(manifest, manifests)
-        owned = {*files, *(path for path, _, _ in plan if path != "index.html"), f"{model}/manifest.json"}
-        shared = {"index.html", "search.js", *self.static, *(() if final else ("status.js",))}
+        owned = {*files, *(path for path, _, _ in plan if path != "index.html"), f"{model}/manifest.json",
+                 *(() if final else (status_path(model),))}
+        shared = {"index.html", "search.js", *self.static}
         self.folder.begin(model, manifest["model"]["identity"], owned, shared)
         written = {"tiles": 0, "pages": 0, "unchanged": 0}
         for site_path, key in files.items():
@@ -266,7 +283,7 @@ class SiteWriter:
         for site_path, asset in self.static.items():
             self.folder.write(site_path, asset.read_bytes())
         if not final:
-            self.folder.write("status.js", status_script(manifest["status"]))
+            self.folder.write(status_path(model), status_script(model, manifest["status"]))
         for site_path, _, _ in plan:
             if not (self.folder.root / site_path).exists():
                 self.folder.write(site_path, self._stub(site_path))
@@ -284,7 +301,8 @@ class SiteWriter:
             written["pages" if self.folder.write(site_path, html.encode("utf-8")) else "unchanged"] += 1
             self._contexts[site_path] = digest
         removed = self.folder.finish(model, owned, shared) if final else []
-        written["removed"] = sum(path != "status.js" for path in removed)  # that one goes with every build
+        # A status goes with every build (and the site-wide one of older versions with it).
+        written["removed"] = sum(path not in (status_path(model), "status.js") for path in removed)
         return written
 
     def _stub(self, site_path: str) -> bytes:

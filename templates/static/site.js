@@ -23,12 +23,34 @@
     if (link) window.location.href = link.href;
   });
 
-  // --- a build still running says how far it has come (status.js, rewritten as it goes) ---
-  if (window.GALLERY_STATUS) {
-    Array.prototype.forEach.call(document.querySelectorAll("[data-status]"), function (el) {
-      el.textContent = window.GALLERY_STATUS.text;  // textContent: never parsed as HTML
-    });
+  // --- a build still running says how far it has come ---------------------------------
+  // Each model being built has its own MODEL/status.js, rewritten as the build goes. The
+  // page loads it again every few seconds through a new script tag (browsers refuse fetch()
+  // from file:// pages), says when the status was written, and reloads itself once the
+  // build has finished and the file is gone, to show the finished page.
+  var REFRESH = 5000;
+  function clockTime(seconds) {
+    var d = new Date(seconds * 1000);
+    return ("0" + d.getHours()).slice(-2) + ":" + ("0" + d.getMinutes()).slice(-2);
   }
+  function showStatus(el) {
+    var status = (window.GALLERY_STATUS || {})[el.dataset.status.replace(/\/status\.js$/, "")];
+    if (!status) return false;
+    var text = status.text + (status.written ? " (as of " + clockTime(status.written) + ")" : "");
+    el.textContent = (el.dataset.name ? el.dataset.name + ": " : "") + text;  // textContent: never parsed as HTML
+    return !status.stopped;
+  }
+  function watch(el) {
+    if (!showStatus(el)) return;
+    setTimeout(function again() {
+      var script = document.createElement("script");
+      script.src = root + el.dataset.status + "?" + Date.now();
+      script.onload = function () { script.remove(); if (showStatus(el)) setTimeout(again, REFRESH); };
+      script.onerror = function () { script.remove(); window.location.reload(); };  // finished: its status is gone
+      document.body.appendChild(script);
+    }, REFRESH);
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("[data-status]"), watch);
 
   // --- search -------------------------------------------------------------------------
   var data = window.GALLERY_SEARCH || { entries: [], layers: [] };
