@@ -18,7 +18,7 @@ from .. import imaging
 from ..config import BuildConfig, RenderSettings, public_path
 from ..console import log, warn
 from ..errors import GalleryError
-from ..folders import FolderLock, check_layout
+from ..folders import FolderLock, check_layout, empty, first_missing, undo_created
 from ..model import circuits, grad, graph, guided, loading
 from ..photos import cams, labels, sources
 from ..photos.activations import input_size
@@ -27,9 +27,9 @@ from ..render import cost, exact
 from ..render.optimize import channel_count, snapshot_steps
 from ..site import manifest
 from ..site.pages import SiteWriter
-from ..site.folder import SiteFolder, identity
+from ..site.folder import INVENTORY, SiteFolder, identity
 from . import estimate, units
-from .cache import Cache, make_key
+from .cache import TAG as CACHE_TAG, Cache, make_key
 from .executors import executor
 from .progress import Progress
 from .publish import Publisher
@@ -42,6 +42,8 @@ def select_targets(model, config: BuildConfig) -> dict[str, list[int]]:
     names = graph.conv_layers(model)
     if not names:
         raise GalleryError(f"model {model.name!r} has no Conv2D, DepthwiseConv2D or SeparableConv2D layers")
+    if config.layers:
+        graph.check_conv_names(model, config.layers, loading.title(config.model, model))
     chosen = [graph.locate_conv(model, n).name for n in config.layers] if config.layers else names
     selection = {}
     for layer in chosen:
@@ -83,11 +85,20 @@ def build(config: BuildConfig) -> dict:
     _check_trajectory(config)
     check_layout(Path(config.out), Path(config.cache))
     cache, out = Cache(config.cache), SiteFolder(config.out)
-    with FolderLock(config.cache, "cache"):
-        cache.claim()
-        with FolderLock(config.out, "output"):
-            out.claim()
-            return _build(config, cache, out)
+    # A build that fails before it writes anything of use leaves no folder it made.
+    made = [(Path(folder), first_missing(Path(folder)), empty(Path(folder)), marks)
+            for folder, marks in ((config.out, {INVENTORY}), (config.cache, {CACHE_TAG}))]
+    try:
+        with FolderLock(config.cache, "cache"):
+            cache.claim()
+            with FolderLock(config.out, "output"):
+                out.claim()
+                return _build(config, cache, out)
+    except BaseException:
+        for folder, top, was_empty, marks in made:
+            if top is not None or was_empty:
+                undo_created(folder, top, marks)
+        raise
 
 
 def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
@@ -116,6 +127,8 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                     tuple(layer for layer in selection if exact.applies(model, layer, preprocess, units.MAIN)),
                     config.trajectory)
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
+    for line in _skipped(config, job, about, loading.title(config.model, model)):
+        log(line)
 
     log("• plan")
     plan = [*units.photo_units(job, photos, config.photo_pages, about["classes"] is not None),
@@ -198,6 +211,22 @@ def _check_trajectory(config: BuildConfig) -> None:
     if not imaging.animated_webp():
         raise GalleryError(f"--trajectory {config.trajectory}: this Pillow ({PIL.__version__}) cannot write animated "
                            "WebP; install a Pillow built with libwebp (the wheels on PyPI are), or leave it off")
+
+
+def _skipped(config: BuildConfig, job, about: dict, title: str) -> list[str]:
+    """One line for each option the build asked for that cannot apply here, and why."""
+    lines = []
+    if job.trajectory and job.exact:
+        every = set(job.exact) == set(job.selection)
+        lines.append(f"note: --trajectory skipped for {', '.join(job.exact)}: linear in the pixels, "
+                     f"{'its' if len(job.exact) == 1 else 'their'} images are solved exactly, not optimized, "
+                     f"so there is no path to show{' (no layer of this build has one)' if every else ''}")
+    if about["classes"] is None and (config.cam_methods != BuildConfig.cam_methods or config.cam_layers):
+        asked = [f"--cam-method {','.join(config.cam_methods)}"] if config.cam_methods != BuildConfig.cam_methods else []
+        asked += [f"--cam-layers {','.join(config.cam_layers)}"] if config.cam_layers else []
+        lines.append(f"note: {' and '.join(asked)} skipped: {title} has no classifier head, so there are no "
+                     "classes to explain")
+    return lines
 
 
 def _about(model, config: BuildConfig, size: tuple[int, int]) -> dict:
