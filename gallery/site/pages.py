@@ -57,6 +57,7 @@ def environment(templates: Path = TEMPLATES) -> Environment:
     env.filters["share"] = share
     env.filters["breakable"] = breakable
     env.filters["sig"] = sig
+    env.filters["placeholders"] = lambda command: sorted(set(re.findall(r'"\$([A-Z_]+_DIR)"', command or "")))
     return env
 
 
@@ -95,11 +96,30 @@ def _root(page: str) -> str:
     return "../" * page.count("/")
 
 
+COVERS = 4  # tiles on a model's card
+
+
+def covers(layers: list[dict], count: int = COVERS) -> list[str]:
+    """A model's card tiles: from ``count`` layers spread from its first rendered layer to
+    its last, each layer's strongest filter by peak (a dead or flat filter 0 says little of
+    what the model learned); pending tiles only where a layer has nothing rendered yet."""
+    shown = [layer for layer in layers if layer["filters"]]
+    if len(shown) > count:
+        shown = [shown[round(i * (len(shown) - 1) / (count - 1))] for i in range(count)] if count > 1 else shown[-1:]
+    thumbs = []
+    for layer in shown:
+        done = [f for f in layer["filters"] if not f["pending"]]
+        best = max(done, key=lambda f: (f["peak"] if f["peak"] is not None else f["activation"], -f["index"]),
+                   default=layer["filters"][0])
+        thumbs.append(best["thumb"])
+    return thumbs
+
+
 def model_cards(manifests: list[dict]) -> list[dict]:
     return [
         {"model": m["model"], "page": m["page"], "layers": len(m["layers"]),
          "filters": sum(len(layer["filters"]) for layer in m["layers"]), "photos": len(m["photos"]),
-         "thumbs": [layer["filters"][0]["thumb"] for layer in m["layers"] if layer["filters"]][-4:]}
+         "thumbs": covers(m["layers"])}
         for m in manifests
     ]
 
@@ -114,7 +134,7 @@ def search_index(manifests: list[dict]) -> dict:
         for layer in m["layers"]:
             entries.append({"k": "layer", "l": layer["name"], "u": layer["page"], "d": model})
             layers.append({"n": layer["name"], "m": model, "u": layer["dir"],
-                           "f": [f["index"] for f in layer["filters"]]})
+                           "f": [f["index"] for f in layer["filters"]], "c": layer["channels"]})
         for photo in m["photos"]:
             entries.append({"k": "photo", "l": photo["name"], "u": photo["page"], "d": model})
             for pred in photo["predictions"]:
@@ -164,6 +184,7 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
                                             "building": [_building(m) for m in manifests if m.get("status")]}),
               (manifest["page"], "model.html", {**common, "manifest": manifest,
                                                 "pages_of": {layer["name"]: layer["page"] for layer in manifest["layers"]}})]
+    rendered = {layer["name"]: index_ranges([f["index"] for f in layer["filters"]]) for layer in manifest["layers"]}
     for layer in manifest["layers"]:
         result.append((layer["page"], "layer.html", {**common, "layer": layer}))
         sheets = [(p, next((f for f in p["features"] if f["layer"] == layer["name"]), None)) for p in manifest["photos"]]
@@ -175,6 +196,7 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
             strongest = sorted(sheets, key=lambda ps: -ps[1]["peak"][f["index"]])[:FEATURE_MAPS_SHOWN]
             result.append((f["page"], "filter.html", {
                 **common, "layer": about, "filter": f, "upstream": layer["upstream"],
+                "rendered_upstream": rendered.get(layer["upstream"]),
                 "pool_size": len(manifest["pool"]),
                 "features": [{"photo": _photo_link(p), "sheet": sheet} for p, sheet in strongest],
                 "top": [{"photo": manifest["pool"][t["photo"]], "peak": t["peak"],
@@ -192,9 +214,21 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
                        "kind": PICTURES.get(k[1], "heat"), "maps": v, "summary": faithfulness_summary(v)}
                       for k, v in groups.items()]
         features = [{**f, "strongest": strongest_channels(f, filter_pages.get(f["layer"], {}))} for f in photo["features"]]
-        result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked,
+        result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked, "rendered": rendered,
                                                      "cam_groups": cam_groups, "kept": KEEP, "features": features}))
     return result
+
+
+def index_ranges(indices: list[int]) -> str:
+    """``"filters 0–7, 12"``: indices as runs, how a page says which filters a build rendered."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    text = ", ".join(f"{a}\u2013{b}" if b > a else str(a) for a, b in runs)
+    return f"filter{'s' if len(indices) != 1 else ''} {text}" if runs else ""
 
 
 def strongest_channels(sheet: dict, pages: dict[int, str]) -> list[dict]:
