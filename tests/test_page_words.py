@@ -190,3 +190,60 @@ def test_the_reproduce_box_explains_its_placeholder(site):
     text = html.unescape(re.sub(r"<[^>]+>", "", (site / "named" / "index.html").read_text(encoding="utf-8")))
     assert 'python build.py --model "$MODEL_DIR"/named.keras --filters 0:3' in text
     assert "$MODEL_DIR stands for the folder that held that file where this was built" in text
+
+
+@pytest.fixture(scope="module")
+def photo_site(tmp_path_factory):
+    """Six classes, one of them sure (about 88%), the others under 5%; two CAMs and saliency."""
+    from .conftest import tiny_classifier
+
+    tmp = tmp_path_factory.mktemp("photo")
+    model = tiny_classifier(classes=6)
+    head = model.get_layer("head")
+    head.bias.assign([4.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    head.kernel.assign(head.kernel * 0.0)
+    model.save(tmp / "sure.keras")
+    photos = tmp / "photos"
+    photos.mkdir()
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(photos / "noise.png")
+    pipeline.build(BuildConfig(model=str(tmp / "sure.keras"), preprocess="none", images=(photos,),
+                               filters=slice(0, 2), render=RenderSettings(size=16, steps=2), out=tmp / "site",
+                               cache=tmp / "cache", cam_methods=("gradcam", "layercam", "saliency")))
+    return tmp / "site"
+
+
+@pytest.mark.browser
+@needs_chromium
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_photo_page_leads_with_classes_and_maps_and_folds_the_rest(photo_site, browser, width):
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto((photo_site / "sure" / "photos" / "noise.html").as_uri())
+    headings = page.eval_on_selector_all("main h2", "hs => hs.map(h => h.textContent.trim())")
+    assert headings == ["Predictions", "Grad-CAM at conv2", "LayerCAM at conv2", "Feature maps", "Pixel attributions",
+                        "Saliency"], headings
+    # The first class activation maps are open; the other methods fold, their summary line in view.
+    opened = page.eval_on_selector_all("details.method", "ds => ds.map(d => d.open)")
+    assert opened == [True, False, False], opened
+    assert "keeps" in page.locator("details.method").nth(1).locator("summary").inner_text()
+    # Five maps leave no one alone on a row.
+    page.locator("details.method").nth(1).locator("summary").click()
+    for grid in page.locator("details[open] ul.cams").all():
+        boxes = grid.evaluate("g => Array.from(g.children).map(li => [Math.round(li.getBoundingClientRect().top), "
+                              "li.getBoundingClientRect().width, g.getBoundingClientRect().width])")
+        rows = {}
+        for top, w, _ in boxes:
+            rows.setdefault(top, []).append(w)
+        counts = [len(v) for v in rows.values()]
+        assert len(boxes) == 5 and (len(set(counts)) == 1 or (counts[0] == 1 and len(set(counts[1:])) == 1
+                                                               and boxes[0][1] > 0.9 * boxes[0][2])), counts
+    # Shares of a class under 5% are noise: not shown, and the page says why.
+    text = page.locator("main").inner_text()
+    assert "> 999%" not in text
+    figures = page.eval_on_selector_all("details.method:first-of-type .faith", "fs => fs.map(f => f.textContent)")
+    assert "keeps" in figures[0] and all("no figures" in f for f in figures[1:]), figures
+    assert "get no figures: a share of so small a probability swings by hundreds of percent on noise" in text
+    _shot(page, f"photo-order-{width}")
+    page.close()

@@ -69,6 +69,19 @@ def share(v: float | None) -> str:
     return "> 999%" if v > 9.995 else f"{100 * v:.0f}%"
 
 
+# Below this probability a class's faithfulness shares are noise: a share of 0.1% that
+# becomes 0.5% reads "500%". Its map is shown, its figures are not (the page says why).
+FAITHFUL_FLOOR = 0.05
+
+
+def map_columns(count: int) -> int:
+    """Columns for a method's ``count`` maps on a wide screen: all in one row up to five,
+    else the count of 3 to 5 that leaves the fullest last row (no orphan)."""
+    if count <= 5:
+        return max(count, 1)
+    return max((5, 4, 3), key=lambda c: (count % c == 0, count % c))
+
+
 def faithfulness_summary(maps: list[dict]) -> dict | None:
     """The mean of the maps' top and bottom shares, each counted at most 100%: one minus
     Chattopadhay et al.'s "Average Drop" (WACV 2018), so a class whose probability rises
@@ -210,12 +223,17 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
         groups: dict = {}
         for cam in photo["cams"]:
             groups.setdefault((cam["layer"], cam["method"]), []).append(cam)
-        cam_groups = [{"layer": k[0], "method": k[1], "title": CAM_TITLES[k[1]][0], "about": CAM_TITLES[k[1]][1],
-                       "kind": PICTURES.get(k[1], "heat"), "maps": v, "summary": faithfulness_summary(v)}
-                      for k, v in groups.items()]
+        method_groups = [{"layer": k[0], "method": k[1], "title": CAM_TITLES[k[1]][0], "about": CAM_TITLES[k[1]][1],
+                          "kind": PICTURES.get(k[1], "heat"), "maps": v, "summary": faithfulness_summary(v),
+                          "columns": map_columns(len(v))}
+                         for k, v in groups.items()]
+        # What a reader wants first: the class activation maps; pixel attributions after the feature maps.
+        cam_groups = [g for g in method_groups if g["kind"] == "heat"]
+        pixel_groups = [g for g in method_groups if g["kind"] != "heat"]
         features = [{**f, "strongest": strongest_channels(f, filter_pages.get(f["layer"], {}))} for f in photo["features"]]
         result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked, "rendered": rendered,
-                                                     "cam_groups": cam_groups, "kept": KEEP, "features": features}))
+                                                     "cam_groups": cam_groups, "pixel_groups": pixel_groups, "kept": KEEP,
+                                                     "faithful_floor": FAITHFUL_FLOOR, "features": features}))
     return result
 
 
