@@ -38,17 +38,28 @@ def _named_model():
     return keras.Model(inputs, outputs, name="named")
 
 
+def at_both_widths(test):
+    """A browser test, run on a desktop's width and a phone's."""
+    return pytest.mark.browser(needs_chromium(pytest.mark.parametrize("width", [1280, 390])(test)))
+
+
+def _noise_photo(tmp: Path) -> Path:
+    """A folder with one photo of noise, "noise.png"."""
+    import numpy as np
+    from PIL import Image
+
+    photos = tmp / "photos"
+    photos.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(photos / "noise.png")
+    return photos
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("words")
     model = tmp / "named.keras"
     _named_model().save(model)
-    photos = tmp / "photos"
-    photos.mkdir()
-    import numpy as np
-    from PIL import Image
-
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(photos / "noise.png")
+    photos = _noise_photo(tmp)
     pipeline.build(BuildConfig(model=str(model), preprocess="none", images=(photos,), filters=slice(0, 3),
                                render=RenderSettings(size=16, steps=4), out=tmp / "site", cache=tmp / "cache",
                                cam_layers=("block1_expand_conv",),
@@ -90,9 +101,7 @@ LINE_STARTS = """el => {
 }"""
 
 
-@pytest.mark.browser
-@needs_chromium
-@pytest.mark.parametrize("width", [1280, 390])
+@at_both_widths
 def test_the_model_page_cuts_no_word_in_two_on_a_phone(site, browser, width):
     page = browser.new_page(viewport={"width": width, "height": 900})
     page.goto((site / "named" / "index.html").as_uri())
@@ -109,9 +118,7 @@ def test_the_model_page_cuts_no_word_in_two_on_a_phone(site, browser, width):
     page.close()
 
 
-@pytest.mark.browser
-@needs_chromium
-@pytest.mark.parametrize("width", [1280, 390])
+@at_both_widths
 def test_not_rendered_means_outside_the_selection_when_the_layer_was_rendered(site, browser, width):
     page = browser.new_page(viewport={"width": width, "height": 900})
     page.goto((site / "named" / "photos" / "noise.html").as_uri())
@@ -125,9 +132,7 @@ def test_not_rendered_means_outside_the_selection_when_the_layer_was_rendered(si
     page.close()
 
 
-@pytest.mark.browser
-@needs_chromium
-@pytest.mark.parametrize("width", [1280, 390])
+@at_both_widths
 def test_search_says_a_filter_exists_but_was_not_rendered(site, browser, width):
     page = browser.new_page(viewport={"width": width, "height": 900})
     page.goto((site / "index.html").as_uri())
@@ -145,9 +150,7 @@ def test_search_says_a_filter_exists_but_was_not_rendered(site, browser, width):
     page.close()
 
 
-@pytest.mark.browser
-@needs_chromium
-@pytest.mark.parametrize("width", [1280, 390])
+@at_both_widths
 def test_covers_show_each_layers_strongest_filter_and_tiles_are_labelled_by_peak(site, browser, width):
     manifest = json.loads((site / "named" / "manifest.json").read_text())
     strongest = [max(layer["filters"], key=lambda f: (f["peak"], -f["index"]))["thumb"] for layer in manifest["layers"]]
@@ -203,21 +206,14 @@ def photo_site(tmp_path_factory):
     head.bias.assign([4.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     head.kernel.assign(head.kernel * 0.0)
     model.save(tmp / "sure.keras")
-    photos = tmp / "photos"
-    photos.mkdir()
-    import numpy as np
-    from PIL import Image
-
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(photos / "noise.png")
+    photos = _noise_photo(tmp)
     pipeline.build(BuildConfig(model=str(tmp / "sure.keras"), preprocess="none", images=(photos,),
                                filters=slice(0, 2), render=RenderSettings(size=16, steps=2), out=tmp / "site",
                                cache=tmp / "cache", cam_methods=("gradcam", "layercam", "saliency")))
     return tmp / "site"
 
 
-@pytest.mark.browser
-@needs_chromium
-@pytest.mark.parametrize("width", [1280, 390])
+@at_both_widths
 def test_the_photo_page_leads_with_classes_and_maps_and_folds_the_rest(photo_site, browser, width):
     page = browser.new_page(viewport={"width": width, "height": 900})
     page.goto((photo_site / "sure" / "photos" / "noise.html").as_uri())
