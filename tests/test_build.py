@@ -131,7 +131,8 @@ def test_each_cam_method_is_named_and_explained_on_photo_pages(tmp_path, classif
     assert "the dense layer&#39;s weights" in html and "masked by each channel" in html
     # Only filter 0 of conv2 is rendered: the other channels say so, and why, instead of a grey square.
     assert 'aria-label="conv2 filter 1, not rendered in this build">not rendered</span>' in html
-    assert "belong to conv2, filters this build did not render; add them with <code>--layers</code>" in html
+    assert ("are filters of conv2 outside this build's selection (it rendered filter 0 of that layer); widen "
+            "<code>--filters</code>") in html
 
 
 def test_pixel_attributions_get_their_own_groups_once_per_photo(tmp_path, classifier_file, photo_dir, capsys):
