@@ -7,10 +7,13 @@ the seconds per FLOP measured on that layer's own units so far, stage by stage o
 coarse-to-fine schedule (a coarse step costs a quarter as many FLOPs, but not a quarter
 of the time), the running unit included. The first report of each stage is set apart,
 since it carries the compiling of its loop. A first look at every layer comes early, so
-each is measured soon; a stage not measured yet borrows the rate of the measured stage
-most like it in FLOPs per image-step. Workers running side by side are
-counted by how busy they have been: remaining work-seconds over that parallelism is the
-ETA.
+each is measured soon; a stage not measured yet takes the rate the build's calibration
+measured before it started (:mod:`gallery.build.estimate`), or borrows the rate of the
+measured stage most like it in FLOPs per image-step, and while borrowed rates would carry
+much of the work left the ETA is "estimating…" rather than a wrong figure. Photo units
+report each pass (features, predictions, each method's maps) as it ends, weighed by its
+own cost. Workers running side by side are counted by how busy they have been: remaining
+work-seconds over that parallelism is the ETA.
 """
 
 from __future__ import annotations
