@@ -126,11 +126,14 @@ def test_the_eta_weighs_work_by_cost_and_waits_for_each_stages_own_rate():
     assert progress.status()["text"] == "rendering: 4 of 12 filter images, under a minute left"
 
 
-def test_a_calibration_times_the_stages_not_run_yet():
+def test_a_calibration_times_the_stages_not_run_yet_and_only_its_own_layers_count_as_known():
     clock = _Clock()
-    progress = _two_layers(clock, prior=(0.01, 3.0))
-    # Every FLOP at the calibrated rate, and a compile for each of the four stages.
-    assert abs(progress.remaining() - (525 * 0.01 + 4 * 3.0)) < 1e-9
+    progress = _two_layers(clock, prior=(0.5, 0.01, 3.0, ("deep",)))
+    # Every FLOP at the calibrated rate, half a second per image-step (3 units × 4 steps × 4
+    # images), and a compile for each of the four stages.
+    assert abs(progress.remaining() - (525 * 0.01 + 48 * 0.5 + 4 * 3.0)) < 1e-9
+    # Calibrated on the shallow layer alone, the deep one (most of the work) is a guess.
+    assert _two_layers(_Clock(), prior=(0.5, 0.01, 3.0, ("shallow",))).remaining() is None
 
 
 def test_one_hundred_percent_means_done_and_the_rate_counts_like_with_like():

@@ -19,6 +19,7 @@ from ..config import FULL
 from ..render import cost
 from ..render.optimize import FilterRenderer, stages
 from .progress import about
+from . import units
 from .units import FilterUnit, flops
 
 CALIBRATION_STEPS = 2
@@ -31,44 +32,65 @@ HOUR = 3600.0
 class Estimate:
     seconds: float | None  # None: too little work to be worth measuring
     flops: float
-    layer: str | None = None  # where the machine was measured
-    per_flop: float | None = None
+    layer: str | None = None  # where the machine was measured (the heaviest layer)
+    overhead: float = 0.0  # seconds per image-step whatever its FLOPs
+    per_flop: float | None = None  # seconds per FLOP beyond that
     compile: float = 0.0  # seconds one loop took to compile
+    layers: tuple[str, ...] = ()  # every layer measured
 
     @property
-    def prior(self) -> tuple[float, float] | None:
+    def prior(self) -> tuple | None:
         """What :class:`~gallery.build.progress.Progress` starts from for stages not yet run."""
-        return None if self.per_flop is None else (self.per_flop, self.compile)
+        return None if self.per_flop is None else (self.overhead, self.per_flop, self.compile, self.layers)
 
 
-def calibrate(model, job, costs, tasks) -> Estimate:
-    """Time the build's tasks would take here, from one short run of its heaviest layer."""
-    work = {id(t): flops(t.unit, job, costs) for t in tasks}
-    total = sum(work.values())
-    optimized = [t.unit for t in tasks if isinstance(t.unit, FilterUnit) and not job.solved(t.unit.layer, t.unit.variant)]
-    if total < SMALL or not optimized:
-        return Estimate(None, total)
-    by_layer: dict[str, float] = {}
-    for t in tasks:
-        if isinstance(t.unit, FilterUnit) and t.unit in optimized:
-            by_layer[t.unit.layer] = by_layer.get(t.unit.layer, 0.0) + work[id(t)]
-    layer = max(by_layer, key=by_layer.get)
-    r = job.render
-    settings = replace(r, steps=CALIBRATION_STEPS, scales=FULL)
-    renderer = FilterRenderer(model, layer, settings, job.preprocess)
+def _timed(model, job, costs, layer: str) -> tuple[float, float, float]:
+    """``(seconds per image-step, FLOPs per image-step, seconds to compile)`` on ``layer``:
+    its loop run twice through the build's own renderer, the first run compiling it."""
+    renderer = FilterRenderer(model, layer, replace(job.render, steps=CALIBRATION_STEPS, scales=FULL), job.preprocess)
     indices = list(job.selection[layer])[:max(1, min(job.render.batch, renderer.channels))]
     start = time.perf_counter()
-    renderer.images(indices)  # compiles the loop
+    renderer.images(indices)
     first = time.perf_counter() - start
     start = time.perf_counter()
     renderer.images(indices)
     seconds = time.perf_counter() - start
     step = costs.step_flops(layer, cost.network_side(job.render, job.render.size))
-    per_flop = seconds / (CALIBRATION_STEPS * len(indices) * step)
-    # Each layer's loops compile once per stage of the schedule, as this one did.
-    loops = len({(u.variant, u.layer) for u in optimized}) * len(stages(job.render.steps, r.size, r.scales))
-    compile_ = max(0.0, first - seconds)
-    return Estimate(total * per_flop + loops * compile_, total, layer, per_flop, compile_)
+    return seconds / (CALIBRATION_STEPS * len(indices)), step, max(0.0, first - seconds)
+
+
+def calibrate(model, job, costs, tasks) -> Estimate:
+    """Time the build's tasks would take here, from short runs of two of its layers: the one
+    that carries most of the work and the one with the cheapest steps. Between them a step
+    costs a fixed overhead plus its FLOPs at one rate (a line through the two points)."""
+    work = {id(t): flops(t.unit, job, costs) for t in tasks}
+    total = sum(work.values())
+    optimized = [t for t in tasks if isinstance(t.unit, FilterUnit) and not job.solved(t.unit.layer, t.unit.variant)]
+    if total < SMALL or not optimized:
+        return Estimate(None, total)
+    by_layer: dict[str, float] = {}
+    for t in optimized:
+        by_layer[t.unit.layer] = by_layer.get(t.unit.layer, 0.0) + work[id(t)]
+    side = cost.network_side(job.render, job.render.size)
+    heaviest = max(by_layer, key=by_layer.get)
+    cheapest = min(by_layer, key=lambda layer: costs.step_flops(layer, side))
+    s_heavy, f_heavy, compile_ = _timed(model, job, costs, heaviest)
+    overhead, per_flop = 0.0, s_heavy / f_heavy
+    if f_heavy > 1.5 * costs.step_flops(cheapest, side):
+        s_cheap, f_cheap, _ = _timed(model, job, costs, cheapest)
+        slope = (s_heavy - s_cheap) / (f_heavy - f_cheap)
+        if slope > 0 and s_cheap - slope * f_cheap >= 0:
+            overhead, per_flop = s_cheap - slope * f_cheap, slope
+    seconds = 0.0
+    for t in tasks:
+        stages_, images, _, optimized_ = units.cost_stages(t.unit, job, costs, t.parts)
+        for _, step_flops, n in stages_:
+            seconds += n * step_flops * per_flop + (n * images * overhead if optimized_ else 0.0)
+    # Each layer's loops compile once per stage of the schedule, as the calibrated one did.
+    r = job.render
+    loops = len({(t.unit.variant, t.unit.layer) for t in optimized}) * len(stages(r.steps, r.size, r.scales))
+    return Estimate(seconds + loops * compile_, total, heaviest, overhead, per_flop, compile_,
+                    tuple(dict.fromkeys((heaviest, cheapest))) if overhead else (heaviest,))
 
 
 def plan_lines(job, tasks, photos: int, estimate: Estimate, executor: str) -> list[str]:
@@ -88,7 +110,7 @@ def plan_lines(job, tasks, photos: int, estimate: Estimate, executor: str) -> li
         when = f"a small build ({cost.describe(estimate.flops)}), seconds to a minute here"
     else:
         where = "in this process" if executor == "local" else "for one worker like this process; Ray workers share it"
-        when = f"{about(estimate.seconds).replace(' left', '')} {where} (measured on {estimate.layer})"
+        when = f"{about(estimate.seconds).replace(' left', '')} {where} (measured on {' and '.join(estimate.layers)})"
     lines = [f"  plan: {what}; {when}"]
     if estimate.seconds is not None and estimate.seconds > 10 * 60:
         lines.append("  for a first look in minutes: --filters 0:8 (8 filters of each layer), or --preset preview; "

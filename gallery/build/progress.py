@@ -82,8 +82,9 @@ class Progress:
     def __init__(self, units, cached_images: int, total_images: int, cached_photos: int, total_photos: int,
                  stream=None, interval: float = 10.0, clock_fn=time.monotonic, prior=None):
         """``units``: ``{id: (stages, images, photos[, optimized])}`` of the units that will run
-        (see :class:`_Unit`); ``prior``: the calibration's ``(seconds per FLOP, seconds to
-        compile a loop)`` (:mod:`gallery.build.estimate`), for filter stages not measured yet."""
+        (see :class:`_Unit`); ``prior``: the calibration's ``(seconds per image-step, seconds
+        per FLOP, seconds to compile a loop, layers it ran)`` (:mod:`gallery.build.estimate`),
+        for stages not measured yet."""
         self.units = {uid: _Unit(list(stages), *rest) for uid, (stages, *rest) in units.items()}
         self.prior = prior
         self.total_flops = sum(u.flops for u in self.units.values()) or 1.0
@@ -202,10 +203,17 @@ class Progress:
             for stage, flops in unit.segments(unit.done, unit.steps):
                 key, step, _ = unit.stages[stage]
                 rate = self._rate(key)
-                if rate is None and key[0] != "photos" and self.prior is not None:
-                    rate = self.prior[0]
-                    if key not in self.measured:
+                if rate is None and self.prior is not None:
+                    # The calibration's line: an overhead per image-step, plus the FLOPs at one
+                    # rate; only the layers it ran are known, the others are a guess.
+                    overhead, per_flop, _, known = self.prior
+                    image_steps = flops / step * unit.images if unit.optimized and step else 0.0
+                    left += flops * per_flop + image_steps * overhead
+                    total += flops
+                    guessed += 0.0 if key[0] in known else flops
+                    if key not in self.measured and key[0] != "photos":
                         compiles.add(key)
+                    continue
                 if rate is None:
                     borrowed = [k for k in steady if (k[0] == "photos") == (key[0] == "photos")] or steady
                     if not borrowed:
@@ -216,7 +224,7 @@ class Progress:
                 total += flops
         if total and guessed / total > GUESSED:
             return None
-        compile_time = len(compiles) * self.prior[1] if self.prior is not None else 0.0
+        compile_time = len(compiles) * self.prior[2] if self.prior is not None else 0.0
         return (left + compile_time) / parallel + self.tail
 
     def _alike(self, key: tuple, step: float, measured) -> tuple:
