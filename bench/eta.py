@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common import SHARED, machine  # first: it puts the repository on the path
 
-from gallery.build import pipeline, progress as progress_module  # noqa: E402
+from gallery.build import estimate as estimate_module, pipeline, progress as progress_module  # noqa: E402
 from gallery.config import BuildConfig, RenderSettings, parse_filter_slice  # noqa: E402
 
 TARGET = 0.25
@@ -52,6 +52,15 @@ def main():
         return draw(self, force)
 
     progress_module.Progress.draw = recording
+    planned = []  # the plan's estimate, and when the run it estimates began
+    calibrate = estimate_module.calibrate
+
+    def remembered(*a, **k):
+        planned.append(calibrate(*a, **k))
+        planned.append(time.monotonic())
+        return planned[0]
+
+    estimate_module.calibrate = remembered
     work = Path(tempfile.mkdtemp(prefix="eta-bench-"))
     config = BuildConfig(model=args.model, preprocess="caffe", layers=tuple(args.layers.split(",")),
                          filters=parse_filter_slice(args.filters), images=(SHARED / "samples",),
@@ -60,6 +69,14 @@ def main():
     pipeline.build(config)
     end = time.monotonic()
     rows = [(done, eta, end - t) for t, done, eta in trace if eta is not None and end - t > 1.0]
+    if planned and planned[0].seconds is not None:
+        print(f"plan: {planned[0].seconds:.0f} s estimated before the run, {end - planned[1]:.0f} s taken "
+              f"({planned[0].seconds / (end - planned[1]) - 1:+.0%})")
+    start = trace[0][0] if trace else end
+    if rows:
+        first = next((t, done) for t, done, eta in trace if eta is not None)
+        print(f"first ETA at {first[1]:.1%} of the work, {first[0] - start:.0f} s into the run "
+              f"(before it: 'estimating…'); {len(rows)} ETAs in all")
     print(f"{'work done':>10} {'ETA (s)':>9} {'really left (s)':>16} {'error':>7}")
     worst = 0.0
     marks = [r[0] for r in rows] if args.all else (0.10, 0.25, 0.40, 0.50, 0.60, 0.75, 0.90)

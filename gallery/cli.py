@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import presets
@@ -89,6 +91,19 @@ def _methods(text: str) -> tuple[str, ...]:
     return methods
 
 
+def _scales_text(scales) -> str:
+    return ",".join(f"{s:g}" for s in scales)
+
+
+def _by_device(name: str, show=str) -> str:
+    """A preset-controlled default as --help states it, from the preset table itself (its
+    one home): the default preset's value on a CPU and on a GPU."""
+    cpu, gpu = (PRESETS["default"][device].get(name) for device in ("cpu", "gpu"))
+    if gpu == cpu:
+        return f"default: {show(cpu)}"
+    return f"default: {show(cpu)} on a CPU, {show(gpu)} on a GPU"
+
+
 def parser() -> argparse.ArgumentParser:
     defaults = RenderSettings()
     p = _Parser(
@@ -110,17 +125,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=tuple(PRESETS), default="default",
                    help="preview, default or high: tile size, steps, schedule, batch and variants, each "
                         "tuned for CPUs and for GPUs; the flags below override it (default: default)")
-    p.add_argument("--size", type=_positive, help=f"filter image side in pixels (default: {defaults.size} on a CPU, "
-                                                  f"{PRESETS['default']['gpu']['size']} on a GPU)")
-    p.add_argument("--steps", type=_positive, help=f"optimization steps (default: {defaults.steps} on a CPU, "
-                                                   f"{PRESETS['default']['gpu']['steps']} on a GPU)")
+    p.add_argument("--size", type=_positive, help=f"filter image side in pixels ({_by_device('size')})")
+    p.add_argument("--steps", type=_positive, help=f"optimization steps ({_by_device('steps')})")
     p.add_argument("--scales", type=_scales, metavar="0.5,1",
                    help="coarse-to-fine schedule: canvas sizes as fractions of the tile, ending with 1, each "
-                        "given an equal share of the steps (default: 0.5,1; 1 for full size throughout)")
+                        "given an equal share of the steps; 1 is full size throughout "
+                        f"({_by_device('scales', _scales_text)})")
     p.add_argument("--seed", type=_seed, default=defaults.seed, help="random seed (default: 0)")
     p.add_argument("--batch", type=_positive, help=f"images per optimization batch, halved automatically when "
-                                                   f"memory runs out (default: {defaults.batch} on a CPU, "
-                                                   f"{PRESETS['default']['gpu']['batch']} on a GPU)")
+                                                   f"memory runs out ({_by_device('batch')})")
     p.add_argument("--variants", type=_variants, metavar="negative,diversity,neuron",
                    help="extra images per filter, shown on its page: what suppresses it, "
                         f"{DIVERSE_COPIES} diverse images, the centre unit (default: none; the high preset: "
@@ -136,8 +149,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="compute dtype of the optimization loop: bfloat16 runs on GPU tensor cores at twice "
                         "TF32's speed, but is emulated (slower) on most CPUs; tiles are still scored "
-                        "in float32 (default: float32 on a CPU, "
-                        f"{PRESETS['default']['gpu']['precision']} on a GPU)")
+                        f"in float32 ({_by_device('precision', lambda v: v or 'float32')})")
     p.add_argument("--trajectory", type=_snapshots, default=0, metavar="N",
                    help="record N snapshots of each filter image's optimization, from its starting noise (step 0) "
                         "to its final image, geometrically spaced steps of the same run (no extra steps), and "
@@ -203,7 +215,25 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the build is, so it stops as Ctrl-C stops it: pages say so."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main else None
+    try:
+        return _main(argv)
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     if args.backend:
@@ -241,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         log(f"error: {exc}")  # names a layer, photo or path: made safe for the terminal
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished tiles are cached and the next run resumes from them", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{stopped}; finished tiles are cached and the next run resumes from them", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     return 0

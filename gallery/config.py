@@ -43,23 +43,36 @@ def public_path(path) -> str:
 PATH_FLAGS = ("--model", "--weights", "--labels", "--images", "--out", "--cache")
 
 
+def _command_path(flag: str, path: str) -> str:
+    """A path in a published command, quoted for the shell: relative to the working
+    directory where it lies under it (it runs as shown from there), else its file name
+    after a placeholder for the folder that held it (``"$MODEL_DIR"/vgg16.keras``), which
+    the page explains; never the machine's own folders."""
+    shown = public_path(path)
+    if not shown.startswith("\u2026/"):
+        return shlex.quote(shown)
+    return f'"${flag[2:].upper()}_DIR"/{shlex.quote(Path(path).name)}'
+
+
 def public_command(argv: list[str]) -> str:
-    """The command line of a build, with the values of path flags made :func:`public_path`."""
+    """The command line of a build, with the values of path flags made public (see
+    :func:`_command_path`): pasted where the build ran, with any placeholders set, it runs."""
     shown, flag = [], None
     for arg in argv:
         if arg.startswith("--"):
             name, eq, value = arg.partition("=")
             if eq:
-                shown.append(f"{name}={public_path(value)}" if name in PATH_FLAGS else arg)
+                shown.append(f"{shlex.quote(name)}={_command_path(name, value)}" if name in PATH_FLAGS
+                             else shlex.quote(arg))
             else:
-                shown.append(arg)
+                shown.append(shlex.quote(arg))
             flag = name if name in PATH_FLAGS and not eq else None
         elif flag is not None:
-            shown.append(public_path(arg))
+            shown.append(_command_path(flag, arg))
             flag = flag if flag == "--images" else None
         else:
-            shown.append(arg)
-    return readable(shlex.join(["python", "build.py", *shown]))
+            shown.append(shlex.quote(arg))
+    return readable(" ".join(["python", "build.py", *shown]))
 
 
 STEP_TRANSFORMS = ("standard", "lucid", "none")

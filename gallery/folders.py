@@ -158,6 +158,45 @@ def check_layout(out: Path, cache: Path, protected: Iterable[Path] = ()) -> None
         raise GalleryError(f"--out {str(out)!r} is inside --cache {str(cache)!r}; give them separate folders")
 
 
+def first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself or a parent) that does not exist yet."""
+    path = Path(path).absolute()
+    missing = None
+    while not path.exists() and not path.is_symlink() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def empty(folder: Path) -> bool:
+    try:
+        return Path(folder).is_dir() and not Path(folder).is_symlink() and not any(os.scandir(folder))
+    except OSError:
+        return False
+
+
+def undo_created(folder: Path, top: Path | None, marks: set[str]) -> bool:
+    """Take back what a failed build made of ``folder``, if it holds nothing but the build's
+    own ``marks`` and empty folders: its contents, and the folder itself with its parents up
+    to ``top`` where the build created them (``top`` is ``None`` for a folder that was
+    there, empty, before). True if anything was taken back."""
+    folder = Path(folder).absolute()
+    try:
+        for entry in folder.rglob("*"):
+            if entry.is_symlink() or (entry.is_file() and not (entry.parent == folder and entry.name in marks)):
+                return False
+        for entry in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
+            entry.rmdir() if entry.is_dir() else entry.unlink()
+        if top is None:
+            return True
+        while True:
+            folder.rmdir()
+            if folder == top or not folder.is_relative_to(top):
+                return True
+            folder = folder.parent
+    except OSError:
+        return False
+
+
 def claim(folder: Path, flag: str, owned, mark, adopt=None) -> None:
     """Make sure the build owns ``folder``, or refuse it in one line.
 

@@ -208,10 +208,10 @@ def test_multi_model_site_search_and_navigation(shared_site, browser):
     page.check("#all-layers")
     assert page.eval_on_selector_all(rows, "rs => rs.filter(r => r.offsetParent).length") > shown + 50
     page.set_viewport_size({"width": 1280, "height": 900})
-    # Sorting a layer by activation reorders its tiles.
+    # Sorting a layer by peak reorders its tiles.
     page.goto((shared_site / "efficientnet_lite0_imagenet" / "layers" / "top_conv" / "index.html").as_uri())
-    page.click("button[data-sort=activation]")
-    values = [float(v) for v in page.eval_on_selector_all("#tiles li", "els => els.map(e => e.dataset.activation)")]
+    page.click("button[data-sort=peak]")
+    values = [float(v) for v in page.eval_on_selector_all("#tiles li", "els => els.map(e => e.dataset.peak)")]
     assert values == sorted(values, reverse=True)
     assert not _broken_images(page)
     assert not problems, problems

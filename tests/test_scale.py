@@ -161,7 +161,7 @@ def test_the_site_grows_while_it_builds_and_every_snapshot_resolves(tmp_path, ph
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     snapshots, end = [], time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < end:
-        if (site / "status.js").is_file() and (site / "index.html").is_file():
+        if (site / "tiny" / "status.js").is_file() and (site / "index.html").is_file():
             snapshots.append(tmp_path / f"snap{len(snapshots)}")
             _snapshot(proc, site, snapshots[-1])
             time.sleep(0.7)
@@ -176,7 +176,7 @@ def test_the_site_grows_while_it_builds_and_every_snapshot_resolves(tmp_path, ph
         pending_seen += "static/pending.svg" in pages
         index = (snap / "index.html").read_text(encoding="utf-8")
         assert "data-status" in index or "This page is being written" in index  # the status, or a stub
-        status = (snap / "status.js").read_text(encoding="utf-8")
+        status = (snap / "tiny" / "status.js").read_text(encoding="utf-8")
         assert "rendering: " in status or "analysing photos" in status
         if (snap / "tiny" / "manifest.json").is_file():
             done = {layer["name"]: [not f["pending"] for f in layer["filters"]]
@@ -187,6 +187,6 @@ def test_the_site_grows_while_it_builds_and_every_snapshot_resolves(tmp_path, ph
     check_site(site)
     pages = "".join(p.read_text(encoding="utf-8") for p in site.rglob("*.html"))
     assert "pending.svg" not in pages and "data-status" not in pages and "status.js" not in pages
-    assert not (site / "status.js").exists()
+    assert not (site / "status.js").exists() and not (site / "tiny" / "status.js").exists()
     manifest = json.loads((site / "tiny" / "manifest.json").read_text())
     assert manifest["status"] is None and not any(f["pending"] for layer in manifest["layers"] for f in layer["filters"])

@@ -83,16 +83,20 @@ class _Clock:
         return self.t
 
 
-def test_the_eta_weighs_work_by_cost_and_learns_each_stages_rate():
-    clock = _Clock()
+def _two_layers(clock, prior=None):
     # Two layers with a coarse and a fine stage each, 2 steps a stage. A shallow step costs 10
     # FLOPs at the fine canvas, a deep one 100; coarse steps cost a quarter.
     def spec(layer, fine):
         return [((layer, 8), fine / 4, 2), ((layer, 16), fine, 2)], 4, 0
 
-    progress = Progress({0: spec("shallow", 10.0), 1: spec("deep", 100.0), 2: spec("deep", 100.0)},
-                        cached_images=0, total_images=12, cached_photos=0, total_photos=0, stream=_Null(),
-                        clock_fn=clock)
+    return Progress({0: spec("shallow", 10.0), 1: spec("deep", 100.0), 2: spec("deep", 100.0)},
+                    cached_images=0, total_images=12, cached_photos=0, total_photos=0, stream=_Null(),
+                    clock_fn=clock, prior=prior)
+
+
+def test_the_eta_weighs_work_by_cost_and_waits_for_each_stages_own_rate():
+    clock = _Clock()
+    progress = _two_layers(clock)
     assert progress.remaining() is None
     progress.start(0)
     clock.t = 1.0
@@ -103,19 +107,55 @@ def test_the_eta_weighs_work_by_cost_and_learns_each_stages_rate():
     progress.steps(0, 4)  # shallow fine: 2 s per 20 FLOPs, its first report
     progress.finish(0)
     assert abs(progress.work_done() - 25 / 525) < 1e-12
-    # Deep stages borrow the rates of the shallow stages most like them in FLOPs per step.
-    fine = 2 / 20  # shallow fine, its first report standing alone; shallow coarse (0.5 / 2.5) is less alike
-    assert abs(progress.remaining() - 2 * (50 * fine + 200 * fine)) < 1e-9
+    # The deep layer's work could only borrow a shallow rate, off by a large factor: no figure yet.
+    assert progress.remaining() is None
+    assert progress.status()["text"] == "rendering: 4 of 12 filter images, estimating the time left\u2026"
+    assert "ETA estimating\u2026" in progress.line()
     progress.start(1)
     clock.t = 5.5
     progress.steps(1, 1)  # deep coarse, first report: 2 s for 25 FLOPs (compiling)
     clock.t = 6.5
     progress.steps(1, 2)  # 1 s for 25 FLOPs
-    deep_coarse = 1 / 25  # and now the deep fine stages borrow it: it is the measured stage nearest in cost
-    left = 200 * deep_coarse + (50 * deep_coarse + 200 * deep_coarse)
-    busy = 1.0 + 0.5 + 2.0 + 2.0 + 1.0
-    assert abs(progress.remaining() - left / (busy / 6.5)) < 1e-9
+    assert progress.remaining() is None  # the deep fine stage, most of what is left, is still unknown
+    clock.t = 8.5
+    progress.steps(1, 3)  # deep fine, first report: 2 s for 100 FLOPs (compiling)
+    clock.t = 9.5
+    progress.steps(1, 4)  # 1 s for 100 FLOPs
+    # What is left (unit 2) at the deep stages' own rates, one worker busy all along.
+    assert abs(progress.remaining() - (50 / 25 + 200 / 100)) < 1e-9
     assert progress.status()["text"] == "rendering: 4 of 12 filter images, under a minute left"
+
+
+def test_a_calibration_times_the_stages_not_run_yet_and_only_its_own_layers_count_as_known():
+    clock = _Clock()
+    progress = _two_layers(clock, prior=(0.5, 0.01, 3.0, ("deep",)))
+    # Every FLOP at the calibrated rate, half a second per image-step (3 units × 4 steps × 4
+    # images), and a compile for each of the four stages.
+    assert abs(progress.remaining() - (525 * 0.01 + 48 * 0.5 + 4 * 3.0)) < 1e-9
+    # Calibrated on the shallow layer alone, the deep one (most of the work) is a guess.
+    assert _two_layers(_Clock(), prior=(0.5, 0.01, 3.0, ("shallow",))).remaining() is None
+
+
+def test_one_hundred_percent_means_done_and_the_rate_counts_like_with_like():
+    clock = _Clock()
+    exact = ([(("first", 16), 1.0, 1)], 4, 0, False)  # solved in closed form: almost free
+    optimized = ([(("deep", 16), 100.0, 4)], 4, 0, True)
+    progress = Progress({0: exact, 1: optimized}, cached_images=0, total_images=8, cached_photos=0,
+                        total_photos=0, stream=_Null(), clock_fn=clock)
+    progress.start(0)
+    clock.t = 0.1
+    progress.finish(0)
+    assert progress.rate() is None  # four free images are not a rate of rendering
+    progress.start(1)
+    for step in range(1, 5):
+        clock.t = 0.1 + 15 * step
+        progress.steps(1, step)
+    # Every step has run, but the unit has not finished (its images are being scored).
+    assert progress.work_done() < 1 and "100.0%" not in progress.line() and " 99.9%" in progress.line()
+    assert "ETA 00:00" not in progress.line()
+    progress.finish(1)
+    assert progress.work_done() == 1 and "100.0% of the work" in progress.line() and "ETA done" in progress.line()
+    assert abs(progress.rate() - 4.0) < 1e-9  # four optimized images in one minute; the free ones left out
 
 
 def test_parallel_workers_divide_the_time_left():

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import shlex
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -92,16 +93,59 @@ class Cache:
         write_atomic(folder / TAG, _TAG_TEXT.encode("ascii"))
 
     def _adopt(self, folder: Path) -> bool:
-        """A cache written before caches were tagged: its old lock file, and ``objects/``."""
-        if not self._legacy(folder):
+        """A cache written before caches were tagged (its old lock file, and ``objects/``),
+        or one whose own mark was lost: ``objects/`` alone, holding the gallery's sealed
+        entries. A mark that is there but damaged is explained, and left for the person to
+        remove: nothing but the mark and ``objects/`` may stand beside it."""
+        if self._legacy(folder):
+            self._mark(folder)
+            (folder / LEGACY_LOCK).unlink()
+            return True
+        names = {e.name for e in os.scandir(folder)}
+        tag = folder / TAG
+        if not names <= {TAG, "objects"} or (TAG in names and (tag.is_symlink() or not tag.is_file())):
             return False
+        sealed = self._sealed(folder)
+        if not sealed:
+            return False
+        if TAG in names:
+            raise GalleryError(
+                f"--cache {str(folder)!r}: its mark {TAG} is damaged ({tag.stat().st_size} bytes, not the tag "
+                f"cnn-gallery writes), yet objects/ holds cnn-gallery's sealed entries ({sealed} checked); to keep "
+                f"them, delete the damaged mark (rm {shlex.quote(str(tag))}) and run again, which restores it; "
+                "to start afresh, give --cache a new folder")
         self._mark(folder)
-        (folder / LEGACY_LOCK).unlink()
+        log(f"cache {str(folder)!r} had lost its mark {TAG}; objects/ holds cnn-gallery's sealed entries "
+            f"({sealed} checked), so the mark is written again")
         return True
 
     def check(self) -> None:
         """Refuse the folder now if :meth:`claim` would, writing nothing."""
         check_claimable(self.root, "--cache", self.owned, self._legacy)
+
+    def _sealed(self, folder: Path, sample: int = 16) -> int:
+        """How many of (up to) ``sample`` records under ``folder/objects`` are this cache's
+        own sealed entries; 0 unless every one checked is: a foreign folder is never taken."""
+        objects = folder / "objects"
+        if objects.is_symlink() or not objects.is_dir():
+            return 0
+        checked = 0
+        for shard in sorted(objects.iterdir()):
+            if shard.is_symlink() or not shard.is_dir():
+                continue
+            for record_path in sorted(shard.glob("*.json")):
+                match = _ENTRY.fullmatch(record_path.name)
+                try:
+                    record = json.loads(_read(record_path))
+                    data = _read(record_path.with_suffix(".bin"))
+                    if not match or record.get("digest") != seal(data, record.get("meta", {}), record.get("about", {})):
+                        return 0
+                except (OSError, ValueError, AttributeError, TypeError):
+                    return 0
+                checked += 1
+                if checked == sample:
+                    return checked
+        return checked
 
     def claim(self) -> None:
         """Own the folder (see :func:`folders.claim`) and sweep its half-written files."""

@@ -33,9 +33,10 @@ class LocalExecutor:
 
 
 def _stepper(task: Task, progress):
-    """``on_step(image_steps)`` for a filter unit: the steps its images have taken so far."""
+    """``on_step(image_steps)`` for a filter unit: the steps its images have taken so far;
+    ``on_step(part)`` for a photo unit: a pass it has finished."""
     if not isinstance(task.unit, FilterUnit):
-        return None
+        return lambda part: progress.passed(task.uid, part)
     done = [0]
 
     def on_step(image_steps: int) -> None:

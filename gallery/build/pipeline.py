@@ -7,6 +7,7 @@ settle.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from .. import imaging
 from ..config import BuildConfig, RenderSettings, public_path
 from ..console import log, warn
 from ..errors import GalleryError
-from ..folders import FolderLock, check_layout
+from ..folders import FolderLock, check_layout, empty, first_missing, undo_created
 from ..model import circuits, grad, graph, guided, loading
 from ..photos import cams, labels, sources
 from ..photos.activations import input_size
@@ -26,9 +27,9 @@ from ..render import cost, exact
 from ..render.optimize import channel_count, snapshot_steps
 from ..site import manifest
 from ..site.pages import TEMPLATES, SiteWriter
-from ..site.folder import SiteFolder, identity
-from . import units
-from .cache import Cache, make_key
+from ..site.folder import INVENTORY, SiteFolder, identity
+from . import estimate, units
+from .cache import TAG as CACHE_TAG, Cache, make_key
 from .executors import executor
 from .progress import Progress
 from .publish import Publisher
@@ -41,6 +42,8 @@ def select_targets(model, config: BuildConfig) -> dict[str, list[int]]:
     names = graph.conv_layers(model)
     if not names:
         raise GalleryError(f"model {model.name!r} has no Conv2D, DepthwiseConv2D or SeparableConv2D layers")
+    if config.layers:
+        graph.check_conv_names(model, config.layers, loading.title(config.model, model))
     chosen = [graph.locate_conv(model, n).name for n in config.layers] if config.layers else names
     selection = {}
     for layer in chosen:
@@ -84,11 +87,20 @@ def build(config: BuildConfig) -> dict:
     cache, out = Cache(config.cache), SiteFolder(config.out)
     out.check()  # a refused --out must not leave a new cache behind
     cache.check()
-    with FolderLock(config.cache, "cache"):
-        cache.claim()
-        with FolderLock(config.out, "output"):
-            out.claim()
-            return _build(config, cache, out)
+    # A build that fails before it writes anything of use leaves no folder it made.
+    made = [(Path(folder), first_missing(Path(folder)), empty(Path(folder)), marks)
+            for folder, marks in ((config.out, {INVENTORY}), (config.cache, {CACHE_TAG}))]
+    try:
+        with FolderLock(config.cache, "cache"):
+            cache.claim()
+            with FolderLock(config.out, "output"):
+                out.claim()
+                return _build(config, cache, out)
+    except BaseException:
+        for folder, top, was_empty, marks in made:
+            if top is not None or was_empty:
+                undo_created(folder, top, marks)
+        raise
 
 
 def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
@@ -117,6 +129,8 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                     tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
                     config.trajectory)
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
+    for line in _skipped(config, job, about, loading.title(config.model, model)):
+        log(line)
 
     log("• plan")
     plan = [*units.photo_units(job, photos, config.photo_pages, about["classes"] is not None),
@@ -140,17 +154,29 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
         log(f"  {rescore.scored} cached filter images scored from their saved pixels for their peak, "
             "which older builds did not record")
 
+    if tasks:
+        # Before any long work: what it is, and how long it will take here.
+        estimated = estimate.calibrate(model, job, costs, tasks)
+        log(*estimate.plan_lines(job, tasks, len(photos), estimated, config.executor))
+        warning = estimate.long_warning(estimated, sys.stderr.isatty())
+        if warning:
+            warn(warning)
+
     fixed = _fixed_parts(model, config, job, about, out, cache)
     site = Publisher(SiteWriter(out, cache), lambda status: _manifest(fixed, config, job, gallery, cache, status))
     if tasks:
-        progress = Progress({t.uid: units.cost_stages(t.unit, job, costs) for t in tasks},
+        progress = Progress({t.uid: units.cost_stages(t.unit, job, costs, t.parts) for t in tasks},
                             cached_images=len(gallery.images), total_images=gallery.images_total,
-                            cached_photos=len(gallery.tiles) + len(gallery.broken), total_photos=len(photos))
+                            cached_photos=len(gallery.tiles) + len(gallery.broken), total_photos=len(photos),
+                            prior=estimated.prior)
         site.refresh(progress.status(), force=True)  # the whole site at once, pending parts shown so
         log(f"• run ({config.executor})")
-        runner = executor(config.executor, model, job, source=_portable_model(config, model),
-                          address=config.ray_address, worker_cpus=config.worker_cpus, debug=config.debug)
+        runner = None
         try:
+            # Inside: a Ray that cannot be joined stops the build as any other failure does,
+            # and the pages say so.
+            runner = executor(config.executor, model, job, source=_portable_model(config, model),
+                              address=config.ray_address, worker_cpus=config.worker_cpus, debug=config.debug)
             for task, result in runner.run(tasks, progress):
                 settled = units.store(task, result.produced, found.pop(task.uid), cache, result.skipped)
                 gallery.absorb(task.unit, settled, cache, result.skipped)
@@ -163,7 +189,8 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
             raise
         finally:
             progress.close()
-            runner.close()
+            if runner is not None:
+                runner.close()
 
     log("• pages")
     data, _ = site.refresh(None, force=True)
@@ -189,6 +216,22 @@ def _check_trajectory(config: BuildConfig) -> None:
     if not imaging.animated_webp():
         raise GalleryError(f"--trajectory {config.trajectory}: this Pillow ({PIL.__version__}) cannot write animated "
                            "WebP; install a Pillow built with libwebp (the wheels on PyPI are), or leave it off")
+
+
+def _skipped(config: BuildConfig, job, about: dict, title: str) -> list[str]:
+    """One line for each option the build asked for that cannot apply here, and why."""
+    lines = []
+    if job.trajectory and job.exact:
+        every = set(job.exact) == set(job.selection)
+        lines.append(f"note: --trajectory skipped for {', '.join(job.exact)}: linear in the pixels, "
+                     f"{'its' if len(job.exact) == 1 else 'their'} images are solved exactly, not optimized, "
+                     f"so there is no path to show{' (no layer of this build has one)' if every else ''}")
+    if about["classes"] is None and (config.cam_methods != BuildConfig.cam_methods or config.cam_layers):
+        asked = [f"--cam-method {','.join(config.cam_methods)}"] if config.cam_methods != BuildConfig.cam_methods else []
+        asked += [f"--cam-layers {','.join(config.cam_layers)}"] if config.cam_layers else []
+        lines.append(f"note: {' and '.join(asked)} skipped: {title} has no classifier head, so there are no "
+                     "classes to explain")
+    return lines
 
 
 def _about(model, config: BuildConfig, size: tuple[int, int]) -> dict:

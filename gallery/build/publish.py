@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from ..site.pages import status_script
+from ..site.pages import status_path, status_script
 
 MIN_INTERVAL = 3.0  # seconds between refreshes, at least
 SHARE = 0.05  # of the build's time that refreshes may take
@@ -23,6 +23,7 @@ class Publisher:
         self._next = 0.0
         self.spent = 0.0  # seconds the last refresh took: what the final one will take, about
         self.refreshes = 0
+        self.model: str | None = None  # the model's folder, once the site is written
         self.written = {"tiles": 0, "pages": 0, "unchanged": 0, "removed": 0}  # over every refresh
 
     def refresh(self, status: dict | None, force: bool = False):
@@ -32,6 +33,7 @@ class Publisher:
             return None
         data, files = self.make(status)
         written = self.writer.write(data, files)
+        self.model = data["model"]["slug"]
         spent = self.spent = time.monotonic() - start
         self._next = time.monotonic() + max(MIN_INTERVAL, spent / SHARE)
         self.refreshes += 1
@@ -45,7 +47,8 @@ class Publisher:
             return
         text = (f"This build stopped at {status['images']:,} of {status['total']:,} filter images; "
                 "run it again to finish it (finished work is kept).")
+        stopped = {**status, "text": text, "stopped": True, "seconds_left": None}
         try:
-            self.writer.folder.write("status.js", status_script({**status, "text": text, "stopped": True}))
+            self.writer.folder.write(status_path(self.model), status_script(self.model, stopped))
         except Exception:  # a full disk, say: the error that stopped the build is the one to report
             pass

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..config import RenderSettings
-from ..photos import saliency
+from ..photos import cams, saliency
 from ..photos.explain import WEIGHED
 from ..render.objectives import VARIANTS
 from ..render import cost, exact, params
@@ -266,24 +266,42 @@ def flops(unit, job: Job, costs) -> float:
         if job.solved(unit.layer, unit.variant):
             return sum(f * n for _, f, n in cost_stages(unit, job, costs)[0])
         return cost.total_flops(costs, job.render, unit.layer, unit.images)
-    # Each map: its method's passes, then the faithfulness forwards (the photo whole, and
-    # two masked copies per class).
-    maps = sum((saliency.forward_passes(method, job.ranks) if method in saliency.PIXEL_METHODS else 2)
-               + 1 + 2 * job.ranks for _, method in attributions(job))
-    passes = 1 + sum(unit.paged) / len(unit.paged) * (1 + maps)
-    return len(unit.photos) * passes * costs.forward_flops(job.input[0])
+    return sum(f for _, f, _ in cost_stages(unit, job, costs)[0])
 
 
-def cost_stages(unit, job: Job, costs) -> tuple:
-    """``(stages, images, photos)`` of a unit, as :class:`~gallery.build.progress.Progress`
-    counts it: a filter unit's stages are those of the coarse-to-fine schedule."""
+def photo_passes(unit: PhotoUnit, job: Job, costs, parts=None) -> list[tuple[str, float]]:
+    """``[(part, FLOPs)]`` of a photo unit's passes, in the order a worker runs them
+    (:class:`gallery.build.work._PhotoRun`); ``parts``: only those (the ones a task lost)."""
+    forward = costs.forward_flops(job.input[0])
+    paged = sum(unit.paged)
+    passes = [("features", len(unit.photos)), ("predictions", paged)]
+    for layer, method in attributions(job):
+        # Each map: its method's passes, then the faithfulness forwards (the photo whole,
+        # and two masked copies per class). Score-CAM runs one forward per channel of its
+        # layer, in padded batches: by far the costliest method on a wide layer.
+        if method in saliency.PIXEL_METHODS:
+            own = saliency.forward_passes(method, job.ranks)
+        elif method == "scorecam":
+            own = 1 + -(-costs.channels(layer) // cams.MASK_BATCH) * cams.MASK_BATCH
+        else:
+            own = 2
+        passes.append((attribution_part(layer, method), paged * (own + 1 + 2 * job.ranks)))
+    return [(part, n * forward) for part, n in passes if n and (parts is None or part in parts)]
+
+
+def cost_stages(unit, job: Job, costs, parts=None) -> tuple:
+    """``(stages, images, photos, optimized)`` of a unit, as
+    :class:`~gallery.build.progress.Progress` counts it: a filter unit's stages are those of
+    the coarse-to-fine schedule, a photo unit's its passes (``parts``: those that run), one
+    step each; ``optimized`` is false for images solved in closed form, which cost almost nothing."""
     if not isinstance(unit, FilterUnit):
-        return [(("photos",), flops(unit, job, costs), 1)], 0, len(unit.photos)
+        stages_ = [(("photos", part), f, 1) for part, f in photo_passes(unit, job, costs, parts)]
+        return stages_ or [(("photos", "image"), 0.0, 1)], 0, len(unit.photos), False
     # An image solved exactly costs one gradient pass at full size.
-    plan = [(job.render.size, 1)] if job.solved(unit.layer, unit.variant) else \
-        stages(job.render.steps, job.render.size, job.render.scales)
+    solved = job.solved(unit.layer, unit.variant)
+    plan = [(job.render.size, 1)] if solved else stages(job.render.steps, job.render.size, job.render.scales)
     return ([((unit.layer, canvas), unit.images * costs.step_flops(unit.layer, cost.network_side(job.render, canvas)),
-              n) for canvas, n in plan], unit.images, 0)
+              n) for canvas, n in plan], unit.images, 0, not solved)
 
 
 @dataclass

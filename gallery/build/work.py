@@ -51,7 +51,7 @@ class Worker:
         if isinstance(task.unit, FilterUnit):
             result = self._filters(task.unit, on_step)
         else:
-            result = _PhotoRun(self, task).run()
+            result = _PhotoRun(self, task, on_step).run()
         result.seconds = time.perf_counter() - start
         return result
 
@@ -131,8 +131,9 @@ class Worker:
 class _PhotoRun:
     """One photo unit: each photo is decoded at most once, and only if a pass it needs runs."""
 
-    def __init__(self, worker: Worker, task: Task):
+    def __init__(self, worker: Worker, task: Task, on_pass=None):
         self.worker, self.job, self.unit = worker, worker.job, task.unit
+        self.on_pass = on_pass or (lambda part: None)  # told of each pass as it ends, for progress
         self.result = Result()
         self.need: dict[int, set] = {}  # photo position -> the parts it lost
         self.entries: dict[tuple, str] = {}  # slot -> key
@@ -149,9 +150,12 @@ class _PhotoRun:
                 shown = self.shown(position)
                 self.put(("image", position), imaging.encode_jpeg(shown), {"size": [shown.shape[1], shown.shape[0]]})
         self._features()
+        self.on_pass("features")
         predictions = self._predictions()
+        self.on_pass("predictions")
         for layer, method in attributions(self.job):
             self._cams(layer, method, predictions)
+            self.on_pass(attribution_part(layer, method))
         return self.result
 
     def put(self, slot, payload: bytes, meta: dict | None = None) -> None:

@@ -76,7 +76,7 @@ def locate(model: keras.Model, name: str) -> LayerPath:
         found = next((layer for layer in container.layers if layer.name == part), None)
         if found is None or (depth < len(parts) - 1 and not _is_container(found)):
             available = conv_layers(model)
-            close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
+            close = close_names(name, available)
             raise GalleryError(
                 f"layer {name!r} is not in model {model.name!r}; "
                 + (f"did you mean {' or '.join(map(repr, close))}? " if close else "")
@@ -97,10 +97,40 @@ def locate_conv(model: keras.Model, name: str) -> LayerPath:
 
 
 def _shown(names: list[str]) -> str:
-    """The first conv layers by name, and how to see them all."""
-    if len(names) <= 12:
+    """The conv layers by name; of a long list the first, and how to see them all."""
+    if len(names) <= 20:
         return ", ".join(names)
     return ", ".join(names[:12]) + f" … ({len(names)} in all; --list-layers prints every one)"
+
+
+def close_names(name: str, names: list[str]) -> list[str]:
+    """The names a misspelling most likely meant: the closest, and those as close, never a
+    merely similar one (``block1_conv`` means ``block1_conv1`` or ``block1_conv2``, not
+    ``block5_conv3``, though that one shares all but two of its letters)."""
+    scored = sorted(((difflib.SequenceMatcher(None, name, n).ratio(), n) for n in names), key=lambda rn: (-rn[0], rn[1]))
+    if not scored or scored[0][0] < 0.75:
+        return []
+    best = scored[0][0]
+    return [n for ratio, n in scored if ratio >= best - 0.03][:4]
+
+
+def check_conv_names(model: keras.Model, names, title: str) -> None:
+    """Refuse, in one line, every name of ``names`` that is not a conv layer of ``model``
+    (named ``title``, as its pages name it), each with the names it most likely meant."""
+    available = conv_layers(model)
+    problems = []
+    for name in names:
+        try:
+            path = locate(model, name)
+        except GalleryError:
+            close = close_names(name, available)
+            problems.append(repr(name) + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+            continue
+        if not _is_conv(path.layer):
+            problems.append(f"{name!r} (a {type(path.layer).__name__}, not a 2-D conv layer, so it has no filters)")
+    if problems:
+        raise GalleryError(f"--layers names what {title} has no conv layer for: {', '.join(problems)}; "
+                           f"its conv layers are: {_shown(available)}")
 
 
 def calls(layer) -> list:

@@ -72,6 +72,12 @@ class Costs:
         shapes = self.shapes(canvas)
         return sum(_conv_flops(self._layers[n], *shapes[n][:2]) for n in self.names)
 
+    def channels(self, layer: str) -> int:
+        """Channels of a layer's output (a CAM layer need not be a conv layer)."""
+        if layer in self._layers:
+            return self.shapes(MAX_PROBE)[layer][2]
+        return int(graph.locate(self.model, layer).layer.output.shape[-1])
+
     def image_bytes(self, layer: str, canvas: int) -> float:
         """Activation memory one image needs in a step on ``layer`` (an estimate, see module)."""
         shapes = self.shapes(canvas)

@@ -67,6 +67,7 @@ def environment(templates: Path = TEMPLATES) -> Environment:
     env.filters["share"] = share
     env.filters["breakable"] = breakable
     env.filters["sig"] = sig
+    env.filters["placeholders"] = lambda command: sorted(set(re.findall(r'"\$([A-Z_]+_DIR)"', command or "")))
     return env
 
 
@@ -76,6 +77,19 @@ def share(v: float | None) -> str:
     if v is None:
         return "n/a"
     return "> 999%" if v > 9.995 else f"{100 * v:.0f}%"
+
+
+# Below this probability a class's faithfulness shares are noise: a share of 0.1% that
+# becomes 0.5% reads "500%". Its map is shown, its figures are not (the page says why).
+FAITHFUL_FLOOR = 0.05
+
+
+def map_columns(count: int) -> int:
+    """Columns for a method's ``count`` maps on a wide screen: all in one row up to five,
+    else the count of 3 to 5 that leaves the fullest last row (no orphan)."""
+    if count <= 5:
+        return max(count, 1)
+    return max((5, 4, 3), key=lambda c: (count % c == 0, count % c))
 
 
 def faithfulness_summary(maps: list[dict]) -> dict | None:
@@ -105,11 +119,33 @@ def _root(page: str) -> str:
     return "../" * page.count("/")
 
 
+COVERS = 4  # tiles on a model's card
+
+
+def covers(layers: list[dict], count: int = COVERS) -> list[str]:
+    """A model's card tiles: from ``count`` layers spread from its first rendered layer to
+    its last, each layer's strongest filter by peak (a dead or flat filter 0 says little of
+    what the model learned); pending tiles only where a layer has nothing rendered yet.
+    A layer solved exactly (its tiles flat colours) is left out while others can fill the card."""
+    shown = [layer for layer in layers if layer["filters"]]
+    optimized = [layer for layer in shown if not layer["exact"]]
+    shown = optimized if len(optimized) >= min(count, len(shown)) else shown
+    if len(shown) > count:
+        shown = [shown[round(i * (len(shown) - 1) / (count - 1))] for i in range(count)] if count > 1 else shown[-1:]
+    thumbs = []
+    for layer in shown:
+        done = [f for f in layer["filters"] if not f["pending"]]
+        best = max(done, key=lambda f: (f["peak"] if f["peak"] is not None else f["activation"], -f["index"]),
+                   default=layer["filters"][0])
+        thumbs.append(best["thumb"])
+    return thumbs
+
+
 def model_cards(manifests: list[dict]) -> list[dict]:
     return [
         {"model": m["model"], "page": m["page"], "layers": len(m["layers"]),
          "filters": sum(len(layer["filters"]) for layer in m["layers"]), "photos": len(m["photos"]),
-         "thumbs": [layer["filters"][0]["thumb"] for layer in m["layers"] if layer["filters"]][-4:]}
+         "thumbs": covers(m["layers"])}
         for m in manifests
     ]
 
@@ -124,7 +160,7 @@ def search_index(manifests: list[dict]) -> dict:
         for layer in m["layers"]:
             entries.append({"k": "layer", "l": layer["name"], "u": layer["page"], "d": model})
             layers.append({"n": layer["name"], "m": model, "u": layer["dir"],
-                           "f": [f["index"] for f in layer["filters"]]})
+                           "f": [f["index"] for f in layer["filters"]], "c": layer["channels"]})
         for photo in m["photos"]:
             entries.append({"k": "photo", "l": photo["name"], "u": photo["page"], "d": model})
             for pred in photo["predictions"]:
@@ -166,14 +202,15 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
     Each page gets only what it shows, so a refresh can tell which pages changed by
     comparing contexts, and renders only those.
     """
+    own = [_building(manifest)] if manifest["status"] is not None else []
     common = {"model": manifest["model"], "settings": manifest["settings"], "versions": manifest["versions"],
-              "command": manifest["command"], "model_page": manifest["page"],
-              "building": manifest["status"] is not None}
+              "command": manifest["command"], "model_page": manifest["page"], "building": own}
     reproduce = [{key: m[key] for key in ("model", "command", "settings", "versions")} for m in manifests]
     result = [("index.html", "index.html", {**common, "models": model_cards(manifests), "reproduce": reproduce,
-                                            "building": any(m.get("status") for m in manifests)}),
+                                            "building": [_building(m) for m in manifests if m.get("status")]}),
               (manifest["page"], "model.html", {**common, "manifest": manifest,
                                                 "pages_of": {layer["name"]: layer["page"] for layer in manifest["layers"]}})]
+    rendered = {layer["name"]: index_ranges([f["index"] for f in layer["filters"]]) for layer in manifest["layers"]}
     for layer in manifest["layers"]:
         result.append((layer["page"], "layer.html", {**common, "layer": layer}))
         sheets = [(p, next((f for f in p["features"] if f["layer"] == layer["name"]), None)) for p in manifest["photos"]]
@@ -185,6 +222,7 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
             strongest = sorted(sheets, key=lambda ps: -ps[1]["peak"][f["index"]])[:FEATURE_MAPS_SHOWN]
             result.append((f["page"], "filter.html", {
                 **common, "layer": about, "filter": f, "upstream": layer["upstream"],
+                "rendered_upstream": rendered.get(layer["upstream"]),
                 "pool_size": len(manifest["pool"]),
                 "features": [{"photo": _photo_link(p), "sheet": sheet} for p, sheet in strongest],
                 "top": [{"photo": manifest["pool"][t["photo"]], "peak": t["peak"],
@@ -198,13 +236,30 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
         groups: dict = {}
         for cam in photo["cams"]:
             groups.setdefault((cam["layer"], cam["method"]), []).append(cam)
-        cam_groups = [{"layer": k[0], "method": k[1], "title": CAM_TITLES[k[1]][0], "about": CAM_TITLES[k[1]][1],
-                       "kind": PICTURES.get(k[1], "heat"), "maps": v, "summary": faithfulness_summary(v)}
-                      for k, v in groups.items()]
+        method_groups = [{"layer": k[0], "method": k[1], "title": CAM_TITLES[k[1]][0], "about": CAM_TITLES[k[1]][1],
+                          "kind": PICTURES.get(k[1], "heat"), "maps": v, "summary": faithfulness_summary(v),
+                          "columns": map_columns(len(v))}
+                         for k, v in groups.items()]
+        # What a reader wants first: the class activation maps; pixel attributions after the feature maps.
+        cam_groups = [g for g in method_groups if g["kind"] == "heat"]
+        pixel_groups = [g for g in method_groups if g["kind"] != "heat"]
         features = [{**f, "strongest": strongest_channels(f, filter_pages.get(f["layer"], {}))} for f in photo["features"]]
-        result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked,
-                                                     "cam_groups": cam_groups, "kept": KEEP, "features": features}))
+        result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked, "rendered": rendered,
+                                                     "cam_groups": cam_groups, "pixel_groups": pixel_groups, "kept": KEEP,
+                                                     "faithful_floor": FAITHFUL_FLOOR, "features": features}))
     return result
+
+
+def index_ranges(indices: list[int]) -> str:
+    """``"filters 0–7, 12"``: indices as runs, how a page says which filters a build rendered."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    text = ", ".join(f"{a}\u2013{b}" if b > a else str(a) for a, b in runs)
+    return f"filter{'s' if len(indices) != 1 else ''} {text}" if runs else ""
 
 
 def strongest_channels(sheet: dict, pages: dict[int, str]) -> list[dict]:
@@ -212,6 +267,11 @@ def strongest_channels(sheet: dict, pages: dict[int, str]) -> list[dict]:
     index), each with its filter page when the build rendered that filter."""
     order = sorted(range(sheet["channels"]), key=lambda k: (-sheet["peak"][k], k))[:STRONGEST_CHANNELS]
     return [{"index": k, "peak": sheet["peak"][k], "page": pages.get(k)} for k in order]
+
+
+def _building(manifest: dict) -> dict:
+    """A model still being built (or stopped part-way), as its pages name it and find its status."""
+    return {"name": manifest["model"]["name"], "status": status_path(manifest["model"]["slug"])}
 
 
 def _filter_link(f: dict) -> dict:
@@ -229,10 +289,21 @@ def static_files(templates: Path = TEMPLATES) -> dict[str, Path]:
             if asset.is_file()}
 
 
-def status_script(status: dict) -> bytes:
-    """``status.js``: what pages of a site still being built say about the build."""
+def status_path(model: str) -> str:
+    """Each model's build status has a file of its own in the model's folder, so one model's
+    build never removes or rewrites what another's pages load."""
+    return f"{model}/status.js"
+
+
+def status_script(model: str, status: dict) -> bytes:
+    """``MODEL/status.js``: what pages of a model still being built say about its build.
+
+    A plain script (browsers refuse fetch() from ``file://`` pages), which pages load again
+    on a timer (``static/site.js``) to stay current while they are open.
+    """
     text = json.dumps(status, ensure_ascii=True, separators=(",", ":")).replace("</", "<\\/")
-    return f"window.GALLERY_STATUS = {text};\n".encode("ascii")
+    name = json.dumps(model, ensure_ascii=True)
+    return f"(window.GALLERY_STATUS = window.GALLERY_STATUS || {{}})[{name}] = {text};\n".encode("ascii")
 
 
 class SiteWriter:
@@ -261,8 +332,9 @@ class SiteWriter:
         final = manifest["status"] is None
         manifests = self.folder.manifests(manifest)
         plan = pages(manifest, manifests)
-        owned = {*files, *(path for path, _, _ in plan if path != "index.html"), f"{model}/manifest.json"}
-        shared = {"index.html", "search.js", *self.static, *(() if final else ("status.js",))}
+        owned = {*files, *(path for path, _, _ in plan if path != "index.html"), f"{model}/manifest.json",
+                 *(() if final else (status_path(model),))}
+        shared = {"index.html", "search.js", *self.static}
         self.folder.begin(model, manifest["model"]["identity"], owned, shared)
         written = {"tiles": 0, "pages": 0, "unchanged": 0}
         for site_path, key in files.items():
@@ -276,7 +348,7 @@ class SiteWriter:
         for site_path, asset in self.static.items():
             self.folder.write(site_path, asset.read_bytes())
         if not final:
-            self.folder.write("status.js", status_script(manifest["status"]))
+            self.folder.write(status_path(model), status_script(model, manifest["status"]))
         for site_path, _, _ in plan:
             if not (self.folder.root / site_path).exists():
                 self.folder.write(site_path, self._stub(site_path))
@@ -294,7 +366,8 @@ class SiteWriter:
             written["pages" if self.folder.write(site_path, html.encode("utf-8")) else "unchanged"] += 1
             self._contexts[site_path] = digest
         removed = self.folder.finish(model, owned, shared) if final else []
-        written["removed"] = sum(path != "status.js" for path in removed)  # that one goes with every build
+        # A status goes with every build (and the site-wide one of older versions with it).
+        written["removed"] = sum(path not in (status_path(model), "status.js") for path in removed)
         return written
 
     def _stub(self, site_path: str) -> bytes:

@@ -23,12 +23,34 @@
     if (link) window.location.href = link.href;
   });
 
-  // --- a build still running says how far it has come (status.js, rewritten as it goes) ---
-  if (window.GALLERY_STATUS) {
-    Array.prototype.forEach.call(document.querySelectorAll("[data-status]"), function (el) {
-      el.textContent = window.GALLERY_STATUS.text;  // textContent: never parsed as HTML
-    });
+  // --- a build still running says how far it has come ---------------------------------
+  // Each model being built has its own MODEL/status.js, rewritten as the build goes. The
+  // page loads it again every few seconds through a new script tag (browsers refuse fetch()
+  // from file:// pages), says when the status was written, and reloads itself once the
+  // build has finished and the file is gone, to show the finished page.
+  var REFRESH = 5000;
+  function clockTime(seconds) {
+    var d = new Date(seconds * 1000);
+    return ("0" + d.getHours()).slice(-2) + ":" + ("0" + d.getMinutes()).slice(-2);
   }
+  function showStatus(el) {
+    var status = (window.GALLERY_STATUS || {})[el.dataset.status.replace(/\/status\.js$/, "")];
+    if (!status) return false;
+    var text = status.text + (status.written ? " (as of " + clockTime(status.written) + ")" : "");
+    el.textContent = (el.dataset.name ? el.dataset.name + ": " : "") + text;  // textContent: never parsed as HTML
+    return !status.stopped;
+  }
+  function watch(el) {
+    if (!showStatus(el)) return;
+    setTimeout(function again() {
+      var script = document.createElement("script");
+      script.src = root + el.dataset.status + "?" + Date.now();
+      script.onload = function () { script.remove(); if (showStatus(el)) setTimeout(again, REFRESH); };
+      script.onerror = function () { script.remove(); window.location.reload(); };  // finished: its status is gone
+      document.body.appendChild(script);
+    }, REFRESH);
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("[data-status]"), watch);
 
   // --- search -------------------------------------------------------------------------
   var data = window.GALLERY_SEARCH || { entries: [], layers: [] };
@@ -44,8 +66,15 @@
     if (!m) return [];
     var name = norm(m[1]), index = +m[2], found = [];
     data.layers.forEach(function (layer) {
-      if (norm(layer.n).indexOf(name) !== -1 && layer.f.indexOf(index) !== -1) {
+      if (norm(layer.n).indexOf(name) === -1) return;
+      if (layer.f.indexOf(index) !== -1) {
         found.push({ k: "filter", l: layer.n + " #" + index, u: layer.u + index + ".html", d: layer.m });
+      } else if (norm(layer.n) === name) {
+        // The layer is there but not this filter: say why, and how to get it (no link to follow).
+        found.push({ k: "note", l: layer.n + " #" + index, d: index < layer.c
+          ? "exists, but this build did not render it (it rendered " + layer.f.length + " of the layer's " + layer.c +
+            " filters); add it with --filters " + index + " (or a range that holds it)"
+          : "no such filter: " + layer.n + " has " + layer.c + " (0\u2013" + (layer.c - 1) + ")" });
       }
     });
     return found;
@@ -87,6 +116,13 @@
       var li = document.createElement("li");
       li.setAttribute("role", "option");
       li.setAttribute("aria-selected", i === 0 ? "true" : "false");
+      if (!entry.u) {  // a note, not a place: nothing to open
+        li.className = "none";
+        li.setAttribute("aria-disabled", "true");
+        li.textContent = entry.l + ": " + entry.d;
+        list.appendChild(li);
+        return;
+      }
       var a = document.createElement("a");
       a.href = root + entry.u;
       var label = document.createElement("span");
@@ -118,8 +154,9 @@
       else if (event.key === "ArrowUp") { event.preventDefault(); move(-1); }
       else if (event.key === "Escape") { list.hidden = true; input.blur(); }
       else if (event.key === "Enter") {
-        var items = list.querySelectorAll("li a");
-        if (selected >= 0 && items[selected]) window.location.href = items[selected].href;
+        var item = selected >= 0 && list.querySelectorAll("li")[selected];
+        var link = item && item.querySelector("a");  // a note has none
+        if (link) window.location.href = link.href;
       }
     });
     document.addEventListener("click", function (event) {
@@ -134,8 +171,8 @@
       var key = button.dataset.sort;
       var items = Array.prototype.slice.call(tiles.children);
       items.sort(function (a, b) {
-        var x = +a.dataset.activation, y = +b.dataset.activation;  // pending filters: -Infinity, last
-        return key === "activation" && x !== y ? (y > x ? 1 : -1) : a.dataset.index - b.dataset.index;
+        var x = +a.dataset.peak, y = +b.dataset.peak;  // pending filters: -Infinity, last
+        return key === "peak" && x !== y ? (y > x ? 1 : -1) : a.dataset.index - b.dataset.index;
       });
       items.forEach(function (item) { tiles.appendChild(item); });
       document.querySelectorAll("[data-sort]").forEach(function (other) {
