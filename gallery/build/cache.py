@@ -136,9 +136,10 @@ class Cache:
             for record_path in sorted(shard.glob("*.json")):
                 match = _ENTRY.fullmatch(record_path.name)
                 try:
-                    record = json.loads(_read(record_path))
-                    data = _read(record_path.with_suffix(".bin"))
-                    if not match or record.get("digest") != seal(data, record.get("meta", {}), record.get("about", {})):
+                    record = json.loads(read_regular(record_path, MAX_RECORD))
+                    data = read_regular(record_path.with_suffix(".bin"), record.get("size"))
+                    if not match or record.get("digest") != seal(match.group(1), data, record.get("meta", {}),
+                                                                 record.get("about", {})):
                         return 0
                 except (OSError, ValueError, AttributeError, TypeError):
                     return 0
