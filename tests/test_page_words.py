@@ -153,7 +153,7 @@ def test_search_says_a_filter_exists_but_was_not_rendered(site, browser, width):
 @at_both_widths
 def test_covers_show_each_layers_strongest_filter_and_tiles_are_labelled_by_peak(site, browser, width):
     manifest = json.loads((site / "named" / "manifest.json").read_text())
-    # Three layers, fewer than the card's four, so the flat first layer (solved exactly) is in too.
+    # Three layers, fewer than the card's four, so the first layer is in too.
     strongest = [max(layer["filters"], key=lambda f: (f["peak"], -f["index"]))["thumb"] for layer in manifest["layers"]]
     page = browser.new_page(viewport={"width": width, "height": 900})
     page.goto((site / "index.html").as_uri())
@@ -246,15 +246,15 @@ def test_the_photo_page_leads_with_classes_and_maps_and_folds_the_rest(photo_sit
     page.close()
 
 
-def test_covers_spread_over_the_depth_and_leave_out_flat_exact_tiles():
+def test_covers_spread_over_the_depth():
     from gallery.site.pages import covers
 
-    def layer(name, exact, peaks, pending=()):
-        return {"name": name, "exact": exact, "filters": [
+    def layer(name, peaks, pending=()):
+        return {"name": name, "filters": [
             {"index": i, "peak": p, "activation": 0.0, "pending": i in pending, "thumb": f"{name}/{i}"}
             for i, p in enumerate(peaks)]}
 
-    layers = [layer("stem", True, [1.0, 2.0])] + [layer(f"l{i}", False, [0.0, i + 1.0, 1.0]) for i in range(6)]
-    assert covers(layers) == ["l0/1", "l2/1", "l3/1", "l5/1"]  # first, last and two between; filter 1 the strongest
-    assert covers(layers[:3]) == ["stem/1", "l0/1", "l1/1"]  # too few others: the exact layer fills the card
-    assert covers([layer("a", False, [5.0, 9.0], pending=(1,))]) == ["a/0"]  # a pending tile is not a cover yet
+    layers = [layer(f"l{i}", [0.0, i + 1.0, 1.0]) for i in range(7)]
+    assert covers(layers) == ["l0/1", "l2/1", "l4/1", "l6/1"]  # first, last and two between; filter 1 the strongest
+    assert covers(layers[:3]) == ["l0/1", "l1/1", "l2/1"]  # fewer layers than the card holds: all of them
+    assert covers([layer("a", [5.0, 9.0], pending=(1,))]) == ["a/0"]  # a pending tile is not a cover yet

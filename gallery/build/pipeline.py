@@ -221,11 +221,6 @@ def _check_trajectory(config: BuildConfig) -> None:
 def _skipped(config: BuildConfig, job, about: dict, title: str) -> list[str]:
     """One line for each option the build asked for that cannot apply here, and why."""
     lines = []
-    if job.trajectory and job.exact:
-        every = set(job.exact) == set(job.selection)
-        lines.append(f"note: --trajectory skipped for {', '.join(job.exact)}: linear in the pixels, "
-                     f"{'its' if len(job.exact) == 1 else 'their'} images are solved exactly, not optimized, "
-                     f"so there is no path to show{' (no layer of this build has one)' if every else ''}")
     if about["classes"] is None and (config.cam_methods != BuildConfig.cam_methods or config.cam_layers):
         asked = [f"--cam-method {','.join(config.cam_methods)}"] if config.cam_methods != BuildConfig.cam_methods else []
         asked += [f"--cam-layers {','.join(config.cam_layers)}"] if config.cam_layers else []

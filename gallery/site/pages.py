@@ -125,11 +125,8 @@ COVERS = 4  # tiles on a model's card
 def covers(layers: list[dict], count: int = COVERS) -> list[str]:
     """A model's card tiles: from ``count`` layers spread from its first rendered layer to
     its last, each layer's strongest filter by peak (a dead or flat filter 0 says little of
-    what the model learned); pending tiles only where a layer has nothing rendered yet.
-    A layer solved exactly (its tiles flat colours) is left out while others can fill the card."""
+    what the model learned); pending tiles only where a layer has nothing rendered yet."""
     shown = [layer for layer in layers if layer["filters"]]
-    optimized = [layer for layer in shown if not layer["exact"]]
-    shown = optimized if len(optimized) >= min(count, len(shown)) else shown
     if len(shown) > count:
         shown = [shown[round(i * (len(shown) - 1) / (count - 1))] for i in range(count)] if count > 1 else shown[-1:]
     thumbs = []
