@@ -22,7 +22,7 @@ from keras import ops
 from ..errors import GalleryError
 from ..imaging import resize
 from ..model import grad, graph
-from .activations import model_inputs
+from .activations import in_fixed_batches, model_inputs
 
 MASK_BATCH = 32  # masked photos per forward pass in Score-CAM
 
@@ -118,8 +118,8 @@ class Evidence:
     def grads(self):
         b, n = self.classes.shape
         repeated = ops.repeat(self.a, n, axis=0)
-        onehot = ops.convert_to_tensor(np.eye(self.engine.classes, dtype="float32")[self.classes.reshape(-1)])
-        g = self.engine._grads(repeated, onehot)
+        onehot = np.eye(self.engine.classes, dtype="float32")[self.classes.reshape(-1)]
+        g = ops.convert_to_tensor(in_fixed_batches(self.engine._grads, repeated, onehot))
         return ops.reshape(g, (b, n, *g.shape[1:]))
 
     @cached_property
@@ -200,7 +200,7 @@ class CamEngine:
         """
         wanted = checked_classes(classes, len(photos), self.classes)
         x = model_inputs(self.model, photos, self.preprocess, self.fallback)
-        a = self._features(x)
+        a = ops.convert_to_tensor(in_fixed_batches(self._features, x))
         weights = self.weigh(Evidence(self, x, a, wanted))  # (B, n, k), or (B, n, h, w, k) per unit
         spread = weights if len(weights.shape) == 5 else weights[:, :, None, None, :]
         maps = ops.relu(ops.sum(spread * a[:, None], axis=-1))
