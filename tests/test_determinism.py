@@ -109,7 +109,9 @@ def test_the_byte_for_byte_checks_pass_limited_to_avx2():
     ]
     for extra, tests in runs:
         env = {**os.environ, **AVX2, **extra, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        argv = ["-q", "-p", "no:cacheprovider", "-x", *tests, "-k", "not onednn_honours and not limited_to_avx2"]
+        # EfficientNet is left to the default run, where it shows the same dependence.
+        argv = ["-q", "-p", "no:cacheprovider", "-x", *tests, "-k",
+                "not onednn_honours and not limited_to_avx2 and not efficientnet"]
         out = subprocess.run([sys.executable, "-m", "pytest", *argv], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=420)
         assert out.returncode == 0, f"{extra or 'tensorflow'}: {out.stdout[-4000:]}{out.stderr[-2000:]}"
