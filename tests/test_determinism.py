@@ -81,6 +81,20 @@ def test_an_efficientnet_photos_figures_do_not_depend_on_the_photos_beside_it():
     assert np.array_equal(alone[0], heats[0])
 
 
+@pytest.mark.parametrize("argv,threads", [(["--worker-cpus", "1"], 1), (["--worker-cpus", "3"], 3),
+                                          (["--worker-cpus", "1", "--executor", "ray"], 0)])
+def test_a_local_build_computes_with_the_threads_of_a_ray_worker(classifier_file, argv, threads):
+    """The command line limits a local build to ``--worker-cpus`` threads (at most the
+    machine's) before the backend starts; a Ray build leaves its driver alone."""
+    code = ("import sys; from gallery.cli import main; main(sys.argv[1:]); import tensorflow as tf; "
+            "print('threads', tf.config.threading.get_intra_op_parallelism_threads())")
+    out = subprocess.run([sys.executable, "-c", code, "--model", str(classifier_file), "--list-layers", *argv],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    wanted = min(threads, os.cpu_count())  # no more than the machine has
+    assert f"threads {wanted}" in out.stdout.splitlines()[-1], out.stdout[-1000:] + out.stderr[-2000:]
+
+
 def test_onednn_honours_the_avx2_limit_the_suite_is_rerun_under():
     """The limit the last test relies on really takes: oneDNN's own log names AVX2 kernels
     and no AVX-512 one (on an AVX2-only CPU this holds by itself)."""
