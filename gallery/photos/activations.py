@@ -27,6 +27,8 @@ def in_fixed_batches(fn, *arrays):
     ``fn`` returns one tensor or a list of them, each with one row per input row.
     """
     count = len(arrays[0])
+    if not count:
+        raise ValueError("in_fixed_batches needs at least one row")
     pieces = []
     for start in range(0, count, ROWS):
         chunk = [np.asarray(a[start:start + ROWS]) for a in arrays]
@@ -82,7 +84,7 @@ class Activations:
         return {name: maps[0] for name, maps in self.feature_maps_batch([photo]).items()}
 
     def feature_maps_batch(self, photos: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """``{layer: float32 (B, h, w, channels)}``: one forward pass for the whole batch."""
+        """``{layer: float32 (B, h, w, channels)}``: one forward pass per :data:`ROWS` photos."""
         if not self.paths:
             return {}
         maps = in_fixed_batches(self._run, model_inputs(self.model, photos, self.preprocess, self.fallback))
@@ -93,7 +95,7 @@ class Activations:
         return self.predictions_batch([photo])[0]
 
     def predictions_batch(self, photos: Sequence[np.ndarray]) -> np.ndarray:
-        """``(B, classes)`` probabilities, one forward pass for the batch."""
+        """``(B, classes)`` probabilities, one forward pass per :data:`ROWS` photos."""
         x = model_inputs(self.model, photos, self.preprocess, self.fallback)
         return as_probabilities(in_fixed_batches(grad.no_grad(lambda t: self.model(t, training=False)), x))
 

@@ -87,7 +87,9 @@ class Faithfulness:
 
         ``photos``: uint8 RGB of any sizes; ``classes[i]``: photo ``i``'s classes;
         ``maps[i]``: ``(n, H, W)``, one map per class, at any size. Every photo, whole and
-        masked, for every class goes through the model in batches of :data:`BATCH`.
+        masked, for every class goes through the model in passes of exactly
+        :data:`~gallery.photos.activations.ROWS` rows, so a figure is the same whatever
+        photos share the call.
         """
         if not len(photos) == len(classes) == len(maps):
             raise GalleryError(f"give one list of classes and one of maps per photo, got {len(photos)} photos, "
