@@ -15,7 +15,8 @@ from pathlib import Path
 
 from . import presets
 from .config import (DIVERSE_COPIES, EXECUTORS, PARAMETERIZATIONS, PRECISIONS, STEP_TRANSFORMS, VARIANT_NAMES,
-                     BuildConfig, RenderSettings, default_cache_dir, parse_filter_slice, public_command, valid_scales)
+                     BuildConfig, RenderSettings, default_cache_dir, parse_filter_slice, public_command, valid_scales,
+                     worker_threads)
 from .console import clean, log, native_quiet
 from .errors import GalleryError
 from .presets import PRESETS
@@ -181,8 +182,8 @@ def parser() -> argparse.ArgumentParser:
                    help="join a running Ray cluster (with --executor ray); without it the build starts a local "
                         "Ray for itself and stops it at the end")
     p.add_argument("--worker-cpus", type=_positive, metavar="N",
-                   help="CPUs (and threads) per Ray worker where the cluster has no GPUs (default: 4, or all "
-                        "of a smaller machine)")
+                   help="CPUs (and threads) per Ray worker where the cluster has no GPUs, and the threads of a "
+                        "local build (default: 4, or all of a smaller machine)")
     p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: Keras's own setting)")
     p.add_argument("--unsafe", action="store_true", help="allow model files that carry code (Lambda layers)")
     p.add_argument("--list-layers", action="store_true",
@@ -247,6 +248,8 @@ def _main(argv: list[str] | None = None) -> int:
         with native_quiet(enabled=not args.debug):
             from .model import grad
 
+            if args.executor == "local":  # as many threads as each Ray worker would have: the same bytes
+                grad.limit_threads(worker_threads(args.worker_cpus, os.cpu_count() or 1))
             grad.accelerator()  # starts the devices now, under the quiet
 
         config = config_from(args, argv)

@@ -83,6 +83,17 @@ VARIANT_NAMES = ("negative", "diversity", "neuron")  # extra images a filter pag
 DIVERSE_COPIES = 4  # images per filter in the diversity variant
 PRECISIONS = ("float32", "bfloat16")  # compute dtypes of the optimization loop
 EXECUTORS = ("local", "ray")
+DEFAULT_WORKER_CPUS = 4
+
+
+def worker_threads(worker_cpus: int | None, cpus: int) -> int:
+    """CPU threads each computing process uses: a Ray worker, or a local build's own process.
+
+    One rule for every executor, because the bytes depend on it: oneDNN splits a matrix
+    product's sums by its thread count (with AVX2, three threads and one give other last
+    digits), so only processes computing with as many threads publish the same tiles.
+    """
+    return max(1, min(worker_cpus or DEFAULT_WORKER_CPUS, cpus))
 
 # A coarse-to-fine schedule: half the steps on the tile shrunk to half its side (a
 # quarter of the cost), then half at full size.

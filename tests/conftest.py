@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+pytest_plugins = ("tests.fail_fast",)  # a hung test stops at its limit; a failure report pytest can always write
+
+# Every process of the suite computes with this many threads, before the backend starts:
+# oneDNN splits some sums by thread count (with AVX2), and the tests compare the bytes of
+# builds made in this process with those of Ray workers given as many threads, whatever
+# the machine's core count.
+THREADS = 2
+from gallery.model import grad  # noqa: E402 - after the constant it reads
+
+grad.limit_threads(THREADS)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_MODELS = SHARED / "models"
@@ -35,6 +47,14 @@ def pytest_runtest_makereport(item, call):
         if not any(expected in reason for expected in EXPECTED_SKIPS):
             report.outcome = "failed"
             report.longrepr = f"skipped under CI, where it must run: {reason}"
+
+
+def pytest_unconfigure(config):
+    """A Ray left running (a test that failed before its finalizer, or pytest's own error)
+    would keep this process from exiting: stop it, whatever ended the run."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def _keras():

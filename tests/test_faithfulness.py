@@ -10,6 +10,7 @@ import pytest
 
 from gallery.errors import GalleryError
 from gallery.photos import faithfulness as fm
+from gallery.photos.activations import ROWS
 from gallery.photos.faithfulness import BOTTOM, FILL, FULL, TOP, Faithfulness, keep_masks, kept_count
 
 from .conftest import _keras
@@ -46,7 +47,7 @@ def test_probabilities_match_the_masked_photos_done_by_hand():
     classes = [[0, 1, 2, 3, 4, 5], [5, 3, 1, 0, 2, 4], [2, 2, 0, 1, 3, 5]]
     maps = [rng.random((6, SIDE, SIDE)).astype("float32") for _ in photos]  # distinct values: no ties
     # 3 photos × (1 + 2 × 6) = 39 forward passes: two batches, the second padded.
-    assert 3 * 13 > fm.BATCH and (3 * 13 - fm.BATCH) % fm.PAD_TO
+    assert 3 * 13 > fm.BATCH and (3 * 13 - fm.BATCH) % ROWS
     got = Faithfulness(model, "tf", fraction=fm.KEEP)(photos, classes, maps)
     n = round(0.3 * SIDE * SIDE)  # 4.8 → 5 of the 16 pixels
     for photo, wanted, heats, figures in zip(photos, classes, maps, got):

@@ -19,21 +19,39 @@ from gallery.build.cache import Cache
 from gallery.cli import main
 from gallery.config import BuildConfig, RenderSettings
 
-from .conftest import SHARED_MODELS, SHARED_SAMPLES, needs_shared, tiny_classifier
+from .conftest import SHARED_MODELS, SHARED_SAMPLES, THREADS, needs_shared, tiny_classifier
 from .test_build import check_site
 
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = (".png", ".jpg")
+# Each test here takes under two minutes on two shared cores; one that hangs fails at this
+# limit instead of holding the run, and its Ray and processes are stopped by the finalizers.
+pytestmark = pytest.mark.timeout(420)
+
+
+@pytest.fixture
+def processes():
+    """The processes a test starts, killed when it ends, however it ends."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A small local Ray for this module: two CPUs, a small object store, no dashboard."""
-    ray.init(num_cpus=2, object_store_memory=160 * 2**20, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}})
-    yield
-    ray.shutdown()
+    """A small local Ray for this module: room for two workers of the suite's THREADS each
+    (the same threads as a build in this process, so the same bytes), a small object store,
+    no dashboard."""
+    ray.init(num_cpus=2 * THREADS, object_store_memory=160 * 2**20, include_dashboard=False,
+             logging_level="ERROR", runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}})
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def _images(site: Path) -> dict[str, bytes]:
@@ -49,7 +67,7 @@ def test_a_ray_build_publishes_the_same_bytes_as_a_local_build(tmp_path, cluster
                                        cache=tmp_path / "ca"))
     remote = pipeline.build(BuildConfig(model=str(model), preprocess="none", images=(photo_dir,), variants=variants,
                                         render=RenderSettings(size=16, steps=6, batch=4), out=tmp_path / "b",
-                                        cache=tmp_path / "cb", executor="ray", worker_cpus=1))
+                                        cache=tmp_path / "cb", executor="ray", worker_cpus=THREADS))
     a, b = _images(tmp_path / "a"), _images(tmp_path / "b")
     assert len(a) > 60 and a == b
     for key in ("layers", "photos", "pool"):
@@ -63,7 +81,7 @@ def test_a_ray_build_of_a_vgg16_slice_is_byte_identical(tmp_path, cluster):
                   images=(SHARED_SAMPLES,), layers=("block1_conv1", "block3_conv1"), filters=slice(0, 3),
                   render=RenderSettings(size=32, steps=8, batch=2))
     pipeline.build(BuildConfig(**common, out=tmp_path / "a", cache=tmp_path / "ca"))
-    pipeline.build(BuildConfig(**common, out=tmp_path / "b", cache=tmp_path / "cb", executor="ray", worker_cpus=1))
+    pipeline.build(BuildConfig(**common, out=tmp_path / "b", cache=tmp_path / "cb", executor="ray", worker_cpus=THREADS))
     a, b = _images(tmp_path / "a"), _images(tmp_path / "b")
     assert len(a) >= 6 * 2 + 6 and a == b
 
@@ -88,11 +106,11 @@ def test_a_ray_worker_killed_mid_build_still_gives_a_complete_site(tmp_path, clu
     def run():
         try:
             pipeline.build(BuildConfig(**common, out=tmp_path / "b", cache=tmp_path / "cb", executor="ray",
-                                       worker_cpus=1))
+                                       worker_cpus=THREADS))
         except BaseException as exc:  # noqa: BLE001 - reported below
             failure.append(exc)
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)  # a hung build cannot keep pytest from exiting
     thread.start()
     killed = None
     end = time.monotonic() + 180
@@ -117,12 +135,13 @@ def _argv(tmp, model, photos, steps, executor="local"):
             "--executor", executor, *(["--worker-cpus", "1"] if executor == "ray" else [])]
 
 
-def test_a_killed_ray_driver_resumes(tmp_path, photo_dir, capsys):
+def test_a_killed_ray_driver_resumes(tmp_path, photo_dir, capsys, processes):
     model = tmp_path / "tiny.keras"
     tiny_classifier().save(model)
     argv = _argv(tmp_path, model, photo_dir, 200, "ray")
     proc = subprocess.Popen([sys.executable, "build.py", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
+    processes.append(proc)
     end = time.monotonic() + 180
     while proc.poll() is None and time.monotonic() < end:
         if (tmp_path / "cache").is_dir() and _filter_records(tmp_path / "cache") >= 3:
@@ -153,12 +172,13 @@ def _snapshot(proc, site: Path, into: Path) -> None:
         proc.send_signal(signal.SIGCONT)
 
 
-def test_the_site_grows_while_it_builds_and_every_snapshot_resolves(tmp_path, photo_dir):
+def test_the_site_grows_while_it_builds_and_every_snapshot_resolves(tmp_path, photo_dir, processes):
     model = tmp_path / "tiny.keras"
     tiny_classifier().save(model)
     site = tmp_path / "site"
     proc = subprocess.Popen([sys.executable, "build.py", *_argv(tmp_path, model, photo_dir, 400)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    processes.append(proc)
     snapshots, end = [], time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < end:
         if (site / "tiny" / "status.js").is_file() and (site / "index.html").is_file():

@@ -23,12 +23,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ..config import worker_threads
 from ..console import log, warn
 from ..errors import GalleryError
 from .units import PhotoUnit, Task
 from .work import Result
 
-DEFAULT_WORKER_CPUS = 4
 IN_FLIGHT = 2  # units queued on each worker, so the next starts the moment one ends
 REPLACEMENTS = 4  # workers the driver starts in place of dead ones, per worker it began with
 
@@ -207,7 +207,7 @@ class RayExecutor:
         if gpus:
             self.threads, count, options = None, gpus, {"num_gpus": 1, "num_cpus": 1}
         else:
-            self.threads = max(1, min(worker_cpus or DEFAULT_WORKER_CPUS, cpus))
+            self.threads = worker_threads(worker_cpus, cpus)
             count, options = max(1, cpus // self.threads), {"num_cpus": self.threads}
         count = min(count, workers or count)
         if backend == "jax" and not gpus:

@@ -11,6 +11,35 @@ from keras import ops
 from ..imaging import resize
 from ..model import grad, graph, preprocess as prep
 
+# Every pass over photos runs on batches of exactly this many rows, a short one padded with
+# zeros. oneDNN picks its kernel, and so the order of its sums, by the batch's shape: on
+# EfficientNet a photo alone and the same photo among seven others differ in their last
+# digits (with AVX-512 as with AVX2), so a photo's figures would depend on how many photos
+# shared its pass: a resumed build, or a folder that grew, would publish other bytes. At a
+# fixed shape a row's result depends on that row alone (neither its slot nor its neighbours).
+ROWS = 8
+
+
+def in_fixed_batches(fn, *arrays):
+    """``fn(*chunks)`` over consecutive chunks of exactly :data:`ROWS` rows of ``arrays``
+    (the last padded with zero rows), joined and cut back to the rows given, as numpy.
+
+    ``fn`` returns one tensor or a list of them, each with one row per input row.
+    """
+    count = len(arrays[0])
+    if not count:
+        raise ValueError("in_fixed_batches needs at least one row")
+    pieces = []
+    for start in range(0, count, ROWS):
+        chunk = [np.asarray(a[start:start + ROWS]) for a in arrays]
+        pad = ROWS - len(chunk[0])
+        chunk = [np.concatenate([c, np.zeros((pad, *c.shape[1:]), c.dtype)]) if pad else c for c in chunk]
+        out = fn(*(ops.convert_to_tensor(c) for c in chunk))
+        single = not isinstance(out, (list, tuple))
+        pieces.append([ops.convert_to_numpy(o)[:ROWS - pad] for o in ([out] if single else out)])
+    joined = [np.concatenate(parts) for parts in zip(*pieces)]
+    return joined[0] if single else joined
+
 
 def input_size(model: keras.Model, fallback: int = 224) -> tuple[int, int]:
     """The model's fixed input height and width, or ``fallback`` for any-size models."""
@@ -55,19 +84,20 @@ class Activations:
         return {name: maps[0] for name, maps in self.feature_maps_batch([photo]).items()}
 
     def feature_maps_batch(self, photos: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """``{layer: float32 (B, h, w, channels)}``: one forward pass for the whole batch."""
-        x = model_inputs(self.model, photos, self.preprocess, self.fallback)
-        maps = self._run(x)
-        return {p.name: ops.convert_to_numpy(m).astype("float32") for p, m in zip(self.paths, maps)}
+        """``{layer: float32 (B, h, w, channels)}``: one forward pass per :data:`ROWS` photos."""
+        if not self.paths:
+            return {}
+        maps = in_fixed_batches(self._run, model_inputs(self.model, photos, self.preprocess, self.fallback))
+        return {p.name: m.astype("float32") for p, m in zip(self.paths, maps)}
 
     def predictions(self, photo: np.ndarray) -> np.ndarray:
         """Class probabilities (softmax applied if the model outputs logits)."""
         return self.predictions_batch([photo])[0]
 
     def predictions_batch(self, photos: Sequence[np.ndarray]) -> np.ndarray:
-        """``(B, classes)`` probabilities, one forward pass for the batch."""
+        """``(B, classes)`` probabilities, one forward pass per :data:`ROWS` photos."""
         x = model_inputs(self.model, photos, self.preprocess, self.fallback)
-        return as_probabilities(ops.convert_to_numpy(grad.no_grad(lambda t: self.model(t, training=False))(x)))
+        return as_probabilities(in_fixed_batches(grad.no_grad(lambda t: self.model(t, training=False)), x))
 
 
 def feature_maps(model, image: np.ndarray, layer: str, *, preprocess=None) -> np.ndarray:

@@ -22,7 +22,7 @@ from keras import ops
 from ..errors import GalleryError
 from ..imaging import resize
 from ..model import grad, graph
-from .activations import model_inputs
+from .activations import ROWS, model_inputs
 
 MASK_BATCH = 32  # masked photos per forward pass in Score-CAM
 
@@ -111,8 +111,10 @@ class Evidence:
     on first use, so a method pays only for what it reads.
     """
 
-    def __init__(self, engine: "CamEngine", x, a, classes: np.ndarray):
+    def __init__(self, engine: "CamEngine", x, a, classes: np.ndarray, real: int | None = None):
+        """``real``: the photos that are not padding (the first ones); the rest get no Score-CAM pass."""
         self.engine, self.x, self.a, self.classes = engine, x, a, classes
+        self.real = len(classes) if real is None else real
 
     @cached_property
     def grads(self):
@@ -127,7 +129,7 @@ class Evidence:
         engine, k = self.engine, int(self.a.shape[-1])
         baseline = engine._probabilities(ops.zeros_like(self.x[:1]))[0]
         rows = []
-        for i in range(int(self.a.shape[0])):
+        for i in range(self.real):
             probs = []
             for start in range(0, k, MASK_BATCH):
                 # Fixed-size chunks (zero-padded at the end) keep one compiled signature.
@@ -138,6 +140,7 @@ class Evidence:
                 probs.append(engine._masked(self.x[i:i + 1], chunk)[:MASK_BATCH - pad])
             p = ops.concatenate(probs, axis=0) - baseline  # (k, classes)
             rows.append(ops.transpose(ops.take(p, ops.convert_to_tensor(self.classes[i]), axis=1)))
+        rows += [ops.zeros_like(rows[0])] * (len(self.classes) - self.real)
         return ops.stack(rows)
 
 
@@ -195,17 +198,25 @@ class CamEngine:
         ``maps``: ``(B, n, h, w)``, ``ReLU(Σ_k α_k A_k)`` for each photo and class;
         ``weights``: ``(B, n, k)``, the method's ``α_k`` (``(B, n, h, w, k)`` for a method that
         weighs each unit, LayerCAM); ``activations``: ``A``, ``(B, h, w, k)``.
-        The photos go through the model as one batch; every photo must ask for the same
-        number of classes.
+        The photos go through the model in batches of exactly :data:`ROWS` (see
+        :mod:`gallery.photos.activations`); every photo must ask for the same number of classes.
         """
         wanted = checked_classes(classes, len(photos), self.classes)
-        x = model_inputs(self.model, photos, self.preprocess, self.fallback)
+        x = ops.convert_to_numpy(model_inputs(self.model, photos, self.preprocess, self.fallback))
+        parts = [self._raw(x[s:s + ROWS], wanted[s:s + ROWS]) for s in range(0, len(photos), ROWS)]
+        return tuple(np.concatenate(found) for found in zip(*parts))
+
+    def _raw(self, x: np.ndarray, wanted: np.ndarray):
+        """:meth:`raw` for at most :data:`ROWS` photos, padded to exactly that many with
+        zero photos: every step, eager ones included, sees one shape whatever the batch."""
+        real, pad = len(x), ROWS - len(x)
+        x = ops.convert_to_tensor(np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]))
+        wanted = np.concatenate([wanted, np.zeros((pad, wanted.shape[1]), wanted.dtype)])
         a = self._features(x)
-        weights = self.weigh(Evidence(self, x, a, wanted))  # (B, n, k), or (B, n, h, w, k) per unit
+        weights = self.weigh(Evidence(self, x, a, wanted, real))  # (B, n, k), or (B, n, h, w, k) per unit
         spread = weights if len(weights.shape) == 5 else weights[:, :, None, None, :]
         maps = ops.relu(ops.sum(spread * a[:, None], axis=-1))
-        return (ops.convert_to_numpy(maps).astype("float32"), ops.convert_to_numpy(weights).astype("float32"),
-                ops.convert_to_numpy(a).astype("float32"))
+        return tuple(ops.convert_to_numpy(t)[:real].astype("float32") for t in (maps, weights, a))
 
     def explain_batch(self, photos: Sequence[np.ndarray], classes: Sequence[Sequence[int]]):
         """For each photo, ``(maps, contributions)`` lists over the photos.

@@ -38,14 +38,13 @@ from keras import ops
 from ..errors import GalleryError
 from ..imaging import resize
 from ..model import grad, preprocess as prep
-from .activations import as_probabilities, input_pixels
+from .activations import as_probabilities, in_fixed_batches, input_pixels
 
 KEEP = 0.3  # the share of the pixels each masked photo keeps; changing it means bumping PHOTO_SCHEMA
 FILL = (123.68, 116.779, 103.939)  # ImageNet's mean RGB: what a removed pixel becomes
-BATCH = 32  # masked photos per forward pass
-# A short last batch is padded to a multiple of this, not to BATCH: at most 4 compiled
-# signatures, and under 8 wasted forwards (a unit of 6 photos and 5 classes needs 66).
-PAD_TO = 8
+# Masked photos made at a time; they go through the model in passes of exactly
+# activations.ROWS (the last padded), so a figure does not depend on its pass's neighbours.
+BATCH = 32
 FULL, TOP, BOTTOM = range(3)  # the columns of what :class:`Faithfulness` returns
 
 
@@ -88,7 +87,9 @@ class Faithfulness:
 
         ``photos``: uint8 RGB of any sizes; ``classes[i]``: photo ``i``'s classes;
         ``maps[i]``: ``(n, H, W)``, one map per class, at any size. Every photo, whole and
-        masked, for every class goes through the model in batches of :data:`BATCH`.
+        masked, for every class goes through the model in passes of exactly
+        :data:`~gallery.photos.activations.ROWS` rows, so a figure is the same whatever
+        photos share the call.
         """
         if not len(photos) == len(classes) == len(maps):
             raise GalleryError(f"give one list of classes and one of maps per photo, got {len(photos)} photos, "
@@ -117,7 +118,5 @@ class Faithfulness:
         return out
 
     def _run(self, pixels: np.ndarray, rows: list) -> np.ndarray:
-        pad = -len(rows) % PAD_TO
-        chosen = np.concatenate([pixels[[i for i, _ in rows]], np.zeros((pad, *pixels.shape[1:]), "float32")])
-        keep = np.concatenate([np.stack([m for _, m in rows]), np.ones((pad, *pixels.shape[1:3]), bool)])
-        return ops.convert_to_numpy(self._outputs(ops.convert_to_tensor(chosen), ops.convert_to_tensor(keep)))[:len(rows)]
+        chosen = pixels[[i for i, _ in rows]]
+        return in_fixed_batches(self._outputs, chosen, np.stack([m for _, m in rows]))
