@@ -127,11 +127,14 @@ def test_cache_keys_keep_maco_and_fourier_tiles_apart():
     kinds = [[e.about["kind"] for e in unit.entries] for unit in units.filter_units(maco)]
     assert kinds == [["filter", "filter", "transparency", "transparency"]]
     assert all(e.about["kind"] == "filter" for unit in units.filter_units(fourier) for e in unit.entries)
-    # Only the main image gets one, and a layer solved in closed form gets none.
-    extra = units.Job("fp", maco.render, "none", {"conv1": (0,), "conv2": (0,)}, ("negative",), exact=("conv1",))
+    # Only the main image gets one: a first layer linear in the pixels too (optimized on its
+    # rectified map), but no variant, and no neuron image (solved in closed form, no path).
+    extra = units.Job("fp", maco.render, "none", {"conv1": (0,), "conv2": (0,)}, ("negative", "neuron"),
+                      exact=("conv1",))
     assert [(u.variant, u.layer, [e.about["kind"] for e in u.entries]) for u in units.filter_units(extra)] == [
-        ("channel", "conv1", ["filter"]), ("channel", "conv2", ["filter", "transparency"]),
-        ("negative", "conv1", ["filter"]), ("negative", "conv2", ["filter"])]
+        ("channel", "conv1", ["filter", "transparency"]), ("channel", "conv2", ["filter", "transparency"]),
+        ("negative", "conv1", ["filter"]), ("negative", "conv2", ["filter"]),
+        ("neuron", "conv1", ["filter"]), ("neuron", "conv2", ["filter"])]
 
 
 def test_the_objective_rises_over_steps():
@@ -198,8 +201,9 @@ def test_the_flag_end_to_end(tmp_path, classifier_file, photo_dir, capsys):
                       "--images", photo_dir, "--out", tmp_path / "site", "--cache", tmp_path / "cache"], capsys)
     assert code == 0, err
     check_site(tmp_path / "site")
-    layer = tmp_path / "site" / "tiny" / "layers" / "conv2"
-    for index in range(5):
+    # conv1 is linear in the pixels, but optimized (on its rectified map) like conv2: both have maps.
+    for layer, index in [(tmp_path / "site" / "tiny" / "layers" / name, i) for name in ("conv1", "conv2")
+                         for i in range(5)]:
         tile = np.asarray(Image.open(layer / f"{index}.png").convert("RGB"))
         with Image.open(layer / f"{index}.transparency.png") as found:
             assert found.mode == "RGBA"
@@ -207,10 +211,7 @@ def test_the_flag_end_to_end(tmp_path, classifier_file, photo_dir, capsys):
         np.testing.assert_array_equal(rgba[..., :3], tile)  # the tile itself, with the map for alpha
         assert rgba[..., 3].max() == 255 and rgba[..., 3].min() < 255
         page = (layer / f"{index}.html").read_text()
-        assert f'src="../../../tiny/layers/conv2/{index}.transparency.png"' in page and "Where it looked" in page
-    # conv1 is linear in the pixels: solved in closed form, not optimized, so it has no map.
-    conv1 = tmp_path / "site" / "tiny" / "layers" / "conv1"
-    assert not list(conv1.glob("*.transparency.png")) and "Where it looked" not in (conv1 / "0.html").read_text()
+        assert f'src="../../../tiny/layers/{layer.name}/{index}.transparency.png"' in page and "Where it looked" in page
     # Fourier tiles live beside MACO's in the cache: the same command with fourier reuses the
     # photos' unit and renders both layers' filter units anew.
     code, err = _run(["--model", classifier_file, "--size", "16", "--steps", "4", "--images", photo_dir,
