@@ -174,7 +174,8 @@ def natural_magnitude(size: int) -> np.ndarray:
     Measured, as MACO's own template is on ImageNet, on :data:`SPECTRUM_PHOTOS`: each of
     their :func:`_square_crops` is resampled to ``size`` (Pillow's antialiased bilinear, so
     the band just below Nyquist is damped as a camera's optics would damp it), taken to the
-    decorrelated basis, and the per-channel ``|rfft2|`` (orthonormal) averaged over them all.
+    decorrelated basis, Hann-windowed, and the per-channel ``|rfft2|`` (orthonormal)
+    averaged over them all.
     Three choices follow, each an identity the optimization relies on:
 
     - left-right mirror symmetry (the statistics of photos are mirror-symmetric; averaging
@@ -191,10 +192,14 @@ def natural_magnitude(size: int) -> np.ndarray:
     measured; above it the top of the band is the resampler's, not the photos'.
     """
     to_decorrelated = np.linalg.inv(COLOR_CORRELATION.T).astype("float64")
+    # A Hann window: the FFT treats each crop as periodic, and the jump from its right edge
+    # to its left (bottom to top) would add a cross of power along both frequency axes,
+    # which images under that magnitude show as a grid of horizontal and vertical lines.
+    window = np.outer(np.hanning(size), np.hanning(size))[:, :, None]
     spectra = []
     for crop in _photo_crops(size):
         y = crop @ to_decorrelated
-        y -= y.mean(axis=(0, 1))
+        y = (y - y.mean(axis=(0, 1))) * window
         spectra.append(np.abs(np.fft.rfft2(y, axes=(0, 1), norm="ortho")))
     magnitude = np.mean(spectra, axis=0).transpose(2, 0, 1)  # (3, size, size // 2 + 1)
     magnitude = (magnitude + magnitude[:, (-np.arange(size)) % size]) / 2
