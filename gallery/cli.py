@@ -220,12 +220,17 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the build is, so it stops as Ctrl-C stops it: pages say so."""
 
 
+_TERMINATED = threading.Event()  # Ray's waits re-raise a signal's exception as a plain KeyboardInterrupt
+
+
 def _terminate(signum, frame):
+    _TERMINATED.set()
     raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
     on_main = threading.current_thread() is threading.main_thread()
+    _TERMINATED.clear()
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main else None
     try:
         return _main(argv)
@@ -275,7 +280,8 @@ def _main(argv: list[str] | None = None) -> int:
         log(f"error: {exc}")  # names a layer, photo or path: made safe for the terminal
         return 2
     except KeyboardInterrupt as exc:
-        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"{stopped}; finished tiles are cached and the next run resumes from them", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        terminated = isinstance(exc, Terminated) or _TERMINATED.is_set()
+        print(f"{'terminated' if terminated else 'interrupted'}; finished tiles are cached and the next run resumes "
+              "from them", file=sys.stderr)
+        return 143 if terminated else 130
     return 0
