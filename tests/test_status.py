@@ -90,7 +90,7 @@ def test_a_build_that_fails_to_start_its_workers_says_it_stopped(setup, monkeypa
 
 def test_sigterm_stops_a_build_as_ctrl_c_does_and_the_pages_say_so(setup):
     tmp_path, model, photos = setup
-    argv = ["--model", str(model), "--preprocess", "none", "--size", "16", "--steps", "400", "--batch", "1",
+    argv = ["--model", str(model), "--preprocess", "none", "--size", "16", "--steps", "4000", "--batch", "1",
             "--images", str(photos), "--out", str(tmp_path / "site"), "--cache", str(tmp_path / "cache")]
     proc = subprocess.Popen([sys.executable, "build.py", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
