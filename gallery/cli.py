@@ -279,8 +279,8 @@ def _main(argv: list[str] | None = None) -> int:
             raise
         log(f"error: {exc}")  # names a layer, photo or path: made safe for the terminal
         return 2
-    except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, Terminated) or _TERMINATED.is_set()
+    except KeyboardInterrupt:
+        terminated = _TERMINATED.is_set()  # set before Terminated is raised, whatever Ray made of it
         print(f"{'terminated' if terminated else 'interrupted'}; finished tiles are cached and the next run resumes "
               "from them", file=sys.stderr)
         return 143 if terminated else 130

@@ -84,8 +84,3 @@ def linear(model, layer: str, preprocess) -> bool:
     them, and so is the preprocessing (a named convention; a callable's linearity is not
     known)."""
     return prep.resolve(preprocess) in prep.NAMES.values() and graph.linear_in_pixels(model, layer)
-
-
-def applies(model, layer: str, preprocess, variant: str) -> bool:
-    """Whether ``variant`` images of ``layer`` are made exactly (see :data:`VARIANTS`)."""
-    return variant in VARIANTS and linear(model, layer, preprocess)
