@@ -41,7 +41,8 @@ from common import HED_VGG16, SHARED, machine  # first: it puts the repository o
 
 SAMPLES = SHARED / "samples"
 FIELDS = {"lr": "learning_rate", "decay": "decay", "steps": "steps", "contrast": "contrast",
-          "transforms": "transforms", "param": "parameterization", "scales": "scales"}
+          "transforms": "transforms", "param": "parameterization", "scales": "scales",
+          "precision": "precision"}
 OLD = {"learning_rate": 0.2, "decay": 1.5, "steps": 64, "contrast": None, "transforms": "standard",
        "parameterization": "fourier"}
 LUCID = {"learning_rate": 0.05, "decay": 1.0, "contrast": None, "transforms": "lucid",
@@ -54,15 +55,15 @@ def recipe(spec: str, base: dict) -> tuple[str, dict]:
         return spec, dict(base)
     if spec == "old":
         return spec, {**base, **OLD}
-    if spec.startswith("lucid@"):
-        steps = spec.split("@", 1)[1]
-        return spec, {**base, **LUCID, "steps": None if steps == "time" else int(steps)}
     name, _, body = spec.partition(":")
     settings = dict(base)
+    if name.startswith("lucid@"):  # Lucid's recipe, then any overrides (``lucid@time:precision=bfloat16``)
+        steps = name.split("@", 1)[1]
+        settings = {**base, **LUCID, "steps": None if steps == "time" else int(steps)}
     for item in filter(None, body.split(";")):
         key, _, value = item.partition("=")
         field = FIELDS[key.strip()]
-        if field in ("transforms", "parameterization"):
+        if field in ("transforms", "parameterization", "precision"):
             settings[field] = value
         elif field == "scales":
             settings[field] = tuple(float(v) for v in value.split("/"))
@@ -70,7 +71,7 @@ def recipe(spec: str, base: dict) -> tuple[str, dict]:
             settings[field] = int(value)
         else:
             settings[field] = None if value == "none" else float(value)
-    return name, settings
+    return (spec if name.startswith("lucid@") else name), settings
 
 
 class Renderer:
@@ -186,7 +187,7 @@ def main():
             live = (scorer.peak(tiles, filters) > 0) | (photo_peak > 0)
             faithful = float((robust > photo_robust.max(axis=1))[live].mean()) if live.any() else float("nan")
             fig = {k: float(np.median(v)) for k, v in picture_scores.figures(tiles).items()}
-            label = name if "@" not in name else f"lucid@{steps}"
+            label = name.replace("@time", f"@{steps}")
             results.append((label, tiles))
             print(f"{label:<22} {steps:>5} {step * steps / len(filters):>8.2f} {seconds / len(filters):>8.2f} "
                   f"{np.median(robust):>8.1f} {faithful:>8.2f} {fig['clip']:>6.3f} {fig['corner']:>6.3f} "

@@ -98,11 +98,13 @@ def _scales_text(scales) -> str:
 
 def _by_device(name: str, show=str) -> str:
     """A preset-controlled default as --help states it, from the preset table itself (its
-    one home): the default preset's value on a CPU and on a GPU."""
-    cpu, gpu = (PRESETS["default"][device].get(name) for device in ("cpu", "gpu"))
-    if gpu == cpu:
+    one home): the default preset's value on a CPU (and on one with AMX, if it differs) and
+    on a GPU."""
+    cpu, amx, gpu = (presets.preset("default", device, bf16).get(name)
+                     for device, bf16 in ((None, False), (None, True), ("gpu", None)))
+    if gpu == cpu == amx:
         return f"default: {show(cpu)}"
-    return f"default: {show(cpu)} on a CPU, {show(gpu)} on a GPU"
+    return f"default: {show(cpu)} on a CPU{'' if amx == cpu else f' ({show(amx)} with AMX)'}, {show(gpu)} on a GPU"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -187,6 +187,7 @@ def test_presets_fill_what_the_flags_leave_and_differ_on_a_gpu(monkeypatch):
     from gallery.presets import PRESETS
 
     monkeypatch.setattr(grad, "accelerator", lambda: None)
+    monkeypatch.setattr(grad, "cpu_bf16", lambda: False)
     default = _config([])
     assert default.render == RenderSettings() and default.variants == ()
     preview = _config(["--preset", "preview", "--steps", "7"])
@@ -199,6 +200,30 @@ def test_presets_fill_what_the_flags_leave_and_differ_on_a_gpu(monkeypatch):
     assert (gpu.render.size, gpu.render.steps, gpu.render.batch) == (224, 512, 128)
     assert gpu.render.precision == "bfloat16" and default.render.precision == "float32"
     assert _config(["--precision", "float32"]).render.precision == "float32"
+    # A CPU with AMX: bf16 and twice the steps, unless the flags say otherwise.
+    monkeypatch.setattr(grad, "accelerator", lambda: None)
+    monkeypatch.setattr(grad, "cpu_bf16", lambda: True)
+    amx = _config([])
+    assert (amx.render.size, amx.render.steps, amx.render.precision) == (128, 128, "bfloat16")
+    assert _config(["--precision", "float32", "--steps", "64"]).render == RenderSettings()
+    assert _config(["--preset", "preview"]).render.steps == PRESETS["preview"]["cpu"]["steps"]
+
+
+def test_amx_is_read_from_the_cpus_flags_and_only_tensorflow_uses_it(tmp_path, monkeypatch):
+    from gallery.model import grad
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+    assert grad.has_amx(str(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")  # bf16 vectors, no tiles
+    assert not grad.has_amx(str(info))
+    assert not grad.has_amx(str(tmp_path / "absent"))  # not Linux
+    monkeypatch.setattr(grad, "CPUINFO", str(tmp_path / "amx"))
+    (tmp_path / "amx").write_text("flags\t\t: amx_bf16 amx_tile\n")
+    monkeypatch.setattr(grad, "BACKEND", "tensorflow")
+    assert grad.cpu_bf16.__wrapped__()
+    monkeypatch.setattr(grad, "BACKEND", "jax")  # XLA's CPU convolutions do not use AMX
+    assert not grad.cpu_bf16.__wrapped__()
 
 
 class _Terminal(io.StringIO):

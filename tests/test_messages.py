@@ -32,10 +32,12 @@ def test_help_states_the_defaults_that_apply_on_a_cpu_and_on_a_gpu(flag, field, 
     from gallery.model import grad
 
     action = next(a for a in parser()._actions if flag in a.option_strings)
-    found = re.search(r"\(default: (\S+) on a CPU, (\S+) on a GPU\)", action.help)
+    found = re.search(r"\(default: (\S+) on a CPU(?: \((\S+) with AMX\))?, (\S+) on a GPU\)", action.help)
     assert found, action.help
-    for device, stated in ((None, found.group(1)), ("gpu", found.group(2))):
+    cpu, amx, gpu = found.groups()
+    for device, bf16, stated in ((None, False, cpu), (None, True, amx or cpu), ("gpu", False, gpu)):
         monkeypatch.setattr(grad, "accelerator", lambda device=device: device)
+        monkeypatch.setattr(grad, "cpu_bf16", lambda bf16=bf16: bf16)
         applied = getattr(config_from(parser().parse_args([]), []).render, field)
         assert stated == show(applied), (flag, device, stated, applied)
 

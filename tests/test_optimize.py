@@ -213,6 +213,7 @@ def test_visualize_filters_with_no_settings_gives_the_default_builds_tiles(monke
     from gallery.presets import PRESETS
 
     monkeypatch.setattr(grad, "accelerator", lambda: None)  # the CPU default, on any machine
+    monkeypatch.setattr(grad, "cpu_bf16", lambda: False)
     model = tiny_classifier()
     defaults = {k: v for k, v in PRESETS["default"]["cpu"].items() if k != "variants"}
     expected = FilterRenderer(model, "conv2", RenderSettings(**defaults)).render([0, 3])[0]

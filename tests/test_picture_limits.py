@@ -13,6 +13,7 @@ from gallery.render.optimize import FilterRenderer
 
 from . import picture_scores
 from .conftest import SHARED_MODELS, SHARED_SAMPLES, needs_shared
+from .test_precision import needs_bf16
 from .tile_scores import Scorer
 
 pytestmark = [needs_shared(), pytest.mark.shared]
@@ -29,8 +30,8 @@ def hed():
     return load_model(str(SHARED_MODELS / "vgg16_hed_notop.keras"))
 
 
-def _tiles(model, layer, **override):
-    settings = {**presets.preset("default", None), "size": SIZE, **override}
+def _tiles(model, layer, bf16_cpu=False, **override):
+    settings = {**presets.preset("default", None, bf16_cpu), "size": SIZE, **override}
     settings.pop("variants", None)
     return FilterRenderer(model, layer, RenderSettings(**settings), "caffe").images(FILTERS)
 
@@ -52,9 +53,10 @@ def broken_limits(model, layer, tiles) -> list[str]:
     return broken
 
 
+@pytest.mark.parametrize("bf16_cpu", [False, pytest.param(True, marks=needs_bf16)], ids=["cpu", "cpu-amx"])
 @pytest.mark.parametrize("layer", ["block2_conv2", "block3_conv1"])
-def test_the_default_preset_meets_every_picture_limit(hed, layer):
-    tiles = _tiles(hed, layer)
+def test_the_default_preset_meets_every_picture_limit(hed, layer, bf16_cpu):
+    tiles = _tiles(hed, layer, bf16_cpu)
     assert broken_limits(hed, layer, tiles) == []
 
 
