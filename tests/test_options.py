@@ -1,0 +1,98 @@
+"""The option table: the same command lines parse to the same configs as before it, and the
+README's options table is the table's own."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Parse results of CASES as main's code at 7140cc3 (before the option table) gave them:
+# `python -m tests.test_options` wrote this file there, from the repository root.
+BEFORE = Path(__file__).with_name("data") / "cli_parses.json"
+
+# Representative command lines: every flag, both spellings (--flag value, --flag=value), the
+# presets and the overrides of a preset, and misuse caught by argparse and by the configs.
+CASES = [
+    [],
+    ["--preset", "preview"],
+    ["--preset", "high"],
+    ["--preset=high", "--variants", "none"],
+    ["--size", "64", "--steps", "10", "--scales", "0.25,0.5,1", "--batch", "4", "--precision", "float32"],
+    ["--scales=1", "--precision=bfloat16", "--variants", "neuron,negative,neuron"],
+    ["--model", "x.keras", "--weights", "w.h5", "--preprocess", "caffe", "--labels", "README.md",
+     "--images", "README.md", "templates", "--out", "o", "--cache", "c"],
+    ["--model=ResNet50", "--weights=none", "--preprocess=none"],
+    ["--layers", "a, b,,c", "--filters", "0:64", "--cam-layers", "c", "--cam-method", "gradcam,scorecam,gradcam",
+     "--top-k", "3", "--photo-pages", "all", "--examples", "4"],
+    ["--filters", "5", "--photo-pages", "0", "--cam-method", "saliency,smoothgrad,guided-gradcam,cam,layercam"],
+    ["--filters", "8:", "--photo-pages", "ALL", "--cam-method", "gradcam++"],
+    ["--filters", "::2"],
+    ["--seed", "7", "--param", "maco", "--transforms", "lucid", "--trajectory", "3"],
+    ["--param", "pixel", "--transforms", "none"],
+    ["--executor", "ray", "--ray-address", "auto", "--worker-cpus", "2", "--prune", "--unsafe", "--debug"],
+    ["--backend", "jax", "--list-layers"],
+    ["--cache-info", "--backend=tensorflow"],
+    # misuse
+    ["--size", "0"], ["--size", "8"], ["--steps", "x"], ["--scales", "0.5"], ["--scales", "1,0.5"], ["--scales", "a"],
+    ["--variants", "foo"], ["--variants", ","], ["--cam-method", "lime"], ["--cam-method", ","], ["--preset", "best"],
+    ["--layer", "x"], ["--seed", "-1"], ["--trajectory", "1"], ["--filters", "3:1"], ["--filters", "a"],
+    ["--ray-address", "auto"], ["--labels", "missing.txt"], ["--images", "no/such"], ["--photo-pages", "-1"],
+    ["--examples", "0"], ["--top-k", "0"], ["--layers", ","], ["--backend", "numpy"], ["--precision", "float16"],
+    ["--executor", "dask"], ["--param", "rgb"], ["--transforms", "all"], ["--bogus"], ["--model"],
+]
+DEVICES = (None, "gpu")
+
+
+def parse(argv: list[str], device: str | None) -> str:
+    """What ``argv`` becomes on ``device``: the config's repr, or the error it ends in."""
+    from gallery import cli
+    from gallery.errors import GalleryError
+    from gallery.model import grad
+
+    saved, grad.accelerator = grad.accelerator, lambda: device
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = cli.parser().parse_args(argv)
+        return repr(cli.config_from(args, argv))
+    except SystemExit as exc:
+        # argparse words its list of choices differently across Python versions: left out
+        return f"exit {exc.code}: {re.sub(r' [(]choose from .*?[)]', '', err.getvalue().strip())}"
+    except GalleryError as exc:
+        return f"GalleryError: {exc}"
+    finally:
+        grad.accelerator = saved
+
+
+def results() -> dict[str, str]:
+    return {f"{device or 'cpu'} {json.dumps(argv)}": parse(argv, device) for argv in CASES for device in DEVICES}
+
+
+@pytest.fixture
+def at_root(monkeypatch):
+    monkeypatch.chdir(ROOT)  # README.md and templates/ are the existing paths the cases name
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")  # the default cache folder
+
+
+def test_command_lines_parse_as_before(at_root):
+    before = json.loads(BEFORE.read_text(encoding="utf-8"))
+    now = results()
+    assert list(now) == list(before)
+    changed = {k: (before[k], now[k]) for k in now if now[k] != before[k]}
+    assert not changed
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    os.environ["XDG_CACHE_HOME"] = "/xdg"
+    BEFORE.parent.mkdir(exist_ok=True)
+    BEFORE.write_text(json.dumps(results(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"{len(CASES) * len(DEVICES)} parse results written to {BEFORE}", file=sys.stderr)
