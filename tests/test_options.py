@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -88,6 +89,52 @@ def test_command_lines_parse_as_before(at_root):
     assert list(now) == list(before)
     changed = {k: (before[k], now[k]) for k in now if now[k] != before[k]}
     assert not changed
+
+
+def readme_options() -> str:
+    """The README's options table: the lines from the one after ``## Options`` to the first blank."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split("\n## Options\n\n", 1)[1].split("\n\n", 1)[0]
+
+
+def test_the_readmes_options_table_is_the_option_tables_own():
+    from gallery.options import markdown
+
+    assert readme_options() == markdown(), "README's options table drifted: paste `python -m gallery.options` over it"
+
+
+def test_help_states_each_presets_defaults_on_a_cpu_and_a_gpu():
+    from gallery.cli import parser
+    from gallery.options import OPTIONS
+    from gallery.presets import PRESETS
+
+    shown = " ".join(parser().format_help().split())
+    for option in OPTIONS:
+        if option.preset:
+            cpu, gpu = (option.show(PRESETS["default"][device].get(option.key)) for device in ("cpu", "gpu"))
+            said = f"(default: {cpu})" if cpu == gpu else f"(default: {cpu} on a CPU, {gpu} on a GPU)"
+            assert said in shown, option.flag
+    assert "(default: 1 on a CPU, 0.5,1 on a GPU)" in shown  # --scales, once stated as 0.5,1 everywhere
+
+
+def test_every_table_of_methods_preprocessing_and_backends_names_the_same():
+    from gallery import names
+    from gallery.model import grad, preprocess
+    from gallery.photos import cams, explain, saliency
+    from gallery.site.pages import CAM_TITLES
+
+    assert set(cams.METHODS) == set(names.CAM_METHODS)
+    assert set(explain.METHODS) == set(CAM_TITLES) == set(names.METHODS)
+    assert saliency.PIXEL_METHODS == names.PIXEL_METHODS
+    assert tuple(preprocess.NAMES) == names.PREPROCESSING
+    assert grad.BACKEND in names.BACKENDS
+
+
+def test_the_option_table_is_keras_free():
+    code = "import sys, gallery.options, gallery.names; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
+           "('keras', 'tensorflow', 'jax', 'torch')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 if __name__ == "__main__":
