@@ -77,20 +77,21 @@ def scales(text: str) -> tuple[float, ...]:
     return found
 
 
-def variants(text: str) -> tuple[str, ...]:
+def _chosen(text: str, allowed: tuple[str, ...], expected: str) -> tuple[str, ...]:
     found = _listed(text)
-    if found == ("none",):
-        return ()
-    if not found or any(n not in VARIANT_NAMES for n in found):
-        raise argparse.ArgumentTypeError(f"expected 'none' or names from {', '.join(VARIANT_NAMES)}, got {text!r}")
+    if not found or any(name not in allowed for name in found):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return found
+
+
+def variants(text: str) -> tuple[str, ...]:
+    if _listed(text) == ("none",):
+        return ()
+    return _chosen(text, VARIANT_NAMES, f"'none' or names from {', '.join(VARIANT_NAMES)}")
 
 
 def methods(text: str) -> tuple[str, ...]:
-    found = _listed(text)
-    if not found or any(m not in names.METHODS for m in found):
-        raise argparse.ArgumentTypeError(f"expected methods from {', '.join(names.METHODS)}, got {text!r}")
-    return found
+    return _chosen(text, names.METHODS, f"methods from {', '.join(names.METHODS)}")
 
 
 # ---- checks made when the config is made: a GalleryError, worded without argparse's prefix
