@@ -15,7 +15,7 @@ from . import picture_scores
 from .conftest import SHARED_MODELS, SHARED_SAMPLES, needs_shared
 from .tile_scores import Scorer
 
-pytestmark = [needs_shared(), pytest.mark.shared]
+pytestmark = [needs_shared(), pytest.mark.shared, pytest.mark.slow]  # full-size models
 
 SIZE = 64
 FILTERS = [0, 1]
