@@ -117,6 +117,21 @@ def test_help_states_each_presets_defaults_on_a_cpu_and_a_gpu():
     assert "(default: 1 on a CPU, 0.5,1 on a GPU)" in shown  # --scales, once stated as 0.5,1 everywhere
 
 
+def test_every_option_fills_a_field_of_its_settings_and_presets_set_only_options():
+    import dataclasses
+
+    from gallery.config import BuildConfig, RenderSettings
+    from gallery.options import OPTIONS
+    from gallery.presets import PRESETS
+
+    for option in OPTIONS:
+        if option.part is not None:
+            owner = RenderSettings if option.part == "render" else BuildConfig
+            assert option.key in {f.name for f in dataclasses.fields(owner)}, option.flag
+    preset_keys = {key for devices in PRESETS.values() for values in devices.values() for key in values}
+    assert preset_keys == {option.key for option in OPTIONS if option.preset}
+
+
 def test_every_table_of_methods_preprocessing_and_backends_names_the_same():
     from gallery import names
     from gallery.model import grad, preprocess
