@@ -39,10 +39,6 @@ def public_path(path) -> str:
         return f"\u2026/{readable(Path(text).name)}"
 
 
-# Flags whose values are local paths; --images takes several.
-PATH_FLAGS = ("--model", "--weights", "--labels", "--images", "--out", "--cache")
-
-
 def _command_path(flag: str, path: str) -> str:
     """A path in a published command, quoted for the shell: relative to the working
     directory where it lies under it (it runs as shown from there), else its file name
@@ -57,6 +53,8 @@ def _command_path(flag: str, path: str) -> str:
 def public_command(argv: list[str]) -> str:
     """The command line of a build, with the values of path flags made public (see
     :func:`_command_path`): pasted where the build ran, with any placeholders set, it runs."""
+    from .options import PATH_FLAGS, SEVERAL  # here: the option table reads this module's defaults
+
     shown, flag = [], None
     for arg in argv:
         if arg.startswith("--"):
@@ -69,7 +67,7 @@ def public_command(argv: list[str]) -> str:
             flag = name if name in PATH_FLAGS and not eq else None
         elif flag is not None:
             shown.append(_command_path(flag, arg))
-            flag = flag if flag == "--images" else None
+            flag = flag if flag in SEVERAL else None
         else:
             shown.append(shlex.quote(arg))
     return readable(" ".join(["python", "build.py", *shown]))

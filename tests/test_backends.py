@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # re-runs tests under JAX
+
 ROOT = Path(__file__).resolve().parents[1]
 NEUTRAL = ["tests/test_params.py", "tests/test_transforms.py", "tests/test_objectives.py",
            "tests/test_optimize.py", "tests/test_precision.py", "tests/test_cams.py", "tests/test_faithfulness.py",

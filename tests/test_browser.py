@@ -15,6 +15,7 @@ from .conftest import tiny_classifier
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists() and shutil.which("chromium") is None,
                        reason="Debian's chromium is not installed (apt-get install chromium)"),
 ]

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs a pytest session of its own, which loads Keras again
+
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = '''
 import pytest

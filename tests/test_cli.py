@@ -130,6 +130,7 @@ def test_damaged_model_files_say_so(capsys, tmp_path, model_file):
         assert "File not found" not in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_offline_imagenet_weights_fail_with_instructions(capsys, tmp_path, monkeypatch):
     """The real VGG16(weights="imagenet") path, with Keras's download failing as it does offline."""
     from keras.src.utils import file_utils
@@ -146,6 +147,7 @@ def test_offline_imagenet_weights_fail_with_instructions(capsys, tmp_path, monke
 
 
 @pytest.mark.skipif(online(), reason="the machine is online, so Keras would download the real weights")
+@pytest.mark.slow
 def test_default_build_fails_cleanly_offline(tmp_path):
     env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras-home")}
     proc = subprocess.run([sys.executable, "build.py", "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c")],
@@ -234,6 +236,7 @@ class _Terminal(io.StringIO):
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\u202e\x9b31m"
 
 
+@pytest.mark.slow
 def test_control_characters_in_names_never_reach_the_terminal(tmp_path, capsys):
     from gallery.build.progress import Progress
 
@@ -260,6 +263,7 @@ def test_control_characters_in_names_never_reach_the_terminal(tmp_path, capsys):
     assert not any(ch in err for ch in "\x1b\x07\x9b\u202e"), repr(err)
 
 
+@pytest.mark.slow
 def test_relative_paths_do_not_leak_the_machines_layout(tmp_path, capsys, monkeypatch, model_file):
     work = tmp_path / "home" / "alice" / "work"
     work.mkdir(parents=True)
@@ -301,6 +305,7 @@ def test_cache_info_refuses_a_folder_that_is_not_a_cache(tmp_path, capsys):
     assert code == 2 and f"--cache {str(tmp_path)!r} is not a cnn-gallery cache" in err
 
 
+@pytest.mark.slow
 def test_a_model_file_without_preprocessing_is_warned_about_once_chosen_never(tmp_path, capsys, model_file):
     from .conftest import tiny_transfer
 
@@ -315,6 +320,7 @@ def test_a_model_file_without_preprocessing_is_warned_about_once_chosen_never(tm
     assert code == 0 and "gets no input" not in err, err
 
 
+@pytest.mark.slow
 def test_a_build_prints_its_own_lines_not_the_frameworks(tmp_path, model_file):
     """No TensorFlow/XLA start-up log (CUDA drivers, cuInit, CPU features) on a machine without a GPU."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

@@ -7,11 +7,14 @@ import re
 
 import keras
 import numpy as np
+import pytest
 
 from gallery.build import pipeline
 from gallery.config import RenderSettings
 
 from .test_build import _config
+
+pytestmark = pytest.mark.slow  # builds a whole gallery
 
 
 def brightness_spots():

@@ -52,6 +52,7 @@ def _same(a, b) -> bool:
     return all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
 def test_a_photos_figures_do_not_depend_on_the_photos_beside_it():
     model = tiny_classifier()
     photos = _photos(2 * ROWS + 3, 9)
@@ -65,6 +66,7 @@ def test_a_photos_figures_do_not_depend_on_the_photos_beside_it():
 
 
 @needs_shared()
+@pytest.mark.slow
 def test_an_efficientnet_photos_figures_do_not_depend_on_the_photos_beside_it():
     """Where this shows even with AVX-512: EfficientNet-lite0 gave a photo alone other last
     digits than the same photo among seven others."""
@@ -83,6 +85,7 @@ def test_an_efficientnet_photos_figures_do_not_depend_on_the_photos_beside_it():
 
 @pytest.mark.parametrize("argv,threads", [(["--worker-cpus", "1"], 1), (["--worker-cpus", "3"], 3),
                                           (["--worker-cpus", "1", "--executor", "ray"], 0)])
+@pytest.mark.slow
 def test_a_local_build_computes_with_the_threads_of_a_ray_worker(classifier_file, argv, threads):
     """The command line limits a local build to ``--worker-cpus`` threads (at most the
     machine's) before the backend starts; a Ray build leaves its driver alone."""
@@ -95,6 +98,7 @@ def test_a_local_build_computes_with_the_threads_of_a_ray_worker(classifier_file
     assert f"threads {wanted}" in out.stdout.splitlines()[-1], out.stdout[-1000:] + out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_onednn_honours_the_avx2_limit_the_suite_is_rerun_under():
     """The limit the last test relies on really takes: oneDNN's own log names AVX2 kernels
     and no AVX-512 one (on an AVX2-only CPU this holds by itself)."""
@@ -108,6 +112,7 @@ def test_onednn_honours_the_avx2_limit_the_suite_is_rerun_under():
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_the_byte_for_byte_checks_pass_limited_to_avx2():
     """This module, a disk that fills mid-build, and a Ray build against a local one under
     TensorFlow, and the tiny model's photo figures under JAX, each limited to AVX2 in a

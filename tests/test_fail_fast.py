@@ -9,6 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs a pytest session of its own, which loads Keras again
+
 ROOT = Path(__file__).resolve().parents[1]
 
 FAILING = '''

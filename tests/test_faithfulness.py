@@ -142,6 +142,7 @@ class _Maps(HTMLParser):
             self.maps[-1]["text"] += data
 
 
+@pytest.mark.slow
 def test_photo_pages_show_each_maps_figure_as_cached(tmp_path, photo_dir):
     from gallery.build.cache import Cache
 

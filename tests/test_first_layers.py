@@ -171,6 +171,7 @@ class _Flat:
 @pytest.mark.parametrize("name,layer,preprocess", [("vgg16_hed_notop.keras", "block1_conv1", "caffe"),
                                                   ("efficientnet_lite0_imagenet.keras", "stem_conv", "none"),
                                                   ("mobilenet_v2_imagenet.keras", "Conv1", "none")])
+@pytest.mark.slow
 def test_real_first_layers_beat_every_photo_and_give_different_kernels_different_tiles(name, layer, preprocess):
     """Issue 19's acceptance, on 16 filters with the default preset (``bench/first_layers.py``
     prints the picture figures too)."""
@@ -190,6 +191,7 @@ def test_real_first_layers_beat_every_photo_and_give_different_kernels_different
     assert fl.near_identical_pairs(tiles, kernel, filters, alive) == []
 
 
+@pytest.mark.slow
 def test_a_build_optimizes_its_first_layer_and_says_so(tmp_path, photo_dir):
     from PIL import Image
 

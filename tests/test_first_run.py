@@ -27,6 +27,7 @@ def _config(tmp_path, model, photos, **extra):
                        images=(photos,), out=tmp_path / "site", cache=tmp_path / "cache", **extra)
 
 
+@pytest.mark.slow
 def test_the_plan_and_its_time_come_before_any_filter_is_rendered(setup, monkeypatch, capsys):
     tmp_path, model, photos = setup
     monkeypatch.setattr(estimate, "SMALL", 0.0)  # a tiny model is measured as a large one would be
@@ -63,6 +64,7 @@ def test_score_cam_is_weighed_by_the_forward_passes_it_runs(tmp_path, photo_dir)
     assert passes["cam:conv2:scorecam"] / passes["cam:conv2:gradcam"] == (33 + 1 + 4) / (2 + 1 + 4)
 
 
+@pytest.mark.slow
 def test_the_photo_pass_reports_progress_as_each_method_ends(setup, monkeypatch):
     tmp_path, model, photos = setup
     seen = []
@@ -79,6 +81,7 @@ def test_the_photo_pass_reports_progress_as_each_method_ends(setup, monkeypatch)
 
 @needs_shared()
 @pytest.mark.shared
+@pytest.mark.slow
 def test_a_new_users_first_command_shows_its_time_within_a_minute(tmp_path):
     """The full VGG16 gallery at the CPU default (the README's command, with the offline
     VGG16 of ../shared in place of the download): its plan and time within 60 s, before any

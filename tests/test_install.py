@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from .conftest import tiny_classifier
@@ -30,6 +31,7 @@ def _run(command, cwd, timeout=300):
     return done
 
 
+@pytest.mark.slow
 def test_a_wheel_installed_away_from_the_source_builds_a_gallery(tmp_path):
     wheels = tmp_path / "wheels"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)], tmp_path, 600)

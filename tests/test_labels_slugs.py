@@ -45,6 +45,7 @@ def test_bad_filter_slices_name_the_value(text):
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(min_size=0, max_size=300))
+@pytest.mark.slow
 def test_slugs_are_safe(name):
     s = slug(name)
     assert s and len(s) <= MAX_STEM + 9
@@ -68,6 +69,7 @@ NAMES = st.one_of(
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(NAMES, max_size=30))
+@pytest.mark.slow
 def test_assigned_slugs_are_distinct_safe_and_case_insensitive(names):
     slugs = assign(names)
     assert set(slugs) == set(names)

@@ -137,6 +137,7 @@ def test_cache_keys_keep_maco_and_fourier_tiles_apart():
         ("neuron", "conv1", ["filter"]), ("neuron", "conv2", ["filter"])]
 
 
+@pytest.mark.slow
 def test_the_objective_rises_over_steps():
     model = tiny_classifier()
     reached = [FilterRenderer(model, "conv2", RenderSettings(size=16, steps=steps, parameterization="maco"))
@@ -155,6 +156,7 @@ def _half_blind():
     return keras.Model(inputs, x)
 
 
+@pytest.mark.slow
 def test_the_transparency_map_is_where_the_gradient_is():
     settings = RenderSettings(size=16, steps=8, parameterization="maco", transforms="none", batch=4)
     renderer = FilterRenderer(_half_blind(), "c2", settings)
@@ -174,6 +176,7 @@ def test_the_transparency_map_is_where_the_gradient_is():
     assert none is None and np.abs(plain.astype(int) - images.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_only_maco_gathers_a_map_and_the_api_returns_it():
     model = tiny_classifier()
     fourier = FilterRenderer(model, "conv2", RenderSettings(size=16, steps=2))
@@ -196,6 +199,7 @@ def _run(argv, capsys):
     return code, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_flag_end_to_end(tmp_path, classifier_file, photo_dir, capsys):
     code, err = _run(["--model", classifier_file, "--param", "maco", "--size", "16", "--steps", "4",
                       "--images", photo_dir, "--out", tmp_path / "site", "--cache", tmp_path / "cache"], capsys)

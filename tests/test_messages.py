@@ -42,6 +42,7 @@ def test_help_states_the_defaults_that_apply_on_a_cpu_and_on_a_gpu(flag, field, 
         assert stated == show(applied), (flag, device, stated, applied)
 
 
+@pytest.mark.slow
 def test_every_misspelt_layer_is_named_with_close_guesses_and_the_model_as_pages_name_it(tmp_path, capsys):
     model = tmp_path / "shown_name.keras"
     tiny_classifier(name="inner_name").save(model)
@@ -71,6 +72,7 @@ def test_vgg16_typos_get_only_their_close_names(tmp_path):
     assert text.endswith("block5_conv2, block5_conv3") and "in all" not in text, text  # all 13, not 12
 
 
+@pytest.mark.slow
 def test_a_build_that_fails_before_writing_anything_leaves_no_folder_it_made(tmp_path, capsys):
     model = tmp_path / "tiny.keras"
     tiny_classifier().save(model)
@@ -84,6 +86,7 @@ def test_a_build_that_fails_before_writing_anything_leaves_no_folder_it_made(tmp
     assert code == 2 and out.is_dir() and not any(out.iterdir())
 
 
+@pytest.mark.slow
 def test_options_that_cannot_apply_are_said_to_be_skipped_once(tmp_path, capsys, photo_dir):
     first = tmp_path / "backbone.keras"
     tiny_backbone().save(first)
@@ -108,6 +111,7 @@ def _sealed_cache(tmp_path, photos) -> Cache:
     return Cache(config.cache)
 
 
+@pytest.mark.slow
 def test_a_damaged_cache_mark_is_explained_and_mended_by_removing_it(tmp_path, photo_dir, capsys):
     cache = _sealed_cache(tmp_path, photo_dir)
     tag = cache.root / TAG

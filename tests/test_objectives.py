@@ -22,6 +22,7 @@ def _linear(layer, x):
     lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu"),
     lambda: keras.layers.SeparableConv2D(4, 3, padding="same", activation="relu"),
 ])
+@pytest.mark.slow
 def test_own_preactivation_is_the_diagonal_of_the_linear_output(make):
     layer = make()
     rng = np.random.default_rng(0)

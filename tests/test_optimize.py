@@ -20,6 +20,7 @@ def test_objective_rises_over_steps(param, transforms):
     assert np.all(reached[1] > reached[0] + 0.05), reached
 
 
+@pytest.mark.slow
 def test_images_are_uint8_of_the_requested_size_and_seeded():
     model = tiny_backbone()
     a = visualize_filters(model, "sep", [0, 2], size=20, steps=3, seed=4)
@@ -37,6 +38,7 @@ def test_a_filter_image_does_not_depend_on_its_batch():
     assert np.abs(together[1].astype(int) - alone[0].astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_dead_filters_still_get_a_picture():
     """A filter whose ReLU output is zero everywhere still rises through its pre-activation."""
     model = tiny_classifier()
@@ -74,6 +76,7 @@ def test_stages_split_the_steps_coarse_to_fine():
     assert stages(4, 20, (0.5, 1.0)) == [(16, 2), (20, 2)]  # never below 16 pixels
 
 
+@pytest.mark.slow
 def test_objective_rises_with_the_coarse_to_fine_schedule():
     model = tiny_backbone()
     settings = dict(size=32, scales=(0.5, 1.0))
@@ -93,6 +96,7 @@ def _style_similarity(renderer, images, copies):
     return float(np.mean(ops.convert_to_numpy(gram_similarity(features, copies))))
 
 
+@pytest.mark.slow
 def test_variants_negative_and_diversity():
     from gallery.render.objectives import VARIANTS, Variant
 
@@ -116,6 +120,7 @@ def test_variants_negative_and_diversity():
 
 
 @pytest.mark.parametrize("trajectory,param", [(0, "fourier"), (2, "fourier"), (2, "maco")])
+@pytest.mark.slow
 def test_batches_halve_when_device_memory_runs_out(monkeypatch, trajectory, param):
     from gallery.build import units
     from gallery.build.work import Worker
@@ -178,6 +183,7 @@ def test_prepared_programs_serve_every_render_call(param):
 
 
 @needs_ahead
+@pytest.mark.slow
 def test_compiling_ahead_in_threads_gives_the_same_tiles(tmp_path, monkeypatch):
     from gallery.build import units
     from gallery.build.work import Worker
@@ -209,6 +215,7 @@ def test_compiling_ahead_in_threads_gives_the_same_tiles(tmp_path, monkeypatch):
                                 ("diversity", "conv1", [1]), ("diversity", "conv2", [1])]
 
 
+@pytest.mark.slow
 def test_visualize_filters_with_no_settings_gives_the_default_builds_tiles(monkeypatch):
     from gallery.presets import PRESETS
 

@@ -19,6 +19,8 @@ from .conftest import tiny_backbone, tiny_classifier
 from .test_build import check_site
 from .test_reliability import _argv
 
+pytestmark = pytest.mark.slow  # every test builds a whole gallery
+
 
 def _tree(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file below ``folder`` with its bytes and modification time."""

@@ -20,6 +20,8 @@ from gallery.config import BuildConfig, RenderSettings, public_command
 
 from .conftest import _keras
 
+pytestmark = pytest.mark.slow  # every test builds a whole gallery, most drive a browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(os.environ.get("GALLERY_SHOTS", "/nonexistent"))
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists() and shutil.which("chromium") is None,

@@ -24,6 +24,8 @@ from gallery.site.pages import sig
 from .conftest import SHARED_MODELS, needs_shared, tiny_classifier
 from .test_build import _config
 
+pytestmark = pytest.mark.slow  # every test builds a whole gallery
+
 
 def _records(cache_dir) -> dict:
     """``{key: record}`` of every filter image in the cache."""

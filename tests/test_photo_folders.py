@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from gallery import feature_maps
@@ -47,6 +48,7 @@ def test_top_examples_keep_the_k_best_photos_per_channel():
         assert found[0]["at"] == [round((where // 4 + 0.5) / 3, 4), round((where % 4 + 0.5) / 4, 4)]
 
 
+@pytest.mark.slow
 def test_every_photo_ranks_the_filters_but_only_the_first_get_pages(tmp_path):
     model_path = tmp_path / "tiny.keras"
     model = tiny_classifier()
@@ -107,6 +109,7 @@ def _peak_mb(tmp_path, count) -> tuple[float, float]:
     return traced, resident
 
 
+@pytest.mark.slow
 def test_a_500_photo_folder_builds_with_bounded_memory(tmp_path):
     """Peak memory for 500 photos stays close to that for 50, Python's and the process's."""
     small = _peak_mb(tmp_path / "small", 50)
@@ -117,6 +120,7 @@ def test_a_500_photo_folder_builds_with_bounded_memory(tmp_path):
     assert large[1] < small[1] + 40, report
 
 
+@pytest.mark.slow
 def test_photos_whose_names_meet_keep_pages_of_their_own(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -16,7 +16,7 @@ from .conftest import SHARED_MODELS, SHARED_SAMPLES, needs_shared
 from .test_precision import needs_bf16
 from .tile_scores import Scorer
 
-pytestmark = [needs_shared(), pytest.mark.shared]
+pytestmark = [needs_shared(), pytest.mark.shared, pytest.mark.slow]  # full-size models
 
 SIZE = 64
 FILTERS = [0, 1]

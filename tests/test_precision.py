@@ -29,6 +29,7 @@ needs_bf16 = pytest.mark.skipif(not _bf16_convolutions_run(), reason="this backe
 
 @needs_bf16
 @pytest.mark.parametrize("build", [lambda: tiny_classifier(softmax=False), tiny_transfer])
+@pytest.mark.slow
 def test_the_copy_computes_in_bf16_with_the_same_weights(build):
     model = build()
     copy = precision.compute_copy(model, "bfloat16")
@@ -60,6 +61,7 @@ def test_precision_is_part_of_the_cache_key_only_when_reduced():
 
 
 @needs_bf16
+@pytest.mark.slow
 def test_bf16_loop_raises_the_objective_as_float32_does():
     model = tiny_classifier()
     reached = {

@@ -17,6 +17,8 @@ import pytest
 
 from .test_reliability import ROOT, _argv
 
+pytestmark = pytest.mark.slow  # every test builds a whole gallery on a Ray cluster
+
 ray = pytest.importorskip("ray")
 
 

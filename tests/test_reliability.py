@@ -73,6 +73,7 @@ def _every_entry_verifies(cache_dir: Path):
 
 
 @pytest.mark.parametrize("moment", ["filters", "photos", "pages"])
+@pytest.mark.slow
 def test_kill_9_then_rerun_finishes_without_redoing_work(setup, moment, capsys):
     tmp, model, photos = setup
     argv = _argv(tmp, model, photos)
@@ -98,6 +99,7 @@ def test_kill_9_then_rerun_finishes_without_redoing_work(setup, moment, capsys):
     check_site(tmp / "site")
 
 
+@pytest.mark.slow
 def test_truncated_cache_entries_are_recomputed_not_published(setup, capsys):
     tmp, model, photos = setup
     argv = _argv(tmp, model, photos, steps=2)
@@ -116,6 +118,7 @@ def test_truncated_cache_entries_are_recomputed_not_published(setup, capsys):
     _every_entry_verifies(tmp / "cache")
 
 
+@pytest.mark.slow
 def test_a_second_build_on_the_same_folders_is_refused(setup, capsys):
     tmp, model, photos = setup
     argv = _argv(tmp, model, photos, steps=100000)
@@ -135,6 +138,7 @@ def test_a_second_build_on_the_same_folders_is_refused(setup, capsys):
         pass
 
 
+@pytest.mark.slow
 def test_cache_info_and_prune(setup, capsys):
     tmp, model, photos = setup
     assert main(_argv(tmp, model, photos, steps=2)) == 0
@@ -184,6 +188,7 @@ def test_awkward_photo_folder(tmp_path, capsys):
     assert photos["huge"].shape == (512, 1024, 3)  # shrunk on load
 
 
+@pytest.mark.slow
 def test_awkward_folder_builds(tmp_path):
     make_awkward(tmp_path / "awkward")
     model = tmp_path / "tiny.keras"
@@ -200,6 +205,7 @@ def _save(tmp_path, model, name):
     return path
 
 
+@pytest.mark.slow
 def test_odd_models_are_handled_or_refused_clearly(tmp_path, capsys):
     def refused(model, name, message):
         path = _save(tmp_path, model, name)
@@ -221,6 +227,7 @@ def test_odd_models_are_handled_or_refused_clearly(tmp_path, capsys):
     assert code == 2 and "Pass --unsafe if you trust the file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_mixed_precision_and_multi_output_models_build(tmp_path):
     keras.config.set_dtype_policy("mixed_float16")
     try:
@@ -274,6 +281,7 @@ HOSTILE = st.lists(st.sampled_from(list("<>&\"'/`=; {}()\\\né\u2028") + ["</scr
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=HOSTILE)
+@pytest.mark.slow
 def test_hostile_names_cannot_change_page_structure(base_manifest, name):
     manifest, out = base_manifest
     reference = _structures(_rename(manifest, "plain"), out)  # the same pages with a harmless name
@@ -335,6 +343,7 @@ def test_lock_reports_the_holder_and_leaves_no_file(tmp_path):
 
 
 @pytest.mark.parametrize("lost", [("features",), ("contributions",), ("features", "contributions"), ("thumb",)])
+@pytest.mark.slow
 def test_losing_part_of_a_shared_computation_rewrites_only_that_part(setup, lost, capsys):
     # A feature sheet is computed with its peaks, and contributions with their CAMs: a build
     # killed between the two writes leaves one of the pair. The rerun must recompute the pass
@@ -361,6 +370,7 @@ def test_losing_part_of_a_shared_computation_rewrites_only_that_part(setup, lost
     check_site(tmp / "site")
 
 
+@pytest.mark.slow
 def test_losing_one_diversity_copy_keeps_its_siblings_and_their_activations(setup, capsys):
     # Diversity copies are rendered together, so losing one renders all four again. The three
     # still cached must keep their images and the activations recorded for those images.

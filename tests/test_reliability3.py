@@ -30,6 +30,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_persons_file_at_a_path_a_later_build_wants_is_never_overwritten_or_removed(setup, capsys):
     tmp, model, photos = setup
     argv = _argv(tmp, model, photos, steps=2)
@@ -48,6 +49,7 @@ def test_a_persons_file_at_a_path_a_later_build_wants_is_never_overwritten_or_re
     assert not (site / "tiny" / "layers" / "conv1" / "4.html").exists()
 
 
+@pytest.mark.slow
 def test_a_linked_folder_in_the_site_is_never_written_or_removed_through(setup, capsys):
     tmp, model, photos = setup
     argv = _argv(tmp, model, photos, steps=2)
@@ -68,6 +70,7 @@ def test_a_linked_folder_in_the_site_is_never_written_or_removed_through(setup, 
     assert _tree(outside) == before and layer.is_symlink()
 
 
+@pytest.mark.slow
 def test_swapped_entries_are_recomputed_not_published(setup, capsys):
     """Two entries of each kind swapped, payload and record together: filter tiles,
     thumbnails, feature-map sheets, CAMs. Each is caught and the site comes out the same."""
@@ -94,6 +97,7 @@ def test_swapped_entries_are_recomputed_not_published(setup, capsys):
     assert _tree(tmp / "site") == site
 
 
+@pytest.mark.slow
 def test_a_fifo_in_the_site_never_blocks_the_build(setup):
     tmp, model, photos = setup
     other = tmp / "other.keras"
@@ -116,6 +120,7 @@ def test_a_fifo_in_the_site_never_blocks_the_build(setup):
 
 @pytest.mark.parametrize("flag", ["--out", "--cache"])
 @pytest.mark.parametrize("inside", ["templates", "package"])
+@pytest.mark.slow
 def test_out_or_cache_inside_cnn_gallerys_own_files_is_refused(setup, capsys, flag, inside):
     tmp, model, photos = setup
     where = {"templates": TEMPLATES / "static", "package": Path(gallery.__file__).parent}[inside]
@@ -128,6 +133,7 @@ def test_out_or_cache_inside_cnn_gallerys_own_files_is_refused(setup, capsys, fl
     assert not target.exists() and not (tmp / "site").exists() and not (tmp / "cache").exists()
 
 
+@pytest.mark.slow
 def test_a_refused_out_leaves_no_new_cache_and_a_dangling_link_is_named(setup, capsys):
     tmp, model, photos = setup
     person = tmp / "home"
@@ -173,6 +179,7 @@ def _raw_controls(text: str) -> list[str]:
     return [ch for ch in text if ch in "\x1b\x07\x9b"]
 
 
+@pytest.mark.slow
 def test_names_from_a_model_or_a_cache_never_reach_the_terminal_raw(tmp_path, capsys):
     model = _hostile_model(tmp_path / "esc.keras")
     assert main(["--model", str(model), "--list-layers"]) == 0
@@ -194,6 +201,7 @@ def test_names_from_a_model_or_a_cache_never_reach_the_terminal_raw(tmp_path, ca
     assert not _raw_controls(out + err) and "\\x1b" in out and len(out.strip().splitlines()) == 5, out
 
 
+@pytest.mark.slow
 def test_photo_file_names_that_are_not_utf8_build(setup, capsys):
     tmp, model, photos = setup
     rng = np.random.default_rng(3)
@@ -206,6 +214,7 @@ def test_photo_file_names_that_are_not_utf8_build(setup, capsys):
     check_site(tmp / "site")
 
 
+@pytest.mark.slow
 def test_cam_layers_naming_a_layer_without_maps_is_refused_before_the_build(setup, capsys):
     tmp, model, photos = setup
     code = main([*_argv(tmp, model, photos, steps=2), "--cam-layers", "gap"])
@@ -216,6 +225,7 @@ def test_cam_layers_naming_a_layer_without_maps_is_refused_before_the_build(setu
     assert not (tmp / "site").exists() or not list((tmp / "site").rglob("*.html"))
 
 
+@pytest.mark.slow
 def test_a_keras_file_whose_weights_do_not_fit_its_layers_is_one_short_line(tmp_path, capsys):
     import zipfile
 
@@ -238,6 +248,7 @@ def test_a_keras_file_whose_weights_do_not_fit_its_layers_is_one_short_line(tmp_
     assert not any(line.lstrip().startswith("[[") for line in err.splitlines()), err
 
 
+@pytest.mark.slow
 def test_a_model_file_name_that_is_not_utf8_builds(setup, capsys):
     tmp, model, photos = setup
     odd = Path(os.fsdecode(os.path.join(os.fsencode(tmp), b"m\xe9.keras")))
@@ -250,6 +261,7 @@ def test_a_model_file_name_that_is_not_utf8_builds(setup, capsys):
     check_site(tmp / "site")
 
 
+@pytest.mark.slow
 def test_a_persons_folder_where_a_page_was_is_left_and_sweeping_never_follows_a_link(setup, capsys):
     tmp, model, photos = setup
     argv = _argv(tmp, model, photos, steps=2)

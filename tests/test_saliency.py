@@ -89,6 +89,7 @@ def test_saliency_is_the_input_gradient_of_a_linear_model():
         np.testing.assert_allclose(maps[c], magnitude / magnitude.max(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_smoothgrad_of_a_linear_model_is_its_saliency():
     model, photo = linear_classifier(), _photo(2)
     plain = PixelEngine(model, method="saliency").raw([photo], [[2, 0]])
@@ -228,6 +229,7 @@ def test_guided_gradcam_refuses_activations_that_are_not_rectifiers_and_names_th
     explainer(model, None, "saliency")  # plain gradients need no rule
 
 
+@pytest.mark.slow
 def test_every_method_gives_unit_maps_at_each_photo_size():
     model = tiny_classifier()
     photos = [_photo(8), _photo(9, (13, 21, 3))]

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGES = (".png", ".jpg")
 # Each test here takes under two minutes on two shared cores; one that hangs fails at this
 # limit instead of holding the run, and its Ray and processes are stopped by the finalizers.
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]  # whole builds on a Ray cluster
 
 
 @pytest.fixture

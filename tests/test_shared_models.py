@@ -14,7 +14,7 @@ from gallery.config import BuildConfig, RenderSettings
 from .conftest import SHARED_MODELS, SHARED_SAMPLES, needs_shared
 from .test_build import check_site
 
-pytestmark = [needs_shared(), pytest.mark.shared]
+pytestmark = [needs_shared(), pytest.mark.shared, pytest.mark.slow]  # full-size models
 
 
 def test_efficientnet_names_the_egyptian_cat(tmp_path):

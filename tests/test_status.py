@@ -23,6 +23,8 @@ from gallery.errors import GalleryError
 from .conftest import tiny_backbone, tiny_classifier
 from .test_build import check_site
 
+pytestmark = pytest.mark.slow  # every test builds a whole gallery
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 

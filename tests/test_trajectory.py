@@ -41,6 +41,7 @@ def test_too_few_or_too_many_snapshots_are_refused(count):
         snapshot_steps(RenderSettings(steps=64), count)
 
 
+@pytest.mark.slow
 def test_snapshots_cost_no_step_and_change_no_pixel():
     """The same steps run, the final images are the same, the last snapshot is the final
     image, and coarse snapshots are the full-size image the network saw shrunk."""
@@ -84,6 +85,7 @@ def _records(cache_dir, kind):
             if json.loads(p.read_text())["about"].get("kind") == kind}
 
 
+@pytest.mark.slow
 def test_a_build_records_trajectories_without_changing_its_tiles(tmp_path, classifier_file, photo_dir, capsys):
     render = RenderSettings(size=16, steps=24, batch=4)
     plain = _config(tmp_path / "a", classifier_file, images=(photo_dir,), render=render)
@@ -124,6 +126,7 @@ def test_a_build_records_trajectories_without_changing_its_tiles(tmp_path, class
     assert "How it formed" not in plain_page and "trajectory" not in plain_page
 
 
+@pytest.mark.slow
 def test_turning_it_on_later_adds_trajectories_and_rewrites_no_tile(tmp_path, classifier_file, capsys):
     render = RenderSettings(size=16, steps=24, batch=4)
     pipeline.build(_config(tmp_path, classifier_file, render=render))
@@ -141,6 +144,7 @@ def test_turning_it_on_later_adds_trajectories_and_rewrites_no_tile(tmp_path, cl
     assert "22 tiles computed" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_trajectory_record_that_does_not_add_up_is_damaged(tmp_path, classifier_file, capsys):
     config = _config(tmp_path, classifier_file, render=RenderSettings(size=16, steps=16, batch=4), trajectory=2)
     pipeline.build(config)

@@ -34,6 +34,7 @@ from keras import ops
 from .. import imaging
 from ..errors import GalleryError
 from ..model import grad, graph, guided, preprocess as prep
+from ..names import GUIDED, LAYER_FREE, PIXEL_METHODS  # noqa: F401 (LAYER_FREE: units and explain read it here)
 from .activations import input_pixels
 from .cams import CamEngine, check_classifier, checked_classes, unit_scaled, unit_scaled_at
 
@@ -44,9 +45,6 @@ SMOOTHGRAD_NOISE = 0.15  # σ as a fraction of the photo's pixel range; the pape
 SMOOTHGRAD_SEED = 0
 GRAD_BATCH = 25  # rows per backward pass: fixed, so one compiled signature; divides SMOOTHGRAD_SAMPLES
 
-LAYER_FREE = ("saliency", "smoothgrad")  # one map per photo and class, whatever the CAM layers
-GUIDED = "guided-gradcam"
-PIXEL_METHODS = (*LAYER_FREE, GUIDED)
 
 
 def key_parts(method: str) -> dict:
