@@ -66,7 +66,7 @@ def test_out_of_range_filter_is_refused():
 
 
 def test_stages_split_the_steps_coarse_to_fine():
-    from gallery.render.optimize import stages
+    from gallery.render.schedule import stages
 
     assert stages(10, 128, (0.5, 1.0)) == [(64, 5), (128, 5)]
     assert stages(7, 100, (0.25, 0.5, 1.0)) == [(25, 2), (50, 2), (100, 3)]

@@ -22,7 +22,7 @@ from ..photos import cams, saliency
 from ..photos.explain import WEIGHED
 from ..render.objectives import VARIANTS
 from ..render import cost, exact, params
-from ..render.optimize import snapshot_steps, spans, stages
+from ..render.schedule import snapshot_steps, spans, stages
 from .cache import make_key, number
 
 MAIN = "channel"  # the variant every filter gets; the others are extra images
