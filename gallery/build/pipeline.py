@@ -34,7 +34,7 @@ from .cache import TAG as CACHE_TAG, Cache
 from .executors import executor
 from .progress import Progress
 from .publish import Publisher
-from .rescore import PeakScorer
+from .legacy import PeakScorer
 from .state import Gallery
 
 

@@ -70,7 +70,7 @@ TRANSPARENCY_PERCENTILE = 80.0
 
 # What the record of each kind of entry must hold before it is used (see Cache.get). A
 # filter's "peak" is not required: tiles cached before it was recorded get it from their
-# saved pixels (gallery.build.rescore), without rendering them again.
+# saved pixels (gallery.build.legacy), without rendering them again.
 REQUIRE = {
     "filter": {"activation": number},
     "trajectory": {"snapshots": _snapshots},
