@@ -184,7 +184,7 @@ def test_compiling_ahead_in_threads_gives_the_same_tiles(tmp_path, monkeypatch):
 
     selection = {"conv1": (0, 1, 2, 3, 4), "conv2": (1, 2)}
     settings = RenderSettings(size=16, steps=4, batch=4, scales=(1.0,))  # conv1: batches of 4 and 1
-    job = units.Job("fp", settings, "none", selection, ("diversity",))
+    job = units.Job("fp", settings, "none", selection, variants=("diversity",))
 
     def build(folder):
         worker = Worker(tiny_classifier(), job)

@@ -15,7 +15,7 @@ that produce the lost ones; and only what was lost is written back.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 from ..config import RenderSettings
 from ..photos import cams, saliency
@@ -90,6 +90,7 @@ class Job:
     render: RenderSettings
     preprocess: str
     selection: dict[str, tuple[int, ...]]  # the filters to render, by conv layer
+    _: KW_ONLY  # the rest by name: eleven fields in a row are too easily swapped
     variants: tuple[str, ...] = ()  # extra images per filter
     cam_layers: tuple[str, ...] = ()
     methods: tuple[str, ...] = ("gradcam",)
