@@ -32,9 +32,9 @@ from ..site.folder import INVENTORY, SiteFolder
 from . import estimate, facts, units
 from .cache import TAG as CACHE_TAG, Cache
 from .executors import executor
+from .legacy import PeakScorer
 from .progress import Progress
 from .publish import Publisher
-from .legacy import PeakScorer
 from .state import Gallery
 
 
