@@ -250,9 +250,8 @@ class Cache(CacheFolder):
         fails one is damaged (an older schema, or a record edited by hand).
         """
         data_path, record_path = self._paths(key)
-        linked = linked_folder(self.root, data_path)
-        if linked is not None:  # an entry reached through a link is not the cache's own
-            return self._damaged(key, f"{str(linked)!r} is a link or a file, not a folder")
+        if self._linked(key):
+            return None
         try:
             record = json.loads(read_regular(record_path, MAX_RECORD))
             if not isinstance(record, dict) or not isinstance(record.get("meta", {}), dict):
@@ -303,9 +302,8 @@ class Cache(CacheFolder):
         file is left as it is. Returns the new metadata. For figures computed later from a
         payload (a tile's peak), so the entry is not counted as computed again."""
         data_path, record_path = self._paths(key)
-        linked = linked_folder(self.root, data_path)
-        if linked is not None:  # an entry reached through a link is not the cache's own
-            return self._damaged(key, f"{str(linked)!r} is a link or a file, not a folder")
+        if self._linked(key):
+            return None
         try:
             record = json.loads(read_regular(record_path, MAX_RECORD))
             meta = {**record.get("meta", {}), **extra}
@@ -314,6 +312,14 @@ class Cache(CacheFolder):
         except OSError as exc:
             raise folder_error(exc, "--cache", self.root) from exc
         return meta
+
+    def _linked(self, key: str) -> bool:
+        """Whether the entry is reached through a link or a file where a folder goes: then it
+        is not the cache's own, and is damage (removed, and recomputed)."""
+        linked = linked_folder(self.root, self._paths(key)[0])
+        if linked is not None:
+            self._damaged(key, f"{str(linked)!r} is a link or a file, not a folder")
+        return linked is not None
 
     def _write_record(self, key: str, data: bytes, meta: dict, about: dict, created=None) -> None:
         record = {"format": FORMAT, "digest": seal(key, data, meta, about), "size": len(data), "meta": meta,
