@@ -63,7 +63,8 @@ def main(argv=None) -> None:
     from gallery import presets
     from gallery.config import RenderSettings
     from gallery.render import exact, objectives as o
-    from gallery.render.optimize import FilterRenderer, spans
+    from gallery.render.optimize import FilterRenderer
+    from gallery.render.schedule import spans
     from tests import first_layer_scores as fl
     from tests.tile_scores import Scorer
 

@@ -32,7 +32,8 @@ def main():
     from gallery.config import RenderSettings
     from gallery.model.grad import accelerator
     from gallery.render.objectives import VARIANTS
-    from gallery.render.optimize import FilterRenderer, channel_count, stages
+    from gallery.render.optimize import FilterRenderer, channel_count
+    from gallery.render.schedule import stages
     from gallery.presets import preset
 
     model = load_model(str(args.model)) if args.model.is_file() else keras.applications.VGG16(

@@ -79,7 +79,8 @@ class Renderer:
 
     def __init__(self, model, layer, preprocess, settings, filters):
         from gallery.config import RenderSettings
-        from gallery.render.optimize import CHUNK, FilterRenderer
+        from gallery.render.optimize import FilterRenderer
+        from gallery.render.schedule import CHUNK
 
         self.filters = filters
         self.make = lambda steps: FilterRenderer(  # noqa: E731
@@ -90,7 +91,7 @@ class Renderer:
     def step_seconds(self) -> float:
         """Seconds per step of the whole batch: the fastest of three one-chunk runs, so a
         busy moment on a shared machine does not count against this recipe."""
-        from gallery.render.optimize import CHUNK
+        from gallery.render.schedule import CHUNK
 
         times = []
         for _ in range(3):

@@ -3,9 +3,12 @@ import json
 import os
 import shutil
 import threading
+import tomllib
+from pathlib import Path
 
 import pytest
 
+from gallery.build import legacy
 from gallery.build.cache import MAX_RECORD, Cache, digest, make_key, number, seal, write_atomic
 
 
@@ -261,3 +264,11 @@ def test_an_entry_behind_a_linked_shard_is_never_read(tmp_path, capsys):
     assert sorted(p.name for p in outside.iterdir()) == sorted(p.name for p in _files(root, key))  # untouched
     reader.put(key, b"tile", {"activation": 1.0})
     assert not shard.is_symlink() and Cache(root).get(key) == (b"tile", {"activation": 1.0})
+
+
+def test_the_code_for_older_caches_ends_with_its_release():
+    """gallery/build/legacy.py has an end: the release it names drops it (issue 22, item 6)."""
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    version = tuple(int(part) for part in project["version"].split(".")[:3])
+    assert version < legacy.UNTIL, (f"cnn-gallery {project['version']} has reached the end of gallery/build/legacy.py: "
+                                    "bump gallery.build.cache.FORMAT, delete the module and say so in the notes")

@@ -54,8 +54,8 @@ def test_a_long_build_says_so_in_one_line_only_on_a_terminal():
 
 def test_score_cam_is_weighed_by_the_forward_passes_it_runs(tmp_path, photo_dir):
     model = tiny_classifier()
-    job = units.Job("f" * 32, RenderSettings(size=16, steps=2), "none", {"conv1": (0,)}, (), ("conv2",),
-                    ("gradcam", "scorecam"), 2, (8, 8))
+    job = units.Job("f" * 32, RenderSettings(size=16, steps=2), "none", {"conv1": (0,)}, cam_layers=("conv2",),
+                    methods=("gradcam", "scorecam"), ranks=2, input=(8, 8))
     from gallery.photos.sources import load_photos
 
     unit = units.photo_units(job, load_photos((photo_dir,)), None, True)[0]

@@ -4,7 +4,7 @@ import pytest
 
 from gallery import conv_layers, feature_maps, GalleryError
 from gallery.model.graph import follow_pointwise, has_classifier, locate, output_fn, output_shape, output_shapes
-from gallery.site.manifest import layer_table
+from gallery.model.table import layer_table
 
 from .conftest import tiny_backbone, tiny_classifier, tiny_transfer
 

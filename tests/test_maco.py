@@ -129,7 +129,7 @@ def test_cache_keys_keep_maco_and_fourier_tiles_apart():
     assert all(e.about["kind"] == "filter" for unit in units.filter_units(fourier) for e in unit.entries)
     # Only the main image gets one: a first layer linear in the pixels too (optimized on its
     # rectified map), but no variant, and no neuron image (solved in closed form, no path).
-    extra = units.Job("fp", maco.render, "none", {"conv1": (0,), "conv2": (0,)}, ("negative", "neuron"),
+    extra = units.Job("fp", maco.render, "none", {"conv1": (0,), "conv2": (0,)}, variants=("negative", "neuron"),
                       exact=("conv1",))
     assert [(u.variant, u.layer, [e.about["kind"] for e in u.entries]) for u in units.filter_units(extra)] == [
         ("channel", "conv1", ["filter", "transparency"]), ("channel", "conv2", ["filter", "transparency"]),

@@ -68,7 +68,7 @@ def test_out_of_range_filter_is_refused():
 
 
 def test_stages_split_the_steps_coarse_to_fine():
-    from gallery.render.optimize import stages
+    from gallery.render.schedule import stages
 
     assert stages(10, 128, (0.5, 1.0)) == [(64, 5), (128, 5)]
     assert stages(7, 100, (0.25, 0.5, 1.0)) == [(25, 2), (50, 2), (100, 3)]
@@ -190,7 +190,7 @@ def test_compiling_ahead_in_threads_gives_the_same_tiles(tmp_path, monkeypatch):
 
     selection = {"conv1": (0, 1, 2, 3, 4), "conv2": (1, 2)}
     settings = RenderSettings(size=16, steps=4, batch=4, scales=(1.0,))  # conv1: batches of 4 and 1
-    job = units.Job("fp", settings, "none", selection, ("diversity",))
+    job = units.Job("fp", settings, "none", selection, variants=("diversity",))
 
     def build(folder):
         worker = Worker(tiny_classifier(), job)

@@ -153,7 +153,7 @@ def test_a_refused_out_leaves_no_new_cache_and_a_dangling_link_is_named(setup, c
 def test_a_trajectory_with_one_place_says_so_in_words():
     from gallery.config import RenderSettings
     from gallery.errors import GalleryError
-    from gallery.render.optimize import CHUNK, snapshot_steps
+    from gallery.render.schedule import CHUNK, snapshot_steps
 
     # One compiled loop still has two places, its start and its end; a third is refused in words.
     assert snapshot_steps(RenderSettings(size=16, steps=CHUNK, scales=(1.0,)), 2) == [0, CHUNK]

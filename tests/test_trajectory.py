@@ -16,7 +16,8 @@ from gallery.build.cache import Cache
 from gallery.build.units import REQUIRE
 from gallery.config import BuildConfig, RenderSettings
 from gallery.errors import GalleryError
-from gallery.render.optimize import FilterRenderer, snapshot_steps
+from gallery.render.optimize import FilterRenderer
+from gallery.render.schedule import snapshot_steps
 from gallery.site.pages import sig
 
 from .conftest import tiny_classifier

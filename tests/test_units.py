@@ -13,7 +13,7 @@ from gallery.photos.examples import TopExamples, peaks
 
 def _job(batch=4, variants=()):
     return units.Job("f" * 32, RenderSettings(size=16, steps=4, batch=batch), "none",
-                     {"a": tuple(range(10)), "b": tuple(range(3)), "c": tuple(range(6))}, variants)
+                     {"a": tuple(range(10)), "b": tuple(range(3)), "c": tuple(range(6))}, variants=variants)
 
 
 def test_spans_come_from_the_settings_and_a_first_look_comes_first():
@@ -192,8 +192,8 @@ def test_photo_units_travel_with_their_bytes_not_their_paths(tmp_path, photo_dir
     from .conftest import tiny_classifier
 
     photos = load_photos([photo_dir])
-    job = units.Job("f" * 32, RenderSettings(size=16, steps=2), "none", {"conv1": (0,)}, (), ("conv2",),
-                    ("gradcam",), 2, (8, 8))
+    job = units.Job("f" * 32, RenderSettings(size=16, steps=2), "none", {"conv1": (0,)}, cam_layers=("conv2",),
+                    methods=("gradcam",), ranks=2, input=(8, 8))
     (unit,) = units.photo_units(job, photos, None, classify=True)
     task = portable(units.Task(0, unit, frozenset(e.key for e in unit.entries)))
     for path in photo_dir.iterdir():

@@ -12,7 +12,10 @@ heals; only regular files are ever opened, and a payload larger than its record 
 not read at all.
 
 The cache owns only what it names: ``objects/<2 hex>/<40 hex>.bin|json``. Anything else
-found there is left alone, never followed, never counted.
+found there is left alone, never followed, never counted. Two classes: :class:`CacheFolder`,
+the folder it owns (its mark, claiming and sweeping it, listing and pruning what it holds),
+and :class:`Cache`, the entry store in it. What reads caches older versions left lives in
+:mod:`gallery.build.legacy`, until it ends.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from typing import Any, Callable
 
 from ..console import log
 from ..errors import GalleryError
-from ..folders import LEGACY_LOCK, check_claimable, claim, folder_error, linked_folder, read_regular, remove, sweep, write_atomic
+from ..folders import check_claimable, claim, folder_error, linked_folder, read_regular, remove, sweep, write_atomic
+from . import legacy
 
 # Records seal their key, payload and metadata; format 2 left the key out (a swapped entry
 # passed as intact) and format 1 the metadata too.
@@ -42,7 +46,6 @@ _TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
              "# For information about cache directory tags see https://bford.info/cachedir/\n")
 _KEY = re.compile(r"[0-9a-f]{40}")
 _ENTRY = re.compile(r"([0-9a-f]{40})\.(bin|json)")
-_LEGACY_TEMP = re.compile(r"\.[0-9a-f]{40}\.(bin|json)\.\w+\.tmp")  # how builds before ownership named them
 
 
 def digest(data: bytes) -> str:
@@ -67,20 +70,12 @@ def number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-class Cache:
+class CacheFolder:
+    """The folder a cache owns: its mark, claiming it, sweeping it, and what it holds as a
+    whole (``--cache-info``, ``--prune``). It never reads an entry for its content."""
+
     def __init__(self, root):
         self.root = Path(root)
-        self.hits = 0
-        self.damaged = 0
-        self.stored = 0
-        self.outdated = 0  # entries in an older record format: removed and recomputed, like damage
-        # Keys read back intact or written by this build: what ``--prune`` keeps. A pass
-        # that fills several entries at once (peaks with their sheet, CAMs with their
-        # contributions) is rerun when any one is lost; its other entries, already here,
-        # are then left as they are, neither rewritten nor counted as computed.
-        self.used: set[str] = set()
-
-    # ownership -------------------------------------------------------------------
 
     def owned(self, folder: Path | None = None) -> bool:
         tag = (folder or self.root) / TAG
@@ -93,13 +88,11 @@ class Cache:
         write_atomic(folder / TAG, _TAG_TEXT.encode("ascii"))
 
     def _adopt(self, folder: Path) -> bool:
-        """A cache written before caches were tagged (its old lock file, and ``objects/``),
-        or one whose own mark was lost: ``objects/`` alone, holding the gallery's sealed
+        """A cache written before caches were tagged (:func:`legacy.adopt_locked`), or one
+        whose own mark was lost: ``objects/`` alone, holding the gallery's sealed
         entries. A mark that is there but damaged is explained, and left for the person to
         remove: nothing but the mark and ``objects/`` may stand beside it."""
-        if self._legacy(folder):
-            self._mark(folder)
-            (folder / LEGACY_LOCK).unlink()
+        if legacy.adopt_locked(folder, self._mark):
             return True
         names = {e.name for e in os.scandir(folder)}
         tag = folder / TAG
@@ -121,7 +114,7 @@ class Cache:
 
     def check(self) -> None:
         """Refuse the folder now if :meth:`claim` would, writing nothing."""
-        check_claimable(self.root, "--cache", self.owned, self._legacy)
+        check_claimable(self.root, "--cache", self.owned, legacy.locked_cache)
 
     def _sealed(self, folder: Path, sample: int = 16) -> int:
         """How many of (up to) ``sample`` records under ``folder/objects`` are this cache's
@@ -151,11 +144,98 @@ class Cache:
     def claim(self) -> None:
         """Own the folder (see :func:`folders.claim`) and sweep its half-written files."""
         claim(self.root, "--cache", self.owned, self._mark, self._adopt)
-        swept = sweep([self.root, self.root / "objects", *self._shards()], legacy=_LEGACY_TEMP)
+        swept = sweep([self.root, self.root / "objects", *self._shards()], legacy=legacy.TEMP)
         if swept:
             log(f"removed {swept} half-written files left in {self.root} by an interrupted build")
 
-    # entries ---------------------------------------------------------------------
+    def _shards(self) -> list[Path]:
+        """The shard folders: real folders named by two hex digits (links are not followed)."""
+        objects = self.root / "objects"
+        if objects.is_symlink() or not objects.is_dir():
+            return []
+        return sorted(Path(e.path) for e in os.scandir(objects)
+                      if re.fullmatch(r"[0-9a-f]{2}", e.name) and e.is_dir(follow_symlinks=False))
+
+    def _entries(self, damage: bool = False) -> dict[str, dict[str, os.DirEntry]]:
+        """``{key: {"bin"|"json": entry}}`` for every regular file the cache named, and
+        nothing else; with ``damage``, also the links, FIFOs and such standing at its names
+        (for ``--prune`` to remove, never to count as entries)."""
+        found: dict[str, dict] = defaultdict(dict)
+        for shard in self._shards():
+            for entry in os.scandir(shard):
+                match = _ENTRY.fullmatch(entry.name)
+                if match and match.group(1)[:2] == shard.name and (
+                        entry.is_file(follow_symlinks=False) or (damage and not entry.is_dir(follow_symlinks=False))):
+                    found[match.group(1)][match.group(2)] = entry
+        return found
+
+    def records(self):
+        """``(key, record)`` for every entry with a record; ``{}`` where it cannot be read."""
+        for key, files in sorted(self._entries().items()):
+            if "json" not in files:
+                continue
+            try:
+                record = json.loads(read_regular(Path(files["json"].path), MAX_RECORD))
+            except (OSError, ValueError):
+                record = {}
+            yield key, record if isinstance(record, dict) else {}
+
+    def info(self) -> dict:
+        """Entries and bytes by kind and by model fingerprint; sizes are measured, not read."""
+        by_kind: dict = defaultdict(lambda: [0, 0])
+        by_model: dict = defaultdict(lambda: [0, 0])
+        entries = self._entries()
+        for key, record in self.records():
+            about = record.get("about") if isinstance(record.get("about"), dict) else {}
+            size = sum(f.stat(follow_symlinks=False).st_size for f in entries[key].values())
+            for table, name in ((by_kind, about.get("kind", "unknown")), (by_model, about.get("model", "none"))):
+                table[str(name)][0] += 1
+                table[str(name)][1] += size
+        return {"kinds": dict(by_kind), "models": dict(by_model)}
+
+    def report(self) -> str:
+        """What ``--cache-info`` prints."""
+        if self.root.is_dir() and any(os.scandir(self.root)) and not (self.owned() or legacy.locked_cache(self.root)):
+            raise GalleryError(f"--cache {str(self.root)!r} is not a cnn-gallery cache (it has no {TAG} of ours)")
+        info = self.info()
+        lines = [f"cache {self.root}"]
+        for title, table in (("by kind", info["kinds"]), ("by model fingerprint", info["models"])):
+            lines.append(f"  {title}:")
+            for name, (count, size) in sorted(table.items(), key=lambda kv: -kv[1][1]):
+                lines.append(f"    {name[:16]:<16} {count:>8} entries {size / 1e6:>10.2f} MB")
+        if not info["kinds"]:
+            lines.append("  (empty)")
+        return "\n".join(lines)
+
+    def prune(self, keep: set[str]) -> tuple[int, int]:
+        """Delete every entry not in ``keep``, payloads left without a record included;
+        return ``(entries, bytes)`` removed. Files the cache did not name are not touched."""
+        removed = freed = 0
+        for key, files in self._entries(damage=True).items():
+            if key in keep:
+                continue
+            for entry in files.values():
+                freed += entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)  # a link is removed, never what it points to
+            removed += 1
+        return removed, freed
+
+
+class Cache(CacheFolder):
+    """The entry store in a cache folder: sealed entries read, written and amended by key,
+    damage healed as it is met, and what this build used and computed counted."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.hits = 0
+        self.damaged = 0
+        self.stored = 0
+        self.outdated = 0  # entries in an older record format: removed and recomputed, like damage
+        # Keys read back intact or written by this build: what ``--prune`` keeps. A pass
+        # that fills several entries at once (peaks with their sheet, CAMs with their
+        # contributions) is rerun when any one is lost; its other entries, already here,
+        # are then left as they are, neither rewritten nor counted as computed.
+        self.used: set[str] = set()
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         if not _KEY.fullmatch(key):
@@ -170,9 +250,8 @@ class Cache:
         fails one is damaged (an older schema, or a record edited by hand).
         """
         data_path, record_path = self._paths(key)
-        linked = linked_folder(self.root, data_path)
-        if linked is not None:  # an entry reached through a link is not the cache's own
-            return self._damaged(key, f"{str(linked)!r} is a link or a file, not a folder")
+        if self._linked(key):
+            return None
         try:
             record = json.loads(read_regular(record_path, MAX_RECORD))
             if not isinstance(record, dict) or not isinstance(record.get("meta", {}), dict):
@@ -223,9 +302,8 @@ class Cache:
         file is left as it is. Returns the new metadata. For figures computed later from a
         payload (a tile's peak), so the entry is not counted as computed again."""
         data_path, record_path = self._paths(key)
-        linked = linked_folder(self.root, data_path)
-        if linked is not None:  # an entry reached through a link is not the cache's own
-            return self._damaged(key, f"{str(linked)!r} is a link or a file, not a folder")
+        if self._linked(key):
+            return None
         try:
             record = json.loads(read_regular(record_path, MAX_RECORD))
             meta = {**record.get("meta", {}), **extra}
@@ -234,6 +312,14 @@ class Cache:
         except OSError as exc:
             raise folder_error(exc, "--cache", self.root) from exc
         return meta
+
+    def _linked(self, key: str) -> bool:
+        """Whether the entry is reached through a link or a file where a folder goes: then it
+        is not the cache's own, and is damage (removed, and recomputed)."""
+        linked = linked_folder(self.root, self._paths(key)[0])
+        if linked is not None:
+            self._damaged(key, f"{str(linked)!r} is a link or a file, not a folder")
+        return linked is not None
 
     def _write_record(self, key: str, data: bytes, meta: dict, about: dict, created=None) -> None:
         record = {"format": FORMAT, "digest": seal(key, data, meta, about), "size": len(data), "meta": meta,
@@ -265,81 +351,3 @@ class Cache:
             for path in (data_path, record_path):
                 remove(path)
         return None
-
-    # the whole cache -----------------------------------------------------------------
-
-    def _shards(self) -> list[Path]:
-        """The shard folders: real folders named by two hex digits (links are not followed)."""
-        objects = self.root / "objects"
-        if objects.is_symlink() or not objects.is_dir():
-            return []
-        return sorted(Path(e.path) for e in os.scandir(objects)
-                      if re.fullmatch(r"[0-9a-f]{2}", e.name) and e.is_dir(follow_symlinks=False))
-
-    def _entries(self, damage: bool = False) -> dict[str, dict[str, os.DirEntry]]:
-        """``{key: {"bin"|"json": entry}}`` for every regular file the cache named, and
-        nothing else; with ``damage``, also the links, FIFOs and such standing at its names
-        (for ``--prune`` to remove, never to count as entries)."""
-        found: dict[str, dict] = defaultdict(dict)
-        for shard in self._shards():
-            for entry in os.scandir(shard):
-                match = _ENTRY.fullmatch(entry.name)
-                if match and match.group(1)[:2] == shard.name and (
-                        entry.is_file(follow_symlinks=False) or (damage and not entry.is_dir(follow_symlinks=False))):
-                    found[match.group(1)][match.group(2)] = entry
-        return found
-
-    def records(self):
-        """``(key, record)`` for every entry with a record; ``{}`` where it cannot be read."""
-        for key, files in sorted(self._entries().items()):
-            if "json" not in files:
-                continue
-            try:
-                record = json.loads(read_regular(Path(files["json"].path), MAX_RECORD))
-            except (OSError, ValueError):
-                record = {}
-            yield key, record if isinstance(record, dict) else {}
-
-    def info(self) -> dict:
-        """Entries and bytes by kind and by model fingerprint; sizes are measured, not read."""
-        by_kind: dict = defaultdict(lambda: [0, 0])
-        by_model: dict = defaultdict(lambda: [0, 0])
-        entries = self._entries()
-        for key, record in self.records():
-            about = record.get("about") if isinstance(record.get("about"), dict) else {}
-            size = sum(f.stat(follow_symlinks=False).st_size for f in entries[key].values())
-            for table, name in ((by_kind, about.get("kind", "unknown")), (by_model, about.get("model", "none"))):
-                table[str(name)][0] += 1
-                table[str(name)][1] += size
-        return {"kinds": dict(by_kind), "models": dict(by_model)}
-
-    def report(self) -> str:
-        """What ``--cache-info`` prints."""
-        if self.root.is_dir() and any(os.scandir(self.root)) and not (self.owned() or self._legacy()):
-            raise GalleryError(f"--cache {str(self.root)!r} is not a cnn-gallery cache (it has no {TAG} of ours)")
-        info = self.info()
-        lines = [f"cache {self.root}"]
-        for title, table in (("by kind", info["kinds"]), ("by model fingerprint", info["models"])):
-            lines.append(f"  {title}:")
-            for name, (count, size) in sorted(table.items(), key=lambda kv: -kv[1][1]):
-                lines.append(f"    {name[:16]:<16} {count:>8} entries {size / 1e6:>10.2f} MB")
-        if not info["kinds"]:
-            lines.append("  (empty)")
-        return "\n".join(lines)
-
-    def _legacy(self, folder: Path | None = None) -> bool:
-        folder = folder or self.root
-        return (folder / LEGACY_LOCK).is_file() and {e.name for e in os.scandir(folder)} <= {LEGACY_LOCK, "objects"}
-
-    def prune(self, keep: set[str]) -> tuple[int, int]:
-        """Delete every entry not in ``keep``, payloads left without a record included;
-        return ``(entries, bytes)`` removed. Files the cache did not name are not touched."""
-        removed = freed = 0
-        for key, files in self._entries(damage=True).items():
-            if key in keep:
-                continue
-            for entry in files.values():
-                freed += entry.stat(follow_symlinks=False).st_size
-                os.unlink(entry.path)  # a link is removed, never what it points to
-            removed += 1
-        return removed, freed

@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 
 from ..config import FULL
 from ..render import cost
-from ..render.optimize import FilterRenderer, stages
+from ..render.optimize import FilterRenderer
+from ..render.schedule import stages
 from .progress import about
 from . import units
 from .units import FilterUnit, flops

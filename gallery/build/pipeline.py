@@ -19,21 +19,22 @@ from ..config import BuildConfig, RenderSettings, public_path
 from ..console import log, warn
 from ..errors import GalleryError
 from ..folders import FolderLock, check_layout, empty, first_missing, undo_created
-from ..model import circuits, grad, graph, guided, loading
-from ..photos import cams, labels, sources
+from ..model import grad, graph, loading
+from ..model.table import layer_table
+from ..photos import sources
 from ..photos.activations import input_size
-from ..photos.saliency import GUIDED
 from ..render import cost, exact
-from ..render.optimize import channel_count, snapshot_steps
+from ..render.optimize import channel_count
+from ..render.schedule import snapshot_steps
 from ..site import manifest
 from ..site.pages import TEMPLATES, SiteWriter
-from ..site.folder import INVENTORY, SiteFolder, identity
-from . import estimate, units
-from .cache import TAG as CACHE_TAG, Cache, make_key
+from ..site.folder import INVENTORY, SiteFolder
+from . import estimate, facts, units
+from .cache import TAG as CACHE_TAG, Cache
 from .executors import executor
+from .legacy import PeakScorer
 from .progress import Progress
 from .publish import Publisher
-from .rescore import PeakScorer
 from .state import Gallery
 
 
@@ -62,7 +63,7 @@ def layer_listing(config: BuildConfig) -> list[str]:
     """``--list-layers``: the model's conv layers, their output shapes and filter counts."""
     loading.check_spec(config.model, config.weights)
     model = loading.load_model(config.model, config.weights, safe_mode=config.safe_mode)
-    shapes = {row["name"]: row["shape"] or "?" for row in manifest.layer_table(model)}
+    shapes = {row["name"]: row["shape"] or "?" for row in layer_table(model)}
     counts = {name: channel_count(model, name) for name in graph.conv_layers(model)}
     rows = [(name, type(graph.locate(model, name).layer).__name__, shapes.get(name, "?"), f"{count:,}")
             for name, count in counts.items()]
@@ -107,13 +108,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     """Plan units → executor → cache → site, the site refreshed while units settle."""
     started = time.monotonic()
     log("• load model")
-    model = loading.load_model(config.model, config.weights, safe_mode=config.safe_mode)
-    loading.check_supported(model)
-    preprocess = config.preprocess or loading.default_preprocess(config.model)
-    if config.preprocess is None and loading.is_model_file(config.model) and not loading.scales_its_inputs(model):
-        warn(f"{public_path(config.model)} gets no input preprocessing: its pixels arrive as 0-255 RGB and it has "
-             "no Rescaling or Normalization layer; if it was trained on scaled pixels, pass --preprocess "
-             "caffe, tf or torch (--preprocess none silences this)")
+    model, preprocess = _load(config)
     selection = select_targets(model, config)
     grad.check_names(graph.all_layer_names(model))
     costs = cost.Costs(model)
@@ -123,18 +118,49 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
         f"{sum(map(len, selection.values()))} filters, preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
     photos = sources.load_photos(config.images)
     size = input_size(model, config.photo_size)
-    about = _about(model, config, size)
-    job = units.Job(fingerprint, render, preprocess, {k: tuple(v) for k, v in selection.items()}, config.variants,
-                    tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0), size,
-                    tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
-                    config.trajectory)
+    about = facts.about(model, config, size)
+    job = units.Job(fingerprint=fingerprint, render=render, preprocess=preprocess,
+                    selection={k: tuple(v) for k, v in selection.items()}, variants=config.variants,
+                    cam_layers=tuple(about["cam_layers"]), methods=config.cam_methods,
+                    ranks=min(config.top_k, about["classes"] or 0), input=size,
+                    exact=tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
+                    trajectory=config.trajectory)
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
-    for line in _skipped(config, job, about, loading.title(config.model, model)):
+    for line in facts.skipped(config, about, loading.title(config.model, model)):
         log(line)
 
     log("• plan")
     plan = [*units.photo_units(job, photos, config.photo_pages, about["classes"] is not None),
             *units.filter_units(job)]
+    tasks, found = _settle_cached(plan, model, job, costs, gallery, cache)
+    estimated = _estimate(model, config, job, costs, tasks, len(photos)) if tasks else None
+
+    fixed = facts.gather(model, config, job, about, out, cache)
+    site = Publisher(SiteWriter(out, cache), lambda status: _manifest(fixed, config, job, gallery, cache, status))
+    if tasks:
+        _run(config, model, job, costs, tasks, found, estimated, gallery, cache, site, len(photos))
+
+    log("• pages")
+    data, _ = site.refresh(None, force=True)
+    _report(config, cache, site, started)
+    return data
+
+
+def _load(config: BuildConfig):
+    """The model, checked, and the preprocessing its inputs get."""
+    model = loading.load_model(config.model, config.weights, safe_mode=config.safe_mode)
+    loading.check_supported(model)
+    preprocess = config.preprocess or loading.default_preprocess(config.model)
+    if config.preprocess is None and loading.is_model_file(config.model) and not loading.scales_its_inputs(model):
+        warn(f"{public_path(config.model)} gets no input preprocessing: its pixels arrive as 0-255 RGB and it has "
+             "no Rescaling or Normalization layer; if it was trained on scaled pixels, pass --preprocess "
+             "caffe, tf or torch (--preprocess none silences this)")
+    return model, preprocess
+
+
+def _settle_cached(plan: list, model, job, costs, gallery: Gallery, cache: Cache) -> tuple[list, dict]:
+    """Settle every unit the cache holds whole; ``(tasks, found)`` for the rest, ``found``
+    holding by unit the entries each still has."""
     tasks, found = [], {}
     rescore = PeakScorer(model, job)
     for uid, unit in enumerate(plan):
@@ -153,47 +179,52 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     if rescore.scored:
         log(f"  {rescore.scored} cached filter images scored from their saved pixels for their peak, "
             "which older builds did not record")
+    return tasks, found
 
-    if tasks:
-        # Before any long work: what it is, and how long it will take here.
-        estimated = estimate.calibrate(model, job, costs, tasks)
-        log(*estimate.plan_lines(job, tasks, len(photos), estimated, config.executor))
-        warning = estimate.long_warning(estimated, sys.stderr.isatty())
-        if warning:
-            warn(warning)
 
-    fixed = _fixed_parts(model, config, job, about, out, cache)
-    site = Publisher(SiteWriter(out, cache), lambda status: _manifest(fixed, config, job, gallery, cache, status))
-    if tasks:
-        progress = Progress({t.uid: units.cost_stages(t.unit, job, costs, t.parts) for t in tasks},
-                            cached_images=len(gallery.images), total_images=gallery.images_total,
-                            cached_photos=len(gallery.tiles) + len(gallery.broken), total_photos=len(photos),
-                            prior=estimated.prior)
-        site.refresh(progress.status(), force=True)  # the whole site at once, pending parts shown so
-        log(f"• run ({config.executor})")
-        runner = None
-        try:
-            # Inside: a Ray that cannot be joined stops the build as any other failure does,
-            # and the pages say so.
-            runner = executor(config.executor, model, job, source=_portable_model(config, model),
-                              address=config.ray_address, worker_cpus=config.worker_cpus, debug=config.debug)
-            for task, result in runner.run(tasks, progress):
-                settled = units.store(task, result.produced, found.pop(task.uid), cache, result.skipped)
-                gallery.absorb(task.unit, settled, cache, result.skipped)
-                if gallery.photos_settled and not gallery.tiles:
-                    raise GalleryError("none of the photos could be read")
-                progress.tail = site.spent  # what the final writing will take, about
-                site.refresh(progress.status())
-        except BaseException:
-            site.interrupted(progress.status())
-            raise
-        finally:
-            progress.close()
-            if runner is not None:
-                runner.close()
+def _estimate(model, config: BuildConfig, job, costs, tasks: list, photos: int):
+    """Before any long work: what it is, and how long it will take here."""
+    estimated = estimate.calibrate(model, job, costs, tasks)
+    log(*estimate.plan_lines(job, tasks, photos, estimated, config.executor))
+    warning = estimate.long_warning(estimated, sys.stderr.isatty())
+    if warning:
+        warn(warning)
+    return estimated
 
-    log("• pages")
-    data, _ = site.refresh(None, force=True)
+
+def _run(config: BuildConfig, model, job, costs, tasks, found, estimated, gallery: Gallery, cache: Cache,
+         site: Publisher, photos: int) -> None:
+    """Run the tasks on the executor, settling each into the cache and the site as it ends."""
+    progress = Progress({t.uid: units.cost_stages(t.unit, job, costs, t.parts) for t in tasks},
+                        cached_images=len(gallery.images), total_images=gallery.images_total,
+                        cached_photos=len(gallery.tiles) + len(gallery.broken), total_photos=photos,
+                        prior=estimated.prior)
+    site.refresh(progress.status(), force=True)  # the whole site at once, pending parts shown so
+    log(f"• run ({config.executor})")
+    runner = None
+    try:
+        # Inside: a Ray that cannot be joined stops the build as any other failure does,
+        # and the pages say so.
+        runner = executor(config.executor, model, job, source=_portable_model(config, model),
+                          address=config.ray_address, worker_cpus=config.worker_cpus, debug=config.debug)
+        for task, result in runner.run(tasks, progress):
+            settled = units.store(task, result.produced, found.pop(task.uid), cache, result.skipped)
+            gallery.absorb(task.unit, settled, cache, result.skipped)
+            if gallery.photos_settled and not gallery.tiles:
+                raise GalleryError("none of the photos could be read")
+            progress.tail = site.spent  # what the final writing will take, about
+            site.refresh(progress.status())
+    except BaseException:
+        site.interrupted(progress.status())
+        raise
+    finally:
+        progress.close()
+        if runner is not None:
+            runner.close()
+
+
+def _report(config: BuildConfig, cache: Cache, site: Publisher, started: float) -> None:
+    """The build's closing lines, and ``--prune``."""
     written = site.written
     log(f"done in {time.monotonic() - started:.1f}s")
     log(f"cache {config.cache}: {cache.stored} tiles computed, {cache.hits} reused"
@@ -204,7 +235,6 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     if config.prune:
         removed, freed = cache.prune(cache.used)
         log(f"pruned {removed} cache entries ({freed / 1e6:.1f} MB) that this build did not use")
-    return data
 
 
 def _check_trajectory(config: BuildConfig) -> None:
@@ -216,85 +246,6 @@ def _check_trajectory(config: BuildConfig) -> None:
     if not imaging.animated_webp():
         raise GalleryError(f"--trajectory {config.trajectory}: this Pillow ({PIL.__version__}) cannot write animated "
                            "WebP; install a Pillow built with libwebp (the wheels on PyPI are), or leave it off")
-
-
-def _skipped(config: BuildConfig, job, about: dict, title: str) -> list[str]:
-    """One line for each option the build asked for that cannot apply here, and why."""
-    lines = []
-    if about["classes"] is None and (config.cam_methods != BuildConfig.cam_methods or config.cam_layers):
-        asked = [f"--cam-method {','.join(config.cam_methods)}"] if config.cam_methods != BuildConfig.cam_methods else []
-        asked += [f"--cam-layers {','.join(config.cam_layers)}"] if config.cam_layers else []
-        lines.append(f"note: {' and '.join(asked)} skipped: {title} has no classifier head, so there are no "
-                     "classes to explain")
-    return lines
-
-
-def _about(model, config: BuildConfig, size: tuple[int, int]) -> dict:
-    """Class names, CAM layers and the note shown when the model has no classifier."""
-    if not graph.has_classifier(model):
-        shape = "×".join(map(str, graph.output_shape(model, size)))
-        return {"classes": None, "names": None, "labels_source": None, "cam_layers": [],
-                "cam_note": f"No predictions or class activation maps: {loading.title(config.model, model)} has no "
-                            f"classifier head (its output is {shape} for a {size[0]}×{size[1]} input, not one score per "
-                            "class)."}
-    classes = int(model.outputs[0].shape[-1])
-    names, labels_source = labels.class_names(classes, config.labels)
-    layers = [_cam_layer(model, n) for n in (config.cam_layers or [cams.default_layer(model)])]
-    if GUIDED in config.cam_methods:
-        guided.check(model)  # before any work: a model whose activations are not all ReLUs is refused
-    return {"classes": classes, "names": names, "labels_source": labels_source, "cam_layers": layers,
-            "cam_note": None}
-
-
-def _cam_layer(model, name: str) -> str:
-    """A ``--cam-layers`` entry's qualified name, refused before any work unless the layer
-    gives spatial maps (a conv layer, or what follows one before the pooling) whose
-    channels a class activation map can weigh."""
-    path = graph.locate(model, name)
-    try:
-        maps = len(path.layer.output.shape) == 4
-    except (AttributeError, ValueError):  # a layer used more than once has no single output
-        maps = path.name in graph.conv_layers(model)
-    if not maps:
-        convs = graph.conv_layers(model)
-        raise GalleryError(f"--cam-layers: {name!r} is a {type(path.layer).__name__} with no spatial maps to weigh; "
-                           f"give a conv layer, such as {', '.join(map(repr, convs[-3:]))}"
-                           + (f" (the last 3 of {len(convs)}; --list-layers shows all)" if len(convs) > 3 else ""))
-    return path.name
-
-
-def _fixed_parts(model, config, job, about, out: SiteFolder, cache: Cache) -> dict:
-    """What the manifest says of the model, the same on every refresh: worked out once."""
-    title = loading.title(config.model, model)
-    source = identity(loading.source(config.model, config.weights))
-    info = manifest.model_entry(model, title=title, slug=out.model_slug(title, source), identity=source,
-                                source=public_path(config.model), fingerprint=job.fingerprint,
-                                preprocess=job.preprocess, classes=about["classes"],
-                                labels_source=about["labels_source"], cam_note=about["cam_note"], size=job.input)
-    return {"model_info": info, "table": manifest.layer_table(model, job.input), "class_names": about["names"],
-            "channels": {layer: channel_count(model, layer) for layer in job.selection},
-            "circuits": {layer: circuits.strongest_inputs(model, layer) for layer in job.selection},
-            "cam_sources": {layer: graph.conv_source(model, layer) for layer in job.cam_layers},
-            "activations": {layer: graph.activation_name(graph.locate(model, layer).layer) or "linear"
-                            for layer in job.selection},
-            "kernels": _kernel_sheets(model, job, cache)}
-
-
-def _kernel_sheets(model, job, cache: Cache) -> dict[str, dict]:
-    """First-layer kernels, one sheet per layer that has them (see :func:`circuits.pixel_kernels`)."""
-    sheets = {}
-    for layer in job.selection:
-        found = circuits.pixel_kernels(model, layer, job.preprocess)
-        if found is None:
-            continue
-        cells, scale = found
-        key = make_key(kind="kernels", model=job.fingerprint, layer=layer, preprocess=job.preprocess)
-        if cache.get(key) is None:
-            cache.put(key, imaging.encode_png(imaging.contact_sheet(cells)), about={"kind": "kernels"})
-        cols, rows = imaging.sheet_layout(len(cells))
-        sheets[layer] = {"key": key, "cols": cols, "rows": rows, "scale": scale,
-                         "shape": "×".join(map(str, cells.shape[1:]))}
-    return sheets
 
 
 def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Cache, status: dict | None):

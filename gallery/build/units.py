@@ -15,14 +15,14 @@ that produce the lost ones; and only what was lost is written back.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 from ..config import RenderSettings
 from ..photos import cams, saliency
 from ..photos.explain import WEIGHED
 from ..render.objectives import VARIANTS
 from ..render import cost, exact, params
-from ..render.optimize import snapshot_steps, spans, stages
+from ..render.schedule import snapshot_steps, spans, stages
 from .cache import make_key, number
 
 MAIN = "channel"  # the variant every filter gets; the others are extra images
@@ -70,7 +70,7 @@ TRANSPARENCY_PERCENTILE = 80.0
 
 # What the record of each kind of entry must hold before it is used (see Cache.get). A
 # filter's "peak" is not required: tiles cached before it was recorded get it from their
-# saved pixels (gallery.build.rescore), without rendering them again.
+# saved pixels (gallery.build.legacy), without rendering them again.
 REQUIRE = {
     "filter": {"activation": number},
     "trajectory": {"snapshots": _snapshots},
@@ -90,6 +90,7 @@ class Job:
     render: RenderSettings
     preprocess: str
     selection: dict[str, tuple[int, ...]]  # the filters to render, by conv layer
+    _: KW_ONLY  # the rest by name: eleven fields in a row are too easily swapped
     variants: tuple[str, ...] = ()  # extra images per filter
     cam_layers: tuple[str, ...] = ()
     methods: tuple[str, ...] = ("gradcam",)

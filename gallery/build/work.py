@@ -22,7 +22,8 @@ from ..photos.explain import explainer
 from ..photos.examples import peaks
 from ..photos.faithfulness import BOTTOM, FULL, TOP, Faithfulness
 from ..photos.saliency import PixelEngine
-from ..render.optimize import Renderers, snapshot_steps, spans
+from ..render.optimize import Renderers
+from ..render.schedule import snapshot_steps, spans
 from .units import PHOTO_SIDE, TRANSPARENCY_PERCENTILE, FilterUnit, Job, Task, attribution_part, attributions
 
 TOP_STORED = 50  # predictions kept per photo, however many the pages show

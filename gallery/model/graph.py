@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import keras
 
@@ -27,29 +27,31 @@ def _is_conv(layer) -> bool:
     return isinstance(layer, CONV_TYPES) and not isinstance(layer, keras.layers.Conv2DTranspose)
 
 
+def walk(model: keras.Model, containers: bool = False) -> Iterator[tuple[str, keras.layers.Layer]]:
+    """``(qualified name, layer)`` of every layer in graph order, descending into nested
+    models: the one walk every analysis of a model's layers goes through. A nested model
+    itself is yielded (just before its layers) only with ``containers``."""
+    def descend(container, prefix):
+        for layer in container.layers:
+            name = prefix + layer.name
+            if not _is_container(layer):
+                yield name, layer
+                continue
+            if containers:
+                yield name, layer
+            yield from descend(layer, name + "/")
+
+    return descend(model, "")
+
+
 def conv_layers(model: keras.Model) -> list[str]:
     """Qualified names of every 2-D conv layer, in graph order, nested models included."""
-    names: list[str] = []
-
-    def walk(container, prefix):
-        for layer in container.layers:
-            if _is_container(layer):
-                walk(layer, f"{prefix}{layer.name}/")
-            elif _is_conv(layer):
-                names.append(prefix + layer.name)
-
-    walk(model, "")
-    return names
+    return [name for name, layer in walk(model) if _is_conv(layer)]
 
 
 def all_layer_names(model: keras.Model) -> list[str]:
     """The name of every layer, nested models' layers included (each name alone)."""
-    names = []
-    for layer in model.layers:
-        names.append(layer.name)
-        if _is_container(layer):
-            names += all_layer_names(layer)
-    return names
+    return [layer.name for _, layer in walk(model, containers=True)]
 
 
 @dataclass(frozen=True)

@@ -36,14 +36,6 @@ _lock = threading.RLock()  # one guided trace at a time, so swaps never interlea
 _local = threading.local()
 
 
-def _layers(container, prefix: str = ""):
-    for layer in container.layers:
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer, f"{prefix}{layer.name}/")
-        else:
-            yield prefix + layer.name, layer
-
-
 def _kind(layer) -> tuple[str | None, float | None]:
     """``("relu", cap)`` for a rectifier, ``(name, None)`` for another activation, ``(None, None)`` for none."""
     if isinstance(layer, keras.layers.ReLU):
@@ -67,7 +59,7 @@ def census(model: keras.Model) -> tuple[list[tuple], dict[str, list[str]]]:
     every other activation, ``{activation: [qualified layer names]}``."""
     final = graph.final_layer(model)
     rectifiers, others = [], {}
-    for name, layer in _layers(model):
+    for name, layer in graph.walk(model):
         kind, cap = _kind(layer)
         if kind is None or (layer is final and kind == "softmax"):
             continue

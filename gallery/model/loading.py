@@ -11,6 +11,7 @@ import keras
 
 from ..config import readable
 from ..errors import GalleryError
+from . import graph
 
 # keras.applications constructor name and its preprocessing convention, by lower-case name.
 APPLICATIONS: dict[str, tuple[str, str]] = {
@@ -186,7 +187,7 @@ def fingerprint(model: keras.Model) -> str:
     import numpy as np
 
     h = hashlib.blake2b(digest_size=16)
-    for layer in _all_layers(model):
+    for _, layer in graph.walk(model, containers=True):
         h.update(f"{type(layer).__name__}:{layer.name};".encode())
     for weight in model.weights:
         value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
@@ -195,16 +196,9 @@ def fingerprint(model: keras.Model) -> str:
     return h.hexdigest()
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
 def scales_its_inputs(model: keras.Model) -> bool:
     """Whether the model rescales or normalizes its pixels itself (EfficientNet does)."""
-    return any(isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)) for layer in _all_layers(model))
+    return any(isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)) for _, layer in graph.walk(model))
 
 
 def title(spec, model: keras.Model) -> str:

@@ -35,12 +35,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..attribution import KEEP
 from ..errors import GalleryError
 from ..imaging import resize
 from ..model import grad, preprocess as prep
 from .activations import as_probabilities, in_fixed_batches, input_pixels
 
-KEEP = 0.3  # the share of the pixels each masked photo keeps; changing it means bumping PHOTO_SCHEMA
 FILL = (123.68, 116.779, 103.939)  # ImageNet's mean RGB: what a removed pixel becomes
 # Masked photos made at a time; they go through the model in passes of exactly
 # activations.ROWS (the last padded), so a figure does not depend on its pass's neighbours.

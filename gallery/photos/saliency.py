@@ -32,16 +32,13 @@ import numpy as np
 from keras import ops
 
 from .. import imaging
+from ..attribution import SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES
 from ..errors import GalleryError
 from ..model import grad, graph, guided, preprocess as prep
 from ..names import GUIDED, LAYER_FREE, PIXEL_METHODS  # noqa: F401 (LAYER_FREE: units and explain read it here)
 from .activations import input_pixels
 from .cams import CamEngine, check_classifier, checked_classes, unit_scaled, unit_scaled_at
 
-# Smilkov et al. (§3.2, Fig. 3) see the maps sharpen as samples grow and settle by about 50,
-# the count their figures and code use; fewer leave visible noise, more change little.
-SMOOTHGRAD_SAMPLES = 50
-SMOOTHGRAD_NOISE = 0.15  # σ as a fraction of the photo's pixel range; the paper's best lie in 10–20%
 SMOOTHGRAD_SEED = 0
 GRAD_BATCH = 25  # rows per backward pass: fixed, so one compiled signature; divides SMOOTHGRAD_SAMPLES
 

@@ -113,7 +113,7 @@ def fit_batch(costs: Costs, layers, settings, available: int | None) -> int:
 
 def total_flops(costs: Costs, settings, layer: str, images: int) -> float:
     """FLOPs of rendering ``images`` images of ``layer`` through the whole schedule."""
-    from .optimize import stages
+    from .schedule import stages
 
     return images * sum(n * costs.step_flops(layer, network_side(settings, canvas))
                         for canvas, n in stages(settings.steps, settings.size, settings.scales))

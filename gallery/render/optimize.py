@@ -22,64 +22,15 @@ from ..errors import GalleryError
 from ..model import grad, graph, precision, preprocess as prep
 from . import exact, params, transforms
 from .objectives import LINEAR_VARIANTS, VARIANTS, channel, own_preactivation
+from .schedule import CHUNK, spans, stages
 
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
-CHUNK = 8  # steps fused into one compiled loop between progress reports
 
 
 def filter_rng(seed: int, layer: str, index: int, copy: int = 0) -> np.random.Generator:
     """A generator that depends on the seed, the layer, the filter and the copy, nothing else."""
     key = [seed, zlib.crc32(layer.encode("utf-8")), index] + ([copy] if copy else [])
     return np.random.default_rng(key)
-
-
-def stages(steps: int, size: int, scales: Sequence[float]) -> list[tuple[int, int]]:
-    """``[(canvas, steps)]``: a coarse-to-fine schedule with equal shares of the steps.
-
-    Early steps see the image shrunk to ``scale · size`` pixels, where a step costs
-    ``scale²``; they settle its large-scale structure (as DeepDream's octaves do), and
-    the last stage, always at full size, adds the detail. The remainder of an uneven
-    split goes to the last stage.
-    """
-    share = steps // len(scales)
-    plan = [(max(16, round(size * s)), share) for s in scales[:-1]]
-    plan.append((max(16, round(size * scales[-1])), steps - share * (len(scales) - 1)))
-    return [(canvas, n) for canvas, n in plan if n > 0]
-
-
-def spans(total: int, size: int) -> list[tuple[int, int]]:
-    """``[(start, length)]`` covering ``range(total)`` in pieces of at most ``size``.
-
-    Rendering and compiling ahead both cut work this way, so they meet the same shapes.
-    """
-    return [(start, min(size, total - start)) for start in range(0, total, size)]
-
-
-def snapshot_steps(settings: RenderSettings, count: int) -> list[int]:
-    """The steps after which :meth:`FilterRenderer.render` takes ``count`` snapshots: step 0
-    (the starting image, before any step), then ends of its compiled chunks spaced
-    geometrically in steps up to the final step.
-
-    Most of an image forms in its first steps, so evenly spaced frames would show the start
-    once and then the same image over and over; geometric spacing (8, 16, 32, 64 of 64)
-    gives each frame a like share of the change. Snapshots are taken only where a chunk
-    ends, between two compiled loops, so taking them changes neither the loops nor their
-    results.
-    """
-    ends, done = [], 0
-    for _, n in stages(settings.steps, settings.size, settings.scales):
-        for _, length in spans(n, CHUNK):
-            done += length
-            ends.append(done)
-    if not 2 <= count <= len(ends) + 1:
-        raise GalleryError(f"--trajectory {count}: expected 2 to {len(ends) + 1} snapshots, the start and one per "
-                           f"{CHUNK} steps at most ({settings.steps} steps give {len(ends) + 1} places to take one)")
-    picks: list[int] = []
-    for k, target in enumerate(np.geomspace(ends[0], ends[-1], count - 1) if count > 2 else [ends[-1]]):
-        # The nearest end (in ratio) after the last pick that leaves one for each later target.
-        free = range(picks[-1] + 1 if picks else 0, len(ends) - (count - 2 - k))
-        picks.append(min(free, key=lambda i: abs(np.log(ends[i] / target))))
-    return [0] + [ends[i] for i in picks]
 
 
 class FilterRenderer:
@@ -207,7 +158,7 @@ class FilterRenderer:
         Images come filter by filter, ``self.variant.copies`` per filter. The activation
         is each saved 8-bit image's mean pre-activation, untransformed: what the tile on
         the page really achieves. After each step count in ``snapshots`` (0, the start, or
-        ends of chunks, see :func:`snapshot_steps`), ``on_snapshot(step, canvas, images)``
+        ends of chunks, see :func:`~gallery.render.schedule.snapshot_steps`), ``on_snapshot(step, canvas, images)``
         receives the images as they stand, 8-bit and full size, whatever canvas the network
         sees them at.
         """

@@ -6,92 +6,9 @@ site opens from ``file://`` and from any static host.
 
 from __future__ import annotations
 
-import platform
-from importlib import metadata
-
-import keras
-
-from ..model import graph
 from .slugs import assign
 
 MANIFEST_SCHEMA = 5  # 5: CAMs carry their faithfulness; 4: pending filters and photos, and the build status; 3: filters carry variant images
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "keras backend": keras.backend.backend()}
-    for package in ("cnn-gallery", "keras", "tensorflow", "jax", "torch", "numpy", "pillow", "jinja2", "matplotlib"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-# Layers that act on each value alone, after the layer that made it: folded into that
-# layer's row on the model page unless the reader asks for every layer.
-MINOR = {"BatchNormalization": "BatchNorm", "LayerNormalization": "LayerNorm", "GroupNormalization": "GroupNorm",
-         "Activation": None, "ReLU": "ReLU", "LeakyReLU": "LeakyReLU", "PReLU": "PReLU", "ELU": "ELU",
-         "Dropout": "Dropout", "SpatialDropout2D": "Dropout", "GaussianNoise": "noise"}
-
-
-def _shape(shape) -> str:
-    return "×".join("?" if d is None else str(d) for d in shape)
-
-
-def layer_table(model: keras.Model, size: tuple[int, int] | None = None) -> list[dict]:
-    """One row per layer (nested models flattened): name, type, output shape, parameters.
-
-    With ``size`` (h, w), shapes are those of an input that size (what a build feeds a
-    model that takes any size). A normalisation, activation or dropout layer is ``minor``;
-    the row before it lists it under ``then``, so the page can fold it away.
-    """
-    rows = []
-    conv = set(graph.conv_layers(model))
-    concrete = graph.output_shapes(model, size) if size else {}
-
-    def walk(container, prefix):
-        for layer in container.layers:
-            name = prefix + layer.name
-            if isinstance(layer, keras.Model):
-                walk(layer, name + "/")
-                continue
-            try:
-                shape = concrete.get(name) or tuple(layer.output.shape)[1:]
-            except (AttributeError, ValueError):
-                shape = None
-            kind = type(layer).__name__
-            short = MINOR.get(kind) or graph.activation_name(layer) or kind
-            row = {"name": name, "type": kind, "shape": _shape(shape) if shape else "",
-                   "params": int(layer.count_params()) if layer.built else 0, "conv": name in conv,
-                   "minor": kind in MINOR, "then": []}
-            owner = next((r for r in reversed(rows) if not r["minor"]), None) if row["minor"] else None
-            if owner is not None:
-                owner["then"].append(short)
-            row["minor"] = owner is not None  # with no row before it to fold into, it keeps its own
-            rows.append(row)
-
-    walk(model, "")
-    return rows
-
-
-def model_entry(model, *, title: str, slug: str, identity: str, source: str, fingerprint: str, preprocess: str,
-                classes: int | None, labels_source: str | None, cam_note: str | None,
-                size: tuple[int, int]) -> dict:
-    return {
-        "name": title,
-        "slug": slug,
-        "identity": identity,
-        "source": source,
-        "keras_name": model.name,
-        "fingerprint": fingerprint,
-        "params": int(model.count_params()),
-        "input_shape": _shape((*size, model.inputs[0].shape[-1])),
-        "output_shape": _shape(graph.output_shape(model, size)),
-        "preprocess": preprocess,
-        "classes": classes,
-        "labels_source": labels_source,
-        "cam_note": cam_note,
-    }
 
 
 def _faithfulness(cam: dict) -> dict:
@@ -111,7 +28,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
           circuits: dict | None = None, cam_sources: dict | None = None,
           status: dict | None = None, collages: dict[str, str] | None = None,
           kernels: dict[str, dict] | None = None, activations: dict[str, str] | None = None,
-          linear: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]:
+          linear: tuple[str, ...] = (), versions: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
     """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds.
 
     ``photos`` is a :class:`~gallery.build.state.PhotoResults`. Every photo is in the
@@ -119,6 +36,8 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
     ``photos``. A pool photo's image is published only if a page or a top list shows it.
     Filters and photos still pending show :data:`PENDING` and publish no file yet;
     ``status`` (``None`` once the build is done) says how far the build has come.
+    ``model_info``, ``table`` and ``versions`` are plain data gathered before the site
+    (:mod:`gallery.build.facts`): nothing here reads the model.
     """
     base = model_info["slug"]
     files: dict[str, str] = {}
@@ -235,7 +154,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
         "photos": photo_entries,
         "pool": pool,
         "settings": settings,
-        "versions": versions(),
+        "versions": versions or {},
         "command": command,
         "status": status,
     }

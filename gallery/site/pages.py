@@ -15,9 +15,8 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
+from ..attribution import KEEP, SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES
 from ..errors import GalleryError
-from ..photos.faithfulness import KEEP
-from ..photos.saliency import SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES
 from .folder import SiteFolder
 
 # How photo pages name each method (gallery.photos.explain.METHODS), and what their maps
