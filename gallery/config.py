@@ -209,6 +209,7 @@ class BuildConfig:
     worker_cpus: int | None = None  # CPUs per Ray worker where the cluster has no GPUs
     trajectory: int = 0  # snapshots of each filter image's optimization, shown on its page (0: none)
     debug: bool = False  # --debug: Ray's and its workers' own lines too
+    rgb_channels: tuple[int, int, int] | None = None  # channels shown as RGB (None: the first three)
 
     def __post_init__(self):
         if isinstance(self.trajectory, bool) or not isinstance(self.trajectory, int) or self.trajectory < 0:

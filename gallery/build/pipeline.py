@@ -15,15 +15,16 @@ from pathlib import Path
 import PIL
 
 from .. import imaging
+from ..channels import BAND_SUFFIXES, Channels
 from ..config import BuildConfig, RenderSettings, public_path
 from ..console import log, warn
 from ..errors import GalleryError
 from ..folders import FolderLock, check_layout, empty, first_missing, undo_created
-from ..model import circuits, grad, graph, guided, loading
+from ..model import circuits, grad, graph, guided, loading, preprocess as prep
 from ..photos import cams, labels, sources
 from ..photos.activations import input_size
 from ..photos.saliency import GUIDED
-from ..render import cost, exact
+from ..render import cost, exact, params
 from ..render.optimize import channel_count, snapshot_steps
 from ..site import manifest
 from ..site.pages import TEMPLATES, SiteWriter
@@ -41,7 +42,7 @@ def select_targets(model, config: BuildConfig) -> dict[str, list[int]]:
     """``{layer: [filter indices]}`` from ``--layers`` and ``--filters``, validated."""
     names = graph.conv_layers(model)
     if not names:
-        raise GalleryError(f"model {model.name!r} has no Conv2D, DepthwiseConv2D or SeparableConv2D layers")
+        raise GalleryError(f"model {graph.shown_name(model)!r} has no Conv2D, DepthwiseConv2D or SeparableConv2D layers")
     if config.layers:
         graph.check_conv_names(model, config.layers, loading.title(config.model, model))
     chosen = [graph.locate_conv(model, n).name for n in config.layers] if config.layers else names
@@ -109,7 +110,13 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     log("• load model")
     model = loading.load_model(config.model, config.weights, safe_mode=config.safe_mode)
     loading.check_supported(model)
+    title = loading.title(config.model, model)
+    channels = Channels.of(loading.input_channels(model), config.rgb_channels, title)
     preprocess = config.preprocess or loading.default_preprocess(config.model)
+    prep.check(preprocess, channels.count, title)
+    if config.render.parameterization in params.RGB_ONLY and not channels.plain:
+        raise GalleryError(f"--param {config.render.parameterization}: its amplitude spectrum is measured on RGB "
+                           f"photos, and {title!r} takes {channels.describe()}; use --param fourier or pixel")
     if config.preprocess is None and loading.is_model_file(config.model) and not loading.scales_its_inputs(model):
         warn(f"{public_path(config.model)} gets no input preprocessing: its pixels arrive as 0-255 RGB and it has "
              "no Rescaling or Normalization layer; if it was trained on scaled pixels, pass --preprocess "
@@ -117,17 +124,17 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     selection = select_targets(model, config)
     grad.check_names(graph.all_layer_names(model))
     costs = cost.Costs(model)
-    render = _fitted(costs, selection, config.render)
+    render = _fitted(costs, selection, small_tiles(model, config.render))
     fingerprint = loading.fingerprint(model)
     log(f"  {loading.title(config.model, model)}: {len(selection)} conv layers, "
         f"{sum(map(len, selection.values()))} filters, preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
-    photos = sources.load_photos(config.images)
+    photos = _channel_photos(sources.load_photos(config.images), config, channels, title)
     size = input_size(model, config.photo_size)
     about = _about(model, config, size)
     job = units.Job(fingerprint, render, preprocess, {k: tuple(v) for k, v in selection.items()}, config.variants,
                     tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0), size,
                     tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
-                    config.trajectory)
+                    config.trajectory, channels)
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
     for line in _skipped(config, job, about, loading.title(config.model, model)):
         log(line)
@@ -207,6 +214,36 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     return data
 
 
+# Fixed inputs of this many pixels a side or more are not small: tiles keep the size asked for.
+SMALL_INPUT = 64
+
+
+def small_tiles(model, render: RenderSettings) -> RenderSettings:
+    """``render`` at the model's own input size where it fixes a small one (16 to 63 pixels a
+    side, such as 28×28 digits or 32×32 CIFAR) smaller than the tiles asked for: a tile the
+    size of what the model was made to see, shown enlarged on the pages. Below 16 pixels
+    (tiles' least size) and from :data:`SMALL_INPUT` on, tiles keep the size asked for."""
+    h, w = model.inputs[0].shape[1:3]
+    side = min(h or 0, w or 0)
+    if 16 <= side < SMALL_INPUT and side < render.size:
+        log(f"  tiles of {side}×{side} px (not {render.size}): the model takes {h}×{w} images")
+        return replace(render, size=side)
+    return render
+
+
+def _channel_photos(photos: list, config: BuildConfig, channels: Channels, title: str) -> list:
+    """The photos, refused in one line before any work where they cannot carry the model's
+    channels: a model of 2 or more than 3 channels reads them from arrays alone."""
+    if not channels.banded:
+        return photos
+    wrong = [p for p in photos if p.path is None or p.path.suffix.lower() not in BAND_SUFFIXES]
+    if wrong:
+        shown = "the bundled sample photos" if not config.images else repr(public_path(wrong[0].path))
+        raise GalleryError(f"{title!r} takes {channels.count}-channel images, so --images must be .npy arrays of "
+                           f"shape H×W×{channels.count} (or TIFFs with {channels.count} channels); got {shown}")
+    return photos
+
+
 def _check_trajectory(config: BuildConfig) -> None:
     """``--trajectory N``: enough places in the schedule to take N snapshots, and a Pillow
     that writes animated WebP; checked before anything is written."""
@@ -270,7 +307,8 @@ def _fixed_parts(model, config, job, about, out: SiteFolder, cache: Cache) -> di
     info = manifest.model_entry(model, title=title, slug=out.model_slug(title, source), identity=source,
                                 source=public_path(config.model), fingerprint=job.fingerprint,
                                 preprocess=job.preprocess, classes=about["classes"],
-                                labels_source=about["labels_source"], cam_note=about["cam_note"], size=job.input)
+                                labels_source=about["labels_source"], cam_note=about["cam_note"], size=job.input,
+                                channels=job.channels, tile_side=_tile_side(model, job))
     return {"model_info": info, "table": manifest.layer_table(model, job.input), "class_names": about["names"],
             "channels": {layer: channel_count(model, layer) for layer in job.selection},
             "circuits": {layer: circuits.strongest_inputs(model, layer) for layer in job.selection},
@@ -278,6 +316,13 @@ def _fixed_parts(model, config, job, about, out: SiteFolder, cache: Cache) -> di
             "activations": {layer: graph.activation_name(graph.locate(model, layer).layer) or "linear"
                             for layer in job.selection},
             "kernels": _kernel_sheets(model, job, cache)}
+
+
+def _tile_side(model, job) -> int | None:
+    """The tiles' side where it is the model's own small input (:func:`small_tiles`): pages
+    then say so and show every tile enlarged crisp."""
+    h, w = model.inputs[0].shape[1:3]
+    return job.render.size if job.render.size == min(h or 0, w or 0) < SMALL_INPUT else None
 
 
 def _kernel_sheets(model, job, cache: Cache) -> dict[str, dict]:

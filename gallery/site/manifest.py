@@ -76,7 +76,15 @@ def layer_table(model: keras.Model, size: tuple[int, int] | None = None) -> list
 
 def model_entry(model, *, title: str, slug: str, identity: str, source: str, fingerprint: str, preprocess: str,
                 classes: int | None, labels_source: str | None, cam_note: str | None,
-                size: tuple[int, int]) -> dict:
+                size: tuple[int, int], channels=None, tile_side: int | None = None) -> dict:
+    # Named only where they differ from an RGB model's tiles at the size asked for, so such
+    # a model's manifest reads as it did before other channel counts existed.
+    extra = {}
+    if channels is not None and not channels.plain:
+        extra["channels"] = {"count": channels.count, "rgb": list(channels.rgb) if channels.rgb else None,
+                             "about": channels.describe()}
+    if tile_side is not None:
+        extra["tile_side"] = tile_side
     return {
         "name": title,
         "slug": slug,
@@ -91,6 +99,7 @@ def model_entry(model, *, title: str, slug: str, identity: str, source: str, fin
         "classes": classes,
         "labels_source": labels_source,
         "cam_note": cam_note,
+        **extra,
     }
 
 
