@@ -52,7 +52,7 @@ class Channels:
                                    "fewer than three to show as red, green and blue")
             if len(rgb) != 3 or len(set(rgb)) != 3 or not all(isinstance(i, int) and 0 <= i < count for i in rgb):
                 raise GalleryError(f"--rgb-channels {','.join(map(str, rgb))}: expected three different channel "
-                                   f"indices from 0 to {count - 1} ({title} takes {count}-channel images)")
+                                   f"indices from 0 to {count - 1} ({title!r} takes {count}-channel images)")
         elif count >= 3:
             rgb = (0, 1, 2)
         return cls(count, rgb)
@@ -82,6 +82,25 @@ class Channels:
         if self.count == 3 and self.plain:
             return "3 channels (RGB)"
         return f"{self.count} channels, shown as RGB from channels {', '.join(map(str, self.rgb))}"
+
+    def photo_note(self) -> str:
+        """What a photo page shows for a photo, and what its maps are drawn over."""
+        if self.count == 1:
+            return ("The photo as this 1-channel model sees it: its luminance, Y = 0.299 R + 0.587 G + 0.114 B "
+                    "(ITU-R BT.601). Every map below is drawn over it, in grey.")
+        if self.rgb is None:
+            return (f"This model takes {self.count} channels, fewer than three to show as colour: the photo is "
+                    "its channel 0, in grey, and every map below is drawn over it.")
+        return (f"This model takes {self.count} channels: the photo shows channels {', '.join(map(str, self.rgb))} "
+                "as red, green and blue, and every map below is drawn over that view.")
+
+    def fill_note(self) -> str:
+        """What a pixel removed by the faithfulness figures becomes (:meth:`fill`), in words."""
+        if self.count == 1:
+            return "the luminance of ImageNet's mean colour"
+        if self.rgb is None:
+            return "mid-grey"
+        return "ImageNet's mean colour on the channels shown as RGB and mid-grey on the others"
 
     def photo(self, pixels: np.ndarray, name: str = "a photo") -> np.ndarray:
         """A uint8 photo ``(h, w)`` or ``(h, w, k)`` as the model's ``(h, w, count)`` channels;

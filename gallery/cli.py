@@ -15,13 +15,12 @@ from pathlib import Path
 
 from . import presets
 from .config import (DIVERSE_COPIES, EXECUTORS, PARAMETERIZATIONS, PRECISIONS, STEP_TRANSFORMS, VARIANT_NAMES,
-                     BuildConfig, RenderSettings, default_cache_dir, parse_filter_slice, public_command, valid_scales,
-                     worker_threads)
+                     BuildConfig, RenderSettings, default_cache_dir, parse_filter_slice, parse_preprocess,
+                     parse_rgb_channels, public_command, valid_scales, worker_threads)
 from .console import clean, log, native_quiet
 from .errors import GalleryError
 from .presets import PRESETS
 
-PREPROCESS = ("caffe", "tf", "torch", "none")
 BACKENDS = ("tensorflow", "jax", "torch")
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam", "cam", "saliency", "smoothgrad", "guided-gradcam")
 
@@ -50,6 +49,16 @@ def _pages(text: str) -> int | None:
 
 def _snapshots(text: str) -> int:
     return _integer(text, 2, "a number of snapshots, 2 or more")
+
+
+def _checked(parse):
+    """An argparse type from a parser that raises GalleryError: its one line, as argparse's own."""
+    def run(text: str):
+        try:
+            return parse(text)
+        except GalleryError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return run
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -116,8 +125,14 @@ def parser() -> argparse.ArgumentParser:
                    help="a keras.applications name (VGG16, ResNet50, …) or a .keras/.h5 file (default: VGG16)")
     p.add_argument("--weights", default="imagenet", metavar="imagenet|PATH",
                    help="weights for a named model (default: imagenet)")
-    p.add_argument("--preprocess", choices=PREPROCESS,
-                   help="input preprocessing for a model file (known automatically for named models)")
+    p.add_argument("--preprocess", type=_checked(parse_preprocess), metavar="caffe|tf|torch|none|mean=…,std=…",
+                   help="input preprocessing for a model file (known automatically for named models): ImageNet's "
+                        "caffe, tf or torch convention, none, or per channel mean=M1,…,std=S1,… on pixels scaled "
+                        "to 0-1, as torchvision's Normalize (one of each per input channel: mean=0.1307,std=0.3081 "
+                        "for a grey digits model); caffe and torch need an RGB model")
+    p.add_argument("--rgb-channels", type=_checked(parse_rgb_channels), metavar="R,G,B",
+                   help="for a model of more than 3 channels: the three shown as red, green and blue, as channel "
+                        "indices (default: 0,1,2)")
     p.add_argument("--labels", type=Path, metavar="FILE", help="class names: a JSON list or one name per line")
     p.add_argument("--layers", type=_names, metavar="a,b", help="conv layers to render (default: all)")
     p.add_argument("--filters", default=":", metavar="START:STOP",
@@ -212,7 +227,7 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         variants=variants, preset=args.preset, cam_methods=args.cam_method, top_k=args.top_k,
         photo_pages=args.photo_pages, examples=args.examples, safe_mode=not args.unsafe, prune=args.prune,
         command=public_command(argv), executor=args.executor, ray_address=args.ray_address,
-        worker_cpus=args.worker_cpus, trajectory=args.trajectory, debug=args.debug,
+        worker_cpus=args.worker_cpus, trajectory=args.trajectory, debug=args.debug, rgb_channels=args.rgb_channels,
     )
 
 

@@ -16,7 +16,7 @@ import PIL
 
 from .. import imaging
 from ..channels import BAND_SUFFIXES, Channels
-from ..config import BuildConfig, RenderSettings, public_path
+from ..config import BuildConfig, RenderSettings, parse_preprocess, public_path
 from ..console import log, warn
 from ..errors import GalleryError
 from ..folders import FolderLock, check_layout, empty, first_missing, undo_created
@@ -113,14 +113,18 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     title = loading.title(config.model, model)
     channels = Channels.of(loading.input_channels(model), config.rgb_channels, title)
     preprocess = config.preprocess or loading.default_preprocess(config.model)
+    if isinstance(preprocess, str):
+        preprocess = parse_preprocess(preprocess)  # one spelling per preprocessing, in keys and on pages
     prep.check(preprocess, channels.count, title)
     if config.render.parameterization in params.RGB_ONLY and not channels.plain:
         raise GalleryError(f"--param {config.render.parameterization}: its amplitude spectrum is measured on RGB "
                            f"photos, and {title!r} takes {channels.describe()}; use --param fourier or pixel")
     if config.preprocess is None and loading.is_model_file(config.model) and not loading.scales_its_inputs(model):
-        warn(f"{public_path(config.model)} gets no input preprocessing: its pixels arrive as 0-255 RGB and it has "
-             "no Rescaling or Normalization layer; if it was trained on scaled pixels, pass --preprocess "
-             "caffe, tf or torch (--preprocess none silences this)")
+        pixels, conventions = ("RGB", "caffe, tf or torch") if channels.plain else (
+            f"{channels.count}-channel", f"tf or mean=…,std=… ({channels.count} of each)")
+        warn(f"{public_path(config.model)} gets no input preprocessing: its pixels arrive as 0-255 {pixels} and it has "
+             f"no Rescaling or Normalization layer; if it was trained on scaled pixels, pass --preprocess "
+             f"{conventions} (--preprocess none silences this)")
     selection = select_targets(model, config)
     grad.check_names(graph.all_layer_names(model))
     costs = cost.Costs(model)

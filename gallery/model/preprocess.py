@@ -17,12 +17,12 @@ and ``none`` do not depend on the channels (see :func:`check`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 from keras import ops
 
+from ..config import PREPROCESS_EXPECTED, standardization
 from ..errors import GalleryError
 
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -50,7 +50,6 @@ def none(x):
 
 NAMES: dict[str, Callable] = {"caffe": caffe, "tf": tf, "torch": torch, "none": none}
 RGB_ONLY = ("caffe", "torch")  # ImageNet's RGB means (and stds): defined for three channels alone
-EXPECTED = "caffe, tf, torch, none, or mean=M1,…,std=S1,… (one of each per channel, on pixels scaled to 0–1)"
 
 
 @dataclass(frozen=True)
@@ -65,36 +64,9 @@ class Standardize:
         std = ops.convert_to_tensor(self.std, dtype=x.dtype)
         return (x / 255.0 - mean) / std
 
-    @property
-    def text(self) -> str:
-        """The canonical spelling, the one cache keys and pages name."""
-        return f"mean={','.join(map(repr, self.mean))},std={','.join(map(repr, self.std))}"
-
-
-def parse(text: str) -> str:
-    """``--preprocess``'s value, checked and in canonical form: a name from :data:`NAMES`,
-    or ``mean=…,std=…`` (:class:`Standardize`); raises :class:`GalleryError` in one line."""
-    if text.strip().lower() in NAMES:
-        return text.strip().lower()
-    return _standardize(text).text
-
 
 def _standardize(text: str) -> Standardize:
-    head, sep, stds = text.strip().partition(",std=")
-    if not head.startswith("mean=") or not sep:
-        raise GalleryError(f"--preprocess {text!r}: expected {EXPECTED}")
-    try:
-        mean = tuple(float(v) for v in head[len("mean="):].split(","))
-        std = tuple(float(v) for v in stds.split(","))
-    except ValueError:
-        raise GalleryError(f"--preprocess {text!r}: expected numbers after mean= and std=, "
-                           "comma-separated (mean=0.1307,std=0.3081)") from None
-    if not all(math.isfinite(v) for v in mean + std) or not all(s > 0 for s in std):
-        raise GalleryError(f"--preprocess {text!r}: expected finite means and positive stds")
-    if len(mean) != len(std):
-        raise GalleryError(f"--preprocess {text!r}: expected as many stds as means, one of each per channel, "
-                           f"got {len(mean)} means and {len(std)} stds")
-    return Standardize(mean, std)
+    return Standardize(*standardization(text))
 
 
 def check(preprocess, channels: int, title: str) -> None:
@@ -128,5 +100,5 @@ def resolve(preprocess) -> Callable:
         return NAMES[preprocess.lower()]
     if isinstance(preprocess, str) and preprocess.strip().startswith("mean="):
         return _standardize(preprocess)
-    raise GalleryError(f"preprocess must be {EXPECTED}, or a callable, got {preprocess!r}")
+    raise GalleryError(f"preprocess must be {PREPROCESS_EXPECTED}, or a callable, got {preprocess!r}")
 

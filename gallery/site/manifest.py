@@ -82,7 +82,8 @@ def model_entry(model, *, title: str, slug: str, identity: str, source: str, fin
     extra = {}
     if channels is not None and not channels.plain:
         extra["channels"] = {"count": channels.count, "rgb": list(channels.rgb) if channels.rgb else None,
-                             "about": channels.describe()}
+                             "about": channels.describe(), "photo_note": channels.photo_note(),
+                             "fill_note": channels.fill_note()}
     if tile_side is not None:
         extra["tile_side"] = tile_side
     return {
@@ -183,6 +184,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
                              for variant, images in tile.variants.items()],
                 "trajectory": _trajectory(files, folder, tile) if tile.trajectory and not tile.pending else None,
                 "transparency": _transparency(files, folder, tile),
+                **_bands(files, folder, tile),
             })
         collage = None
         if (collages or {}).get(name):
@@ -292,6 +294,16 @@ def _trajectory(files: dict, folder: str, tile) -> dict:
     return {"image": animation, "frames": {"image": frames, "cols": len(found.snapshots), "rows": 1},
             "snapshots": [{k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()}
                           for s in found.snapshots]}
+
+
+def _bands(files: dict, folder: str, tile) -> dict:
+    """Every channel of the tile in grey, side by side, where the tile shows only some
+    (gallery.channels.strip); nothing otherwise, so an RGB filter's entry is as it was."""
+    if tile.bands is None or tile.pending:
+        return {}
+    path = f"{folder}/{tile.index}.channels.png"
+    files[path] = tile.bands
+    return {"bands": path}
 
 
 def _transparency(files: dict, folder: str, tile) -> dict | None:
