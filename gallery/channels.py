@@ -40,15 +40,15 @@ class Channels:
     rgb: tuple[int, int, int] | None = (0, 1, 2)
 
     @classmethod
-    def of(cls, count: int, rgb=None, title: str = "the model") -> "Channels":
+    def of(cls, count: int, rgb=None, title: str = "model") -> "Channels":
         """The channels of a ``count``-channel model, ``rgb`` (three indices, or ``None`` for
         the default: the first three) validated against the count, in one line."""
         if not isinstance(count, int) or count < 1:
-            raise GalleryError(f"{title} takes {count!r}-channel images; an image model takes 1 or more channels")
+            raise GalleryError(f"{title!r} takes {count!r}-channel images; an image model takes 1 or more channels")
         if rgb is not None:
             rgb = tuple(rgb)
             if count < 3:
-                raise GalleryError(f"--rgb-channels {','.join(map(str, rgb))}: {title} takes {count}-channel images, "
+                raise GalleryError(f"--rgb-channels {','.join(map(str, rgb))}: {title!r} takes {count}-channel images, "
                                    "fewer than three to show as red, green and blue")
             if len(rgb) != 3 or len(set(rgb)) != 3 or not all(isinstance(i, int) and 0 <= i < count for i in rgb):
                 raise GalleryError(f"--rgb-channels {','.join(map(str, rgb))}: expected three different channel "

@@ -52,12 +52,13 @@ def _snapshots(text: str) -> int:
 
 
 def _checked(parse):
-    """An argparse type from a parser that raises GalleryError: its one line, as argparse's own."""
+    """An argparse type from a parser that raises GalleryError ("--flag: expected …"): its one
+    line, after the flag argparse names itself."""
     def run(text: str):
         try:
             return parse(text)
         except GalleryError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
     return run
 
 

@@ -255,18 +255,18 @@ def standardization(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``(means, stds)`` of ``--preprocess mean=…,std=…``, or :class:`GalleryError` in one line."""
     head, sep, stds = text.strip().partition(",std=")
     if not head.startswith("mean=") or not sep:
-        raise GalleryError(f"--preprocess {text!r}: expected {PREPROCESS_EXPECTED}")
+        raise GalleryError(f"--preprocess: expected {PREPROCESS_EXPECTED}, got {text!r}")
     try:
         mean = tuple(float(v) for v in head[len("mean="):].split(","))
         std = tuple(float(v) for v in stds.split(","))
     except ValueError:
-        raise GalleryError(f"--preprocess {text!r}: expected numbers after mean= and std=, comma-separated "
-                           "(mean=0.1307,std=0.3081)") from None
+        raise GalleryError(f"--preprocess: expected numbers after mean= and std=, comma-separated "
+                           f"(mean=0.1307,std=0.3081), got {text!r}") from None
     if not all(math.isfinite(v) for v in mean + std) or not all(s > 0 for s in std):
-        raise GalleryError(f"--preprocess {text!r}: expected finite means and positive stds")
+        raise GalleryError(f"--preprocess: expected finite means and positive stds, got {text!r}")
     if len(mean) != len(std):
-        raise GalleryError(f"--preprocess {text!r}: expected as many stds as means, one of each per channel, "
-                           f"got {len(mean)} means and {len(std)} stds")
+        raise GalleryError(f"--preprocess: expected as many stds as means, one of each per channel, got {text!r} "
+                           f"({len(mean)} means and {len(std)} stds)")
     return mean, std
 
 
@@ -287,5 +287,5 @@ def parse_rgb_channels(text: str) -> tuple[int, int, int]:
     except ValueError:
         found = ()
     if len(found) != 3 or len(set(found)) != 3 or min(found) < 0:
-        raise GalleryError(f"--rgb-channels expects three different channel indices such as 0,1,2, got {text!r}")
+        raise GalleryError(f"--rgb-channels: expected three different channel indices such as 0,1,2, got {text!r}")
     return found
