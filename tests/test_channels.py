@@ -18,24 +18,10 @@ from gallery.model import loading, preprocess as prep
 from gallery.photos import sources
 from gallery.render import params
 
+from .conftest import tiny_channel_classifier
 from .test_build import check_site
 
 ALL_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam", "cam", "saliency", "smoothgrad", "guided-gradcam")
-
-
-def _model(side: int = 8, channels: int = 1, name: str | None = None):
-    """conv → pool → conv → GAP → softmax, for ``side``² inputs of ``channels`` channels;
-    unnamed, so Keras calls it 'functional'."""
-    import keras
-
-    keras.utils.set_random_seed(1234)
-    inputs = keras.Input((side, side, channels))
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
-    x = keras.layers.MaxPooling2D(name="pool")(x)
-    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = keras.layers.Dense(4, activation="softmax", name="head")(x)
-    return keras.Model(inputs, outputs) if name is None else keras.Model(inputs, outputs, name=name)
 
 
 # the channels themselves ---------------------------------------------------------------------
@@ -202,7 +188,7 @@ def test_messages_name_a_model_file_by_its_stem_not_kerases_functional(tmp_path)
     with pytest.raises(GalleryError, match="model 'digit_reader' has no Conv2D"):
         pipeline.build(BuildConfig(model=str(tmp_path / "digit_reader.keras"), preprocess="none",
                                    out=tmp_path / "site", cache=tmp_path / "cache"))
-    loaded = loading.load_model(str(tmp_path / "digit_reader.keras"))
+    loaded = loading.loadtiny_channel_classifier(str(tmp_path / "digit_reader.keras"))
     with pytest.raises(GalleryError, match="layer 'nope' is not in model 'digit_reader'"):
         from gallery.model import graph
 
@@ -224,7 +210,7 @@ def _build(tmp_path, model_path, **overrides):
 def digits(tmp_path_factory):
     """A 28×28 grey model built from the sample photos (as colour PNGs): tiles, every CAM method."""
     tmp = tmp_path_factory.mktemp("digits")
-    _model(28, 1).save(tmp / "digits.keras")
+    tiny_channel_classifier(28, 1).save(tmp / "digits.keras")
     photos = tmp / "photos"
     photos.mkdir()
     rng = np.random.default_rng(1)
@@ -286,7 +272,7 @@ def bands(tmp_path_factory):
     """A 4-channel 16×16 model, photos from .npy arrays and a TIFF, RGB named as channels 3, 1, 0."""
     tifffile = pytest.importorskip("tifffile")
     tmp = tmp_path_factory.mktemp("bands")
-    _model(16, 4).save(tmp / "bands.keras")
+    tiny_channel_classifier(16, 4).save(tmp / "bands.keras")
     photos = tmp / "arrays"
     photos.mkdir()
     rng = np.random.default_rng(2)
@@ -322,7 +308,7 @@ def test_a_four_channel_model_builds_from_arrays_with_every_channel_downloadable
 
 
 def test_a_four_channel_model_refuses_photos_that_cannot_carry_its_channels(tmp_path, photo_dir):
-    _model(8, 4).save(tmp_path / "bands.keras")
+    tiny_channel_classifier(8, 4).save(tmp_path / "bands.keras")
     for images, shown in (((), "the bundled sample photos"), ((photo_dir,), "b<o>at.png")):
         with pytest.raises(GalleryError, match=f"'bands' takes 4-channel images, so --images must be .npy arrays of "
                                                f"shape H×W×4 \\(or TIFFs with 4 channels\\); got .*{shown}"):
@@ -334,7 +320,7 @@ def test_a_four_channel_model_refuses_photos_that_cannot_carry_its_channels(tmp_
 def test_the_cli_builds_a_grey_model_with_its_preprocessing(tmp_path, capsys):
     from gallery import cli
 
-    _model(32, 1).save(tmp_path / "cifar_grey.keras")
+    tiny_channel_classifier(32, 1).save(tmp_path / "cifar_grey.keras")
     code = cli.main(["--model", str(tmp_path / "cifar_grey.keras"), "--preprocess", "mean=0.5,std=0.25",
                      "--steps", "2", "--layers", "conv1", "--photo-pages", "1", "--out", str(tmp_path / "site"),
                      "--cache", str(tmp_path / "cache")])
