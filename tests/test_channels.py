@@ -143,23 +143,21 @@ def test_grey_fourier_images_have_one_channel_held_in_the_contrast_ball():
     init, image_fn = params.fourier(16, contrast=2.0, channels=Channels.of(1))
     rng = np.random.default_rng(0)
     p = np.stack([init(rng) * 400 for _ in range(3)])  # far outside the ball
-    images = np.asarray(image_fn(p))
+    images = np.asarray(image_fn(p), "float64")
     assert images.shape == (3, 16, 16, 1)
     before = np.log(images / (1 - images))  # the sigmoid's input
     rms = np.sqrt((before ** 2).mean(axis=(1, 2, 3)))
-    assert np.allclose(rms, 2.0, rtol=1e-3)
+    assert np.allclose(rms, 2.0 * params.GREY_GAIN, rtol=1e-3)
 
 
-def test_the_grey_ball_bounds_grey_as_the_rgb_ball_bounds_an_achromatic_image():
-    """An RGB image spending its whole budget on luminance, ``(l, 0, 0)`` in the decorrelated basis,
-    at the ball's edge (rms √3·contrast over its three coordinates' one nonzero), draws grey of
-    rms ≈ contrast per RGB channel: the bound the grey ball puts on its one value."""
-    l = np.random.default_rng(0).normal(0, 1, (1, 16, 16, 1)).astype("float32")
+def test_the_grey_ball_is_the_rgb_radius_on_luminance_in_grey_units():
+    """A unit of the RGB basis' luminance coordinate moves each RGB channel by GREY_GAIN: the
+    grey ball's radius, contrast luminance units, is GREY_GAIN · contrast grey units."""
+    l = np.random.default_rng(0).normal(0, 2, (1, 16, 16, 1)).astype("float32")
     x = np.concatenate([l, np.zeros_like(l), np.zeros_like(l)], axis=-1)
-    x *= 2.0 / np.sqrt((x ** 2).mean())  # at the RGB ball's edge for contrast 2
     rgb = np.asarray(params.decorrelate(x))
-    per_channel = np.sqrt((rgb ** 2).mean(axis=(0, 1, 2)))
-    assert np.allclose(per_channel, 2.0, rtol=0.04), per_channel
+    assert np.allclose(rgb.mean(axis=-1), params.GREY_GAIN * l[..., 0], rtol=1e-5)
+    assert 0.55 < params.GREY_GAIN < 0.59
 
 
 def test_decorrelation_applies_only_to_the_channels_named_rgb():
@@ -188,7 +186,7 @@ def test_messages_name_a_model_file_by_its_stem_not_kerases_functional(tmp_path)
     with pytest.raises(GalleryError, match="model 'digit_reader' has no Conv2D"):
         pipeline.build(BuildConfig(model=str(tmp_path / "digit_reader.keras"), preprocess="none",
                                    out=tmp_path / "site", cache=tmp_path / "cache"))
-    loaded = loading.loadtiny_channel_classifier(str(tmp_path / "digit_reader.keras"))
+    loaded = loading.load_model(str(tmp_path / "digit_reader.keras"))
     with pytest.raises(GalleryError, match="layer 'nope' is not in model 'digit_reader'"):
         from gallery.model import graph
 

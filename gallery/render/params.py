@@ -62,6 +62,11 @@ def within_contrast(x, contrast: float):
     return x * ops.minimum(1.0, contrast / rms)
 
 
+# How far a unit of the luminance coordinate moves each RGB channel: the mean of
+# COLOR_CORRELATION's first column (≈ 0.57, about 1/√3).
+GREY_GAIN = float(COLOR_CORRELATION[:, 0].mean())
+
+
 def mixing(channels: Channels) -> np.ndarray:
     """``(c, c)``: :data:`COLOR_CORRELATION` on the three channels named RGB, the identity on
     the rest: colour decorrelation where it is defined, and nowhere else (the colour prior of
@@ -75,17 +80,20 @@ def mixing(channels: Channels) -> np.ndarray:
 def to_channels(x, channels: Channels, decorrelated: bool = True, contrast: float | None = None):
     """:func:`to_rgb` for any channels: RGB models take exactly that path.
 
-    Other models' images are held in the same ball (:func:`within_contrast`), over all of
-    their coordinates. For one channel that ball means what it does for RGB: there, an image
-    that spends its whole budget on luminance, ``(l, 0, 0)`` in the decorrelated basis, has
-    ``rms(l) = √3 · contrast`` and moves each RGB channel by ``l`` times the luminance
-    column of :data:`COLOR_CORRELATION` (≈ 0.577 = 1/√3), so the grey it draws has
-    ``rms ≈ contrast`` before the sigmoid: the bound a grey tile gets here, on its one value.
+    Other models' images are held in the ball (:func:`within_contrast`) over all of their
+    coordinates, then decorrelated on the channels named RGB (:func:`mixing`). A grey image
+    has no colour to decorrelate, so its one coordinate is its grey value itself, and its
+    ball is the RGB ball's radius per coordinate (``contrast``, an rms over coordinates) on
+    its luminance coordinate, in grey units: a unit of that coordinate moves each RGB
+    channel by :data:`GREY_GAIN`, so the grey ball's radius is ``GREY_GAIN · contrast``. At
+    the whole RGB budget spent on luminance instead (√3 times that), VGG16-HED's
+    block2_conv2 grey tiles clipped 4.3% of their pixels to black or white, past the picture
+    limits (tests/test_picture_limits.py; 0.1% at this radius).
     """
     if channels.plain:
         return to_rgb(x, decorrelated, contrast)
     if contrast is not None:
-        x = within_contrast(x, contrast)
+        x = within_contrast(x, contrast * GREY_GAIN if channels.count == 1 else contrast)
     if decorrelated and channels.rgb is not None:
         x = ops.matmul(x, ops.convert_to_tensor(mixing(channels).T))
     return ops.sigmoid(x)
