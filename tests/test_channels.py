@@ -327,3 +327,13 @@ def test_the_cli_builds_a_grey_model_with_its_preprocessing(tmp_path, capsys):
     assert "tiles of 32×32 px (not 128): the model takes 32×32 images" in err
     with Image.open(tmp_path / "site" / "cifar_grey" / "layers" / "conv1" / "0.png") as tile:
         assert tile.mode == "L" and tile.size == (32, 32)
+
+
+def test_the_python_api_takes_rgb_photos_for_a_grey_model():
+    from gallery import feature_maps, grad_cam
+
+    model = tiny_channel_classifier(8, 1)
+    photo = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    grey = Channels.of(1).photo(photo)
+    assert np.array_equal(feature_maps(model, photo, "conv1"), feature_maps(model, grey, "conv1"))
+    assert grad_cam(model, photo, 1).shape == (12, 10)
