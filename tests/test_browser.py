@@ -124,13 +124,18 @@ def test_click_through_the_site(built, browser):
 @pytest.mark.parametrize("viewport,scheme", [({"width": 1280, "height": 900}, "light"),
                                              ({"width": 390, "height": 844}, "dark")])
 def test_every_page_loads_cleanly(built, browser, viewport, scheme):
-    page, problems = _watched_page(browser, viewport=viewport, color_scheme=scheme)
-    for html in sorted(built.rglob("*.html")):
+    _every_page_loads_cleanly(built, browser, viewport=viewport, color_scheme=scheme)
+
+
+def _every_page_loads_cleanly(site, browser, **kwargs):
+    """Every page of ``site``: its images decode, it does not scroll sideways, the console is quiet."""
+    page, problems = _watched_page(browser, **kwargs)
+    for html in sorted(site.rglob("*.html")):
         page.goto(html.as_uri())
         page.wait_for_load_state("load")
         assert not _broken_images(page), html
         overflow = _sideways_scroll(page)
-        assert max(overflow) <= 1, f"{html} scrolls sideways by {overflow} px on a {viewport['width']}px screen"
+        assert max(overflow) <= 1, f"{html} scrolls sideways by {overflow} px on a {kwargs['viewport']['width']}px screen"
     assert not problems, problems
 
 
@@ -291,14 +296,7 @@ def channel_sites(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("width", [1280, 390])
 def test_grey_and_multichannel_pages_load_cleanly(channel_sites, browser, width):
-    page, problems = _watched_page(browser, viewport={"width": width, "height": 900})
-    for html in sorted(channel_sites.rglob("*.html")):
-        page.goto(html.as_uri())
-        page.wait_for_load_state("load")
-        assert not _broken_images(page), html
-        overflow = _sideways_scroll(page)
-        assert max(overflow) <= 1, f"{html} scrolls sideways by {overflow} px on a {width}px screen"
-    assert not problems, problems
+    _every_page_loads_cleanly(channel_sites, browser, viewport={"width": width, "height": 900})
 
 
 @pytest.mark.slow
