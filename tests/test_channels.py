@@ -330,10 +330,11 @@ def test_the_cli_builds_a_grey_model_with_its_preprocessing(tmp_path, capsys):
 
 
 def test_the_python_api_takes_rgb_photos_for_a_grey_model():
-    from gallery import feature_maps, grad_cam
+    from gallery import feature_maps, grad_cam, visualize_filters
 
     model = tiny_channel_classifier(8, 1)
     photo = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)
     grey = Channels.of(1).photo(photo)
     assert np.array_equal(feature_maps(model, photo, "conv1"), feature_maps(model, grey, "conv1"))
     assert grad_cam(model, photo, 1).shape == (12, 10)
+    assert visualize_filters(model, "conv2", [0, 2], size=16, steps=2).shape == (2, 16, 16, 1)
