@@ -86,7 +86,7 @@ def test_resizing_four_channels_keeps_the_fourth_a_band_not_an_alpha():
 
 
 def test_npy_and_tiff_photos_carry_their_channels(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile  # scikit-image, a dependency, installs it
     array = np.random.default_rng(0).integers(0, 256, (6, 7, 5), dtype=np.uint8)
     np.save(tmp_path / "a.npy", array)
     np.save(tmp_path / "f.npy", array.astype("float32"))
@@ -268,7 +268,7 @@ def test_keys_name_the_channels_and_preprocessing_that_change_the_pixels(tmp_pat
 @pytest.fixture(scope="module")
 def bands(tmp_path_factory):
     """A 4-channel 16×16 model, photos from .npy arrays and a TIFF, RGB named as channels 3, 1, 0."""
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile  # scikit-image, a dependency, installs it
     tmp = tmp_path_factory.mktemp("bands")
     tiny_channel_classifier(16, 4).save(tmp / "bands.keras")
     photos = tmp / "arrays"
