@@ -96,6 +96,8 @@ def test_npy_and_tiff_photos_carry_their_channels(tmp_path):
     assert np.array_equal(photos["t"].read(bands=True), array)
     portable = photos["a"].portable()  # a remote worker decodes the bytes it was sent
     assert np.array_equal(portable.pixels, array)
+    np.save(tmp_path / "large.npy", np.zeros((sources.MAX_SIDE * 2, 600, 5), np.uint8))
+    assert sources.load_photos([tmp_path / "large.npy"])[0].pixels.shape == (sources.MAX_SIDE, 300, 5)
 
 
 @pytest.mark.parametrize("array,message", [

@@ -15,7 +15,7 @@ from ..channels import from_array
 from ..config import readable
 from ..console import warn
 from ..errors import GalleryError
-from ..imaging import MAX_PIXELS, to_rgb_uint8
+from ..imaging import MAX_PIXELS, resize, to_rgb_uint8
 
 MAX_SIDE = 1024  # photos are analysed at a few hundred pixels; larger ones are shrunk on load
 # No photo within MAX_PIXELS is larger than this (16-bit RGBA, uncompressed), so a larger
@@ -148,7 +148,12 @@ def read_array(source, shown: Path) -> np.ndarray:
             array = tifffile.imread(source)
     except Exception as exc:  # numpy and tifffile raise ValueError, OSError and their own kinds
         raise GalleryError(f"{str(shown)!r} is not a readable array ({type(exc).__name__}: {exc})") from exc
-    return from_array(np.asarray(array), repr(str(shown)))
+    pixels = from_array(np.asarray(array), repr(str(shown)))
+    h, w = pixels.shape[:2]
+    if max(h, w) > MAX_SIDE:  # as large photos are: shrunk on load, keeping the aspect ratio
+        scale = MAX_SIDE / max(h, w)
+        pixels = resize(pixels, max(1, round(h * scale)), max(1, round(w * scale)))
+    return pixels
 
 
 def load_photos(paths) -> list[Photo]:
