@@ -171,7 +171,8 @@ def test_decorrelation_applies_only_to_the_channels_named_rgb():
 
 
 def test_maco_is_refused_for_a_model_that_is_not_rgb():
-    with pytest.raises(GalleryError, match="--param maco: MACO's amplitude spectrum is measured on RGB photos"):
+    with pytest.raises(GalleryError, match="--param maco: its amplitude spectrum is measured on RGB photos, and "
+                                           "'model' takes 1 channel \\(grey\\); use --param fourier or pixel"):
         params.parameterize("maco", 16, channels=Channels.of(1))
 
 

@@ -116,9 +116,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     if isinstance(preprocess, str):
         preprocess = parse_preprocess(preprocess)  # one spelling per preprocessing, in keys and on pages
     prep.check(preprocess, channels.count, title)
-    if config.render.parameterization in params.RGB_ONLY and not channels.plain:
-        raise GalleryError(f"--param {config.render.parameterization}: its amplitude spectrum is measured on RGB "
-                           f"photos, and {title!r} takes {channels.describe()}; use --param fourier or pixel")
+    params.check_channels(config.render.parameterization, channels, title)
     if config.preprocess is None and loading.is_model_file(config.model) and not loading.scales_its_inputs(model):
         pixels, conventions = ("RGB", "caffe, tf or torch") if channels.plain else (
             f"{channels.count}-channel", f"tf or mean=…,std=… ({channels.count} of each)")
@@ -130,7 +128,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     costs = cost.Costs(model)
     render = _fitted(costs, selection, small_tiles(model, config.render))
     fingerprint = loading.fingerprint(model)
-    log(f"  {loading.title(config.model, model)}: {len(selection)} conv layers, "
+    log(f"  {title}: {len(selection)} conv layers, "
         f"{sum(map(len, selection.values()))} filters, preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
     photos = _channel_photos(sources.load_photos(config.images), config, channels, title)
     size = input_size(model, config.photo_size)
@@ -140,7 +138,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                     tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
                     config.trajectory, channels)
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
-    for line in _skipped(config, job, about, loading.title(config.model, model)):
+    for line in _skipped(config, job, about, title):
         log(line)
 
     log("• plan")

@@ -360,17 +360,22 @@ TRANSPARENT = ("maco",)
 RGB_ONLY = ("maco",)
 
 
+def check_channels(name: str, channels: Channels, title: str = "model") -> None:
+    """Refuse, in one line, a parameterization defined for RGB alone on another model."""
+    if name in RGB_ONLY and not channels.plain:
+        raise GalleryError(f"--param {name}: its amplitude spectrum is measured on RGB photos, and {title!r} takes "
+                           f"{channels.describe()}; use --param fourier or pixel")
+
+
 def parameterize(name: str, size: int, decay: float = 1.0, contrast: float | None = None,
                  channels: Channels = RGB):
     """``(init, image_fn)`` of parameterization ``name``; ``decay`` is the Fourier one's slope,
     ``contrast`` the bound on its colour coordinates (:func:`within_contrast`; ``None``:
     none), ``channels`` the model's. MACO takes none of them: its magnitude is fixed, so its
     contrast is too, and measured on RGB photos."""
+    check_channels(name, channels)
     if name == "fourier":
         return fourier(size, decay=decay, contrast=contrast, channels=channels)
     if name == "maco":
-        if not channels.plain:
-            raise GalleryError(f"--param maco: MACO's amplitude spectrum is measured on RGB photos, and this model "
-                               f"takes {channels.describe()}; use --param fourier or pixel")
         return maco(size)
     return PARAMETERIZATIONS[name](size, contrast=contrast, channels=channels)
