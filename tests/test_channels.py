@@ -207,14 +207,19 @@ def _build(tmp_path, model_path, **overrides):
     return config, pipeline.build(config)
 
 
+def _model_and_folder(factory, name: str, side: int, count: int):
+    """``(folder, photo folder, generator)``: the folder holding ``name.keras``, a tiny model
+    of ``side``² inputs of ``count`` channels, and an empty folder for its photos."""
+    tmp = factory.mktemp(name)
+    tiny_channel_classifier(side, count).save(tmp / f"{name}.keras")
+    (tmp / "photos").mkdir()
+    return tmp, tmp / "photos", np.random.default_rng(count)
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """A 28×28 grey model built from the sample photos (as colour PNGs): tiles, every CAM method."""
-    tmp = tmp_path_factory.mktemp("digits")
-    tiny_channel_classifier(28, 1).save(tmp / "digits.keras")
-    photos = tmp / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(1)
+    tmp, photos, rng = _model_and_folder(tmp_path_factory, "digits", 28, 1)
     for name, shape in (("colour", (30, 40, 3)), ("grey", (20, 20))):
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(photos / f"{name}.png")
     config, manifest = _build(tmp, tmp / "digits.keras", images=(photos,),
@@ -272,11 +277,7 @@ def test_keys_name_the_channels_and_preprocessing_that_change_the_pixels(tmp_pat
 def bands(tmp_path_factory):
     """A 4-channel 16×16 model, photos from .npy arrays and a TIFF, RGB named as channels 3, 1, 0."""
     import tifffile  # scikit-image, a dependency, installs it
-    tmp = tmp_path_factory.mktemp("bands")
-    tiny_channel_classifier(16, 4).save(tmp / "bands.keras")
-    photos = tmp / "arrays"
-    photos.mkdir()
-    rng = np.random.default_rng(2)
+    tmp, photos, rng = _model_and_folder(tmp_path_factory, "bands", 16, 4)
     np.save(photos / "field.npy", rng.integers(0, 256, (20, 24, 4), dtype=np.uint8))
     tifffile.imwrite(photos / "river.tif", rng.integers(0, 256, (18, 18, 4), dtype=np.uint8))
     return _build(tmp, tmp / "bands.keras", images=(photos,), rgb_channels=(3, 1, 0),
