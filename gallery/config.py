@@ -207,6 +207,7 @@ class BuildConfig:
     worker_cpus: int | None = None  # CPUs per Ray worker where the cluster has no GPUs
     trajectory: int = 0  # snapshots of each filter image's optimization, shown on its page (0: none)
     debug: bool = False  # --debug: Ray's and its workers' own lines too
+    rgb_channels: tuple[int, int, int] | None = None  # channels shown as RGB (None: the first three)
 
     def __post_init__(self):
         if isinstance(self.trajectory, bool) or not isinstance(self.trajectory, int) or self.trajectory < 0:
@@ -241,3 +242,48 @@ def parse_filter_slice(text: str) -> slice:
     if start is not None and stop is not None and stop <= start:
         raise GalleryError(f"--filters range {text!r} is empty: STOP must be greater than START")
     return slice(start, stop, step)
+
+
+PREPROCESS_NAMES = ("caffe", "tf", "torch", "none")  # gallery.model.preprocess.NAMES
+PREPROCESS_EXPECTED = ("caffe, tf, torch, none, or mean=M1,…,std=S1,… (one of each per channel, on pixels "
+                       "scaled to 0–1)")
+
+
+def standardization(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(means, stds)`` of ``--preprocess mean=…,std=…``, or :class:`GalleryError` in one line."""
+    head, sep, stds = text.strip().partition(",std=")
+    if not head.startswith("mean=") or not sep:
+        raise GalleryError(f"--preprocess: expected {PREPROCESS_EXPECTED}, got {text!r}")
+    try:
+        mean = tuple(float(v) for v in head[len("mean="):].split(","))
+        std = tuple(float(v) for v in stds.split(","))
+    except ValueError:
+        raise GalleryError(f"--preprocess: expected numbers after mean= and std=, comma-separated "
+                           f"(mean=0.1307,std=0.3081), got {text!r}") from None
+    if not all(math.isfinite(v) for v in mean + std) or not all(s > 0 for s in std):
+        raise GalleryError(f"--preprocess: expected finite means and positive stds, got {text!r}")
+    if len(mean) != len(std):
+        raise GalleryError(f"--preprocess: expected as many stds as means, one of each per channel, got {text!r} "
+                           f"({len(mean)} means and {len(std)} stds)")
+    return mean, std
+
+
+def parse_preprocess(text: str) -> str:
+    """``--preprocess``'s value, checked and in the canonical form cache keys and pages name:
+    a convention's name, or ``mean=…,std=…`` with each number as Python writes it."""
+    if text.strip().lower() in PREPROCESS_NAMES:
+        return text.strip().lower()
+    mean, std = standardization(text)
+    return f"mean={','.join(map(repr, mean))},std={','.join(map(repr, std))}"
+
+
+def parse_rgb_channels(text: str) -> tuple[int, int, int]:
+    """``--rgb-channels 3,2,1``: three different channel indices (checked against the model
+    once it is loaded, see :meth:`gallery.channels.Channels.of`)."""
+    try:
+        found = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        found = ()
+    if len(found) != 3 or len(set(found)) != 3 or min(found) < 0:
+        raise GalleryError(f"--rgb-channels: expected three different channel indices such as 0,1,2, got {text!r}")
+    return found

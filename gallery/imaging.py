@@ -36,8 +36,14 @@ def colorize(values: np.ndarray, cmap: str = FEATURE_COLORMAP) -> np.ndarray:
 
 
 def resize(image: np.ndarray, height: int, width: int, smooth: bool = True) -> np.ndarray:
-    """Resize a uint8 image or a float map (bilinear, or nearest when ``smooth`` is False)."""
+    """Resize a uint8 image or a float map (bilinear, or nearest when ``smooth`` is False).
+
+    uint8 images of other than three channels (one, or four and more: a grey or multispectral
+    photo) are resized channel by channel: Pillow would read four as RGBA and premultiply by
+    the fourth, which is a band like the others here."""
     resample = Image.BILINEAR if smooth else Image.NEAREST
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] != 3:
+        return np.stack([resize(image[..., k], height, width, smooth) for k in range(image.shape[-1])], axis=-1)
     if image.dtype == np.uint8:
         return np.asarray(Image.fromarray(image).resize((width, height), resample))
     return np.asarray(Image.fromarray(image.astype("float32"), mode="F").resize((width, height), resample))

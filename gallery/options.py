@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 from . import names
 from .config import (DEFAULT_WORKER_CPUS, DIVERSE_COPIES, EXECUTORS, PARAMETERIZATIONS, PRECISIONS, STEP_TRANSFORMS,
-                     VARIANT_NAMES, BuildConfig, RenderSettings, parse_filter_slice, valid_scales)
+                     VARIANT_NAMES, BuildConfig, RenderSettings, parse_filter_slice, parse_preprocess,
+                     parse_rgb_channels, valid_scales)
 from .errors import GalleryError
 from . import presets
 from .presets import PRESETS
@@ -54,6 +55,17 @@ def pages(text: str) -> int | None:
 
 def snapshots(text: str) -> int:
     return _integer(text, 2, "a number of snapshots, 2 or more")
+
+
+def _checked(parse):
+    """An argparse type from a parser that raises GalleryError ("--flag: expected …"): its one
+    line, after the flag argparse names itself."""
+    def run(text: str):
+        try:
+            return parse(text)
+        except GalleryError as exc:
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
+    return run
 
 
 def _listed(text: str) -> tuple[str, ...]:
@@ -209,8 +221,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("--model", "a keras.applications name (VGG16, VGG19, ResNet50, MobileNetV2, …) or a .keras/.h5 file",
            "model", metavar="NAME|PATH", path=True),
     Option("--weights", "weights for a named model", "weights", metavar="imagenet|PATH", path=True),
-    Option("--preprocess", "input preprocessing for a model file (known automatically for named models)",
-           "preprocess", choices=names.PREPROCESSING),
+    Option("--preprocess", "input preprocessing for a model file (known automatically for named models): ImageNet's "
+           "caffe, tf or torch convention, none, or per channel mean=M1,…,std=S1,… on pixels scaled to 0-1, as "
+           "torchvision's Normalize (one of each per input channel: mean=0.1307,std=0.3081 for a grey digits "
+           "model); caffe and torch need an RGB model", "preprocess", type=_checked(parse_preprocess),
+           metavar="caffe|tf|torch|none|mean=…,std=…"),
+    Option("--rgb-channels", "for a model of more than 3 channels: the three shown as red, green and blue, as "
+           "channel indices", "rgb_channels", type=_checked(parse_rgb_channels), metavar="R,G,B",
+           default_text="0,1,2"),
     Option("--labels", "class names: a JSON list or one name per line", "labels", type=Path, metavar="FILE",
            finish=_labels_file, path=True),
     Option("--layers", "conv layers to render (nested ones as backbone/layer)", "layers", type=layer_names,

@@ -75,6 +75,18 @@ def tiny_classifier(classes: int = 4, softmax: bool = True, name: str = "tiny"):
     return keras.Model(inputs, outputs, name=name)
 
 
+def tiny_channel_classifier(side: int = 8, channels: int = 1):
+    """conv → pool → conv → GAP → softmax for ``side``² images of ``channels`` channels (grey,
+    multispectral); unnamed, so Keras calls it 'functional'."""
+    keras = _keras()
+    inputs = keras.Input((side, side, channels))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="head")(x))
+
+
 def tiny_backbone(name: str = "backbone"):
     """Any-size input, no head: filters and feature maps only."""
     keras = _keras()

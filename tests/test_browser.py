@@ -10,7 +10,7 @@ import pytest
 from gallery.build import pipeline
 from gallery.config import BuildConfig, RenderSettings
 
-from .conftest import tiny_classifier
+from .conftest import tiny_channel_classifier, tiny_classifier
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -125,13 +125,18 @@ def test_click_through_the_site(built, browser):
 @pytest.mark.parametrize("viewport,scheme", [({"width": 1280, "height": 900}, "light"),
                                              ({"width": 390, "height": 844}, "dark")])
 def test_every_page_loads_cleanly(built, browser, viewport, scheme):
-    page, problems = _watched_page(browser, viewport=viewport, color_scheme=scheme)
-    for html in sorted(built.rglob("*.html")):
+    _every_page_loads_cleanly(built, browser, viewport=viewport, color_scheme=scheme)
+
+
+def _every_page_loads_cleanly(site, browser, **kwargs):
+    """Every page of ``site``: its images decode, it does not scroll sideways, the console is quiet."""
+    page, problems = _watched_page(browser, **kwargs)
+    for html in sorted(site.rglob("*.html")):
         page.goto(html.as_uri())
         page.wait_for_load_state("load")
         assert not _broken_images(page), html
         overflow = _sideways_scroll(page)
-        assert max(overflow) <= 1, f"{html} scrolls sideways by {overflow} px on a {viewport['width']}px screen"
+        assert max(overflow) <= 1, f"{html} scrolls sideways by {overflow} px on a {kwargs['viewport']['width']}px screen"
     assert not problems, problems
 
 
@@ -265,4 +270,54 @@ def test_a_photo_page_folds_its_long_sections_and_opens_them_without_javascript(
     behind.locator("summary").click()
     assert behind.locator(".inputs li").count() == 12 and behind.locator(".inputs li").nth(11).is_visible()
     assert not _broken_images(page)
+    assert not problems, problems
+
+
+@pytest.fixture(scope="module")
+def channel_sites(tmp_path_factory):
+    """A grey 28×28 model's site and a 4-channel model's (photos from .npy arrays), every CAM method."""
+    import numpy as np
+    from PIL import Image
+
+    tmp = tmp_path_factory.mktemp("channels")
+    methods = ("gradcam", "gradcam++", "scorecam", "layercam", "cam", "saliency", "smoothgrad", "guided-gradcam")
+    rng = np.random.default_rng(0)
+    (tmp / "photos").mkdir()
+    Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(tmp / "photos" / "noise.png")
+    (tmp / "arrays").mkdir()
+    np.save(tmp / "arrays" / "field.npy", rng.integers(0, 256, (40, 60, 4), dtype=np.uint8))
+    for name, side, count, photos in (("digits", 28, 1, "photos"), ("bands", 16, 4, "arrays")):
+        tiny_channel_classifier(side, count).save(tmp / f"{name}.keras")
+        pipeline.build(BuildConfig(model=str(tmp / f"{name}.keras"), preprocess="none", images=(tmp / photos,),
+                                   cam_methods=methods, render=RenderSettings(size=128, steps=2),
+                                   out=tmp / "site", cache=tmp / "cache"))
+    return tmp / "site"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1280, 390])
+def test_grey_and_multichannel_pages_load_cleanly(channel_sites, browser, width):
+    _every_page_loads_cleanly(channel_sites, browser, viewport={"width": width, "height": 900})
+
+
+@pytest.mark.slow
+def test_small_tiles_are_enlarged_crisp_and_every_channel_downloads(channel_sites, browser):
+    page, problems = _watched_page(browser, viewport={"width": 1280, "height": 900})
+    page.goto((channel_sites / "digits" / "layers" / "conv1" / "index.html").as_uri())
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+    tiles = page.eval_on_selector_all("#tiles img", "is => is.map(i => [i.naturalWidth, i.getBoundingClientRect().width, "
+                                                    "getComputedStyle(i).imageRendering])")
+    assert tiles and all(t == [28, 96, "pixelated"] for t in tiles), tiles  # the 28 px tile itself, enlarged
+    page.goto((channel_sites / "digits" / "layers" / "conv1" / "0.html").as_uri())
+    hero = page.eval_on_selector(".hero img", "i => [i.naturalWidth, i.getBoundingClientRect().width, "
+                                              "getComputedStyle(i).imageRendering]")
+    assert hero == [28, 448, "pixelated"], hero
+    assert "The tile is 28×28 px" in page.inner_text(".hero figcaption")
+    page.goto((channel_sites / "bands" / "layers" / "conv2" / "1.html").as_uri())
+    strip = page.locator(".hero.bands img")
+    assert strip.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [4 * 16, 16]
+    # file:// pages have no origin, so Chromium opens rather than saves: the link is checked, not clicked.
+    link = page.locator("a[download]", has_text="Download every channel")
+    assert link.evaluate("a => a.href") == strip.evaluate("i => i.src") and link.get_attribute("href").endswith(
+        "1.channels.png")
     assert not problems, problems

@@ -48,7 +48,12 @@ def _run(argv, capsys):
     (["--precision", "float16"], "--precision: invalid choice: 'float16'"),
     (["--filters", "9:3"], "--filters range '9:3' is empty"),
     (["--filters", "a:b"], "--filters expects START:STOP"),
-    (["--preprocess", "bgr"], "invalid choice: 'bgr'"),
+    (["--preprocess", "bgr"], "--preprocess: expected caffe, tf, torch, none, or mean=M1,…,std=S1,… (one of each per "
+     "channel, on pixels scaled to 0–1), got 'bgr'"),
+    (["--preprocess", "mean=0.5,std=0"], "--preprocess: expected finite means and positive stds, got 'mean=0.5,std=0'"),
+    (["--preprocess", "mean=0.5,0.4,std=0.2"], "--preprocess: expected as many stds as means, one of each per channel, "
+     "got 'mean=0.5,0.4,std=0.2' (2 means and 1 stds)"),
+    (["--rgb-channels", "0,1"], "--rgb-channels: expected three different channel indices such as 0,1,2, got '0,1'"),
     (["--labels", "missing.txt"], "--labels: 'missing.txt' is not a file"),
     (["--images", "no/such/dir"], "'no/such/dir' is neither a file nor a folder"),
     (["--seed", "-1"], "--seed: expected a non-negative integer, got '-1'"),

@@ -9,12 +9,14 @@ The site gets them as plain data: :mod:`gallery.site` imports no Keras.
 from __future__ import annotations
 
 import platform
+from dataclasses import replace
 from importlib import metadata
 
 import keras
 
 from .. import imaging
-from ..config import BuildConfig, public_path
+from ..config import BuildConfig, RenderSettings, public_path
+from ..console import log
 from ..errors import GalleryError
 from ..model import circuits, graph, guided, loading
 from ..model.table import layer_table, shape_text
@@ -84,8 +86,17 @@ def skipped(config: BuildConfig, about: dict, title: str) -> list[str]:
 
 def model_entry(model, *, title: str, slug: str, identity: str, source: str, fingerprint: str, preprocess: str,
                 classes: int | None, labels_source: str | None, cam_note: str | None,
-                size: tuple[int, int]) -> dict:
+                size: tuple[int, int], channels=None, tile_side: int | None = None) -> dict:
     """The manifest's ``model``: what the index and the model page say of it."""
+    # Named only where they differ from an RGB model's tiles at the size asked for, so such
+    # a model's manifest reads as it did before other channel counts existed.
+    extra = {}
+    if channels is not None and not channels.plain:
+        extra["channels"] = {"count": channels.count, "rgb": list(channels.rgb) if channels.rgb else None,
+                             "about": channels.describe(), "photo_note": channels.photo_note(),
+                             "fill_note": channels.fill_note()}
+    if tile_side is not None:
+        extra["tile_side"] = tile_side
     return {
         "name": title,
         "slug": slug,
@@ -100,6 +111,7 @@ def model_entry(model, *, title: str, slug: str, identity: str, source: str, fin
         "classes": classes,
         "labels_source": labels_source,
         "cam_note": cam_note,
+        **extra,
     }
 
 
@@ -111,7 +123,8 @@ def gather(model, config: BuildConfig, job, about: dict, out: SiteFolder, cache:
     info = model_entry(model, title=title, slug=out.model_slug(title, source), identity=source,
                        source=public_path(config.model), fingerprint=job.fingerprint,
                        preprocess=job.preprocess, classes=about["classes"],
-                       labels_source=about["labels_source"], cam_note=about["cam_note"], size=job.input)
+                       labels_source=about["labels_source"], cam_note=about["cam_note"], size=job.input,
+                       channels=job.channels, tile_side=tile_side(model, job))
     return {"model_info": info, "table": layer_table(model, job.input), "class_names": about["names"],
             "channels": {layer: channel_count(model, layer) for layer in job.selection},
             "circuits": {layer: circuits.strongest_inputs(model, layer) for layer in job.selection},
@@ -119,6 +132,30 @@ def gather(model, config: BuildConfig, job, about: dict, out: SiteFolder, cache:
             "activations": {layer: graph.activation_name(graph.locate(model, layer).layer) or "linear"
                             for layer in job.selection},
             "kernels": kernel_sheets(model, job, cache), "versions": versions()}
+
+
+# Fixed inputs of this many pixels a side or more are not small: tiles keep the size asked for.
+SMALL_INPUT = 64
+
+
+def small_tiles(model, render: RenderSettings) -> RenderSettings:
+    """``render`` at the model's own input size where it fixes a small one (16 to 63 pixels a
+    side, such as 28×28 digits or 32×32 CIFAR) smaller than the tiles asked for: a tile the
+    size of what the model was made to see, shown enlarged on the pages. Below 16 pixels
+    (tiles' least size) and from :data:`SMALL_INPUT` on, tiles keep the size asked for."""
+    h, w = model.inputs[0].shape[1:3]
+    side = min(h or 0, w or 0)
+    if 16 <= side < SMALL_INPUT and side < render.size:
+        log(f"  tiles of {side}×{side} px (not {render.size}): the model takes {h}×{w} images")
+        return replace(render, size=side)
+    return render
+
+
+def tile_side(model, job) -> int | None:
+    """The tiles' side where it is the model's own small input (:func:`small_tiles`): pages
+    then say so and show every tile enlarged crisp."""
+    h, w = model.inputs[0].shape[1:3]
+    return job.render.size if job.render.size == min(h or 0, w or 0) < SMALL_INPUT else None
 
 
 def kernel_sheets(model, job, cache: Cache) -> dict[str, dict]:

@@ -73,7 +73,8 @@ class PeakScorer:
             return
         lacking = [e for e in unit.entries
                    if e.about["kind"] == "filter" and e.key in found and "peak" not in found[e.key][1]]
-        if not lacking:
+        # Peaks were recorded before models of other channels than RGB were built: theirs all have one.
+        if not lacking or not self.job.channels.plain:
             return
         if unit.layer not in self._renderers:
             self._renderers[unit.layer] = FilterRenderer(self.model, unit.layer, self.settings, self.job.preprocess)

@@ -15,15 +15,16 @@ from pathlib import Path
 import PIL
 
 from .. import imaging
-from ..config import BuildConfig, RenderSettings, public_path
+from ..channels import BAND_SUFFIXES, Channels
+from ..config import BuildConfig, RenderSettings, parse_preprocess, public_path
 from ..console import log, warn
 from ..errors import GalleryError
 from ..folders import FolderLock, check_layout, empty, first_missing, undo_created
-from ..model import grad, graph, loading
+from ..model import grad, graph, loading, preprocess as prep
 from ..model.table import layer_table
 from ..photos import sources
 from ..photos.activations import input_size
-from ..render import cost, exact
+from ..render import cost, exact, params
 from ..render.optimize import channel_count
 from ..render.schedule import snapshot_steps
 from ..site import manifest
@@ -42,7 +43,7 @@ def select_targets(model, config: BuildConfig) -> dict[str, list[int]]:
     """``{layer: [filter indices]}`` from ``--layers`` and ``--filters``, validated."""
     names = graph.conv_layers(model)
     if not names:
-        raise GalleryError(f"model {model.name!r} has no Conv2D, DepthwiseConv2D or SeparableConv2D layers")
+        raise GalleryError(f"model {graph.shown_name(model)!r} has no Conv2D, DepthwiseConv2D or SeparableConv2D layers")
     if config.layers:
         graph.check_conv_names(model, config.layers, loading.title(config.model, model))
     chosen = [graph.locate_conv(model, n).name for n in config.layers] if config.layers else names
@@ -108,15 +109,15 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     """Plan units → executor → cache → site, the site refreshed while units settle."""
     started = time.monotonic()
     log("• load model")
-    model, preprocess = _load(config)
+    model, title, channels, preprocess = _load(config)
     selection = select_targets(model, config)
     grad.check_names(graph.all_layer_names(model))
     costs = cost.Costs(model)
-    render = _fitted(costs, selection, config.render)
+    render = _fitted(costs, selection, facts.small_tiles(model, config.render))
     fingerprint = loading.fingerprint(model)
-    log(f"  {loading.title(config.model, model)}: {len(selection)} conv layers, "
+    log(f"  {title}: {len(selection)} conv layers, "
         f"{sum(map(len, selection.values()))} filters, preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
-    photos = sources.load_photos(config.images)
+    photos = _channel_photos(sources.load_photos(config.images), config, channels, title)
     size = input_size(model, config.photo_size)
     about = facts.about(model, config, size)
     job = units.Job(fingerprint=fingerprint, render=render, preprocess=preprocess,
@@ -124,9 +125,9 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                     cam_layers=tuple(about["cam_layers"]), methods=config.cam_methods,
                     ranks=min(config.top_k, about["classes"] or 0), input=size,
                     exact=tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
-                    trajectory=config.trajectory)
+                    trajectory=config.trajectory, channels=channels)
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
-    for line in facts.skipped(config, about, loading.title(config.model, model)):
+    for line in facts.skipped(config, about, title):
         log(line)
 
     log("• plan")
@@ -147,15 +148,23 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
 
 
 def _load(config: BuildConfig):
-    """The model, checked, and the preprocessing its inputs get."""
+    """The model, checked, its title and channels, and the preprocessing its inputs get."""
     model = loading.load_model(config.model, config.weights, safe_mode=config.safe_mode)
     loading.check_supported(model)
+    title = loading.title(config.model, model)
+    channels = Channels.of(loading.input_channels(model), config.rgb_channels, title)
     preprocess = config.preprocess or loading.default_preprocess(config.model)
+    if isinstance(preprocess, str):
+        preprocess = parse_preprocess(preprocess)  # one spelling per preprocessing, in keys and on pages
+    prep.check(preprocess, channels.count, title)
+    params.check_channels(config.render.parameterization, channels, title)
     if config.preprocess is None and loading.is_model_file(config.model) and not loading.scales_its_inputs(model):
-        warn(f"{public_path(config.model)} gets no input preprocessing: its pixels arrive as 0-255 RGB and it has "
-             "no Rescaling or Normalization layer; if it was trained on scaled pixels, pass --preprocess "
-             "caffe, tf or torch (--preprocess none silences this)")
-    return model, preprocess
+        pixels, conventions = ("RGB", "caffe, tf or torch") if channels.plain else (
+            f"{channels.count}-channel", f"tf or mean=…,std=… ({channels.count} of each)")
+        warn(f"{public_path(config.model)} gets no input preprocessing: its pixels arrive as 0-255 {pixels} and it has "
+             f"no Rescaling or Normalization layer; if it was trained on scaled pixels, pass --preprocess "
+             f"{conventions} (--preprocess none silences this)")
+    return model, title, channels, preprocess
 
 
 def _settle_cached(plan: list, model, job, costs, gallery: Gallery, cache: Cache) -> tuple[list, dict]:
@@ -235,6 +244,19 @@ def _report(config: BuildConfig, cache: Cache, site: Publisher, started: float) 
     if config.prune:
         removed, freed = cache.prune(cache.used)
         log(f"pruned {removed} cache entries ({freed / 1e6:.1f} MB) that this build did not use")
+
+
+def _channel_photos(photos: list, config: BuildConfig, channels: Channels, title: str) -> list:
+    """The photos, refused in one line before any work where they cannot carry the model's
+    channels: a model of 2 or more than 3 channels reads them from arrays alone."""
+    if not channels.banded:
+        return photos
+    wrong = [p for p in photos if p.path is None or p.path.suffix.lower() not in BAND_SUFFIXES]
+    if wrong:
+        shown = "the bundled sample photos" if not config.images else repr(public_path(wrong[0].path))
+        raise GalleryError(f"{title!r} takes {channels.count}-channel images, so --images must be .npy arrays of "
+                           f"shape H×W×{channels.count} (or TIFFs with {channels.count} channels); got {shown}")
+    return photos
 
 
 def _check_trajectory(config: BuildConfig) -> None:

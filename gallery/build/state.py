@@ -54,6 +54,7 @@ class FilterTile:
     peak: float | None = None
     trajectory: Trajectory | None = None
     transparency: Transparency | None = None
+    bands: str | None = None  # every channel in grey, side by side, where the tile shows only some
 
     @property
     def pending(self) -> bool:
@@ -91,6 +92,7 @@ class Gallery:
         self.thumbs: dict[tuple[str, int], str] = {}
         self.trajectories: dict[tuple[str, int], Trajectory] = {}
         self.transparencies: dict[tuple[str, int], Transparency] = {}
+        self.bands: dict[tuple[str, int], str] = {}
         self._collages: dict[str, str] = {}  # layer -> key, once every filter of it is rendered
         self.tiles: dict[int, PhotoTiles] = {}  # settled photos, by position
         self.broken: set[int] = set()
@@ -114,6 +116,9 @@ class Gallery:
                 continue
             if entry.about["kind"] == "transparency":
                 self.transparencies[(unit.layer, index)] = Transparency(entry.key, float(meta["percentile"]))
+                continue
+            if entry.about["kind"] == "bands":
+                self.bands[(unit.layer, index)] = entry.key
                 continue
             peak = meta.get("peak")
             self.images[(unit.layer, index, unit.variant, copy)] = VariantImage(
@@ -206,7 +211,8 @@ class Gallery:
                             for v in self.job.kinds[1:]}
                 tiles.append(FilterTile(i, main and main.key, self.thumbs.get((layer, i)),
                                         main and main.activation, variants, main and main.peak,
-                                        self.trajectories.get((layer, i)), self.transparencies.get((layer, i))))
+                                        self.trajectories.get((layer, i)), self.transparencies.get((layer, i)),
+                                        self.bands.get((layer, i))))
             result[layer] = tiles
         return result
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import KW_ONLY, dataclass, field
 
+from ..channels import RGB, Channels
 from ..config import RenderSettings
 from ..photos import cams, saliency
 from ..photos.explain import WEIGHED
@@ -75,6 +76,7 @@ REQUIRE = {
     "filter": {"activation": number},
     "trajectory": {"snapshots": _snapshots},
     "transparency": {"scale": number, "percentile": number},
+    "bands": {"channels": _count},
     "photo": {"size": _size},
     "features": {name: _count for name in ("cols", "rows", "cell", "channels")},
     "cam": {"class": _count, "p": _probability, "top": _probability, "bottom": _probability},
@@ -98,6 +100,7 @@ class Job:
     input: tuple[int, int] = (224, 224)  # the photos' input size
     exact: tuple[str, ...] = ()  # layers linear in the pixels (gallery.render.exact.linear)
     trajectory: int = 0  # snapshots recorded per filter image (0: none)
+    channels: Channels = RGB  # the model's input channels and which are shown as RGB
 
     def solved(self, layer: str, variant: str) -> bool:
         """Whether these images are made in closed form (:mod:`gallery.render.exact`)."""
@@ -119,7 +122,8 @@ class Job:
         return (MAIN, *[v for v in self.variants if v != MAIN])
 
     def photo_key(self, kind: str, digest: str, **parts) -> str:
-        common = {"model": self.fingerprint, "preprocess": self.preprocess, "input": list(self.input), "v": PHOTO_SCHEMA}
+        common = {"model": self.fingerprint, "preprocess": self.preprocess, "input": list(self.input), "v": PHOTO_SCHEMA,
+                  **self.channels.key()}
         return make_key(kind=kind, photo=digest, **common, **parts)
 
 
@@ -185,7 +189,8 @@ def filter_key(job: Job, layer: str, index: int, variant: str, copy: int) -> str
     elif layer in job.exact:  # and only these when they came to be optimized on rectified means
         version["linear"] = LINEAR_VERSION
     return make_key(kind="filter", model=job.fingerprint, layer=layer, filter=index, variant=variant, copy=copy,
-                    preprocess=job.preprocess, **job.render.for_layer(layer in job.exact).key(), **version)
+                    preprocess=job.preprocess, **job.render.for_layer(layer in job.exact).key(), **version,
+                    **job.channels.key())
 
 
 def trajectory_key(job: Job, layer: str, index: int) -> str:
@@ -200,6 +205,11 @@ def transparency_key(job: Job, layer: str, index: int) -> str:
                     percentile=TRANSPARENCY_PERCENTILE)
 
 
+def bands_key(job: Job, layer: str, index: int) -> str:
+    """Every channel of a main tile whose view shows only some (gallery.channels.strip)."""
+    return make_key(kind="bands", source=filter_key(job, layer, index, MAIN, 0))
+
+
 def _filter_entries(job, variant, layer, indices) -> tuple[Entry, ...]:
     about = {"kind": "filter", "model": job.fingerprint, "layer": layer}
     tiles = [Entry(filter_key(job, layer, i, variant, c), "render", about, (i, c))
@@ -207,6 +217,8 @@ def _filter_entries(job, variant, layer, indices) -> tuple[Entry, ...]:
     if job.transparent(layer, variant):
         tiles += [Entry(transparency_key(job, layer, i), "render", {**about, "kind": "transparency"},
                         (i, "transparency")) for i in indices]
+    if job.channels.banded and variant == MAIN:
+        tiles += [Entry(bands_key(job, layer, i), "render", {**about, "kind": "bands"}, (i, "bands")) for i in indices]
     if not job.trajectory or variant != MAIN or job.solved(layer, variant):  # a solved tile has no path to show
         return tuple(tiles)
     about = {**about, "kind": "trajectory"}
@@ -226,7 +238,9 @@ def photo_units(job: Job, photos, pages: int | None, classify: bool) -> list[Pho
 
 def _photo_entries(job: Job, position: int, photo, paged: bool, classify: bool):
     model = {"model": job.fingerprint}
-    yield Entry(make_key(kind="photo", photo=photo.digest, side=PHOTO_SIDE), "image", {"kind": "photo"}, (position,))
+    # The photo as shown: in the model's channels (grey for one), so named for them unless RGB.
+    yield Entry(make_key(kind="photo", photo=photo.digest, side=PHOTO_SIDE, **job.channels.key()), "image",
+                {"kind": "photo"}, (position,))
     for layer in job.layers:
         yield Entry(job.photo_key("peaks", photo.digest, layer=layer), "features", {"kind": "peaks", **model},
                     (position, layer, "peaks"))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import imaging
+from .. import channels as bands, imaging
 from ..console import warn
 from ..errors import GalleryError
 from ..model import grad
@@ -41,7 +41,7 @@ class Worker:
     def __init__(self, model, job: Job, ahead: bool | None = None):
         self.model, self.job = model, job
         groups = {(variant, layer): indices for variant in job.kinds for layer, indices in job.selection.items()}
-        self.renderers = Renderers(model, job.render, job.preprocess, groups, ahead=ahead)
+        self.renderers = Renderers(model, job.render, job.preprocess, groups, ahead=ahead, channels=job.channels)
         self._activations = None
         self._cams: dict = {}
         self._faithfulness = None
@@ -69,17 +69,21 @@ class Worker:
         tiles = [e for e in unit.entries if e.about["kind"] == "filter"]
         # Tiles run index by index, copy by copy: the order the renderer returns images in.
         means, peaks = renderer.scores(images, [e.slot[0] for e in tiles])
-        result = Result({entry.key: (imaging.encode_png(image), {"activation": float(mean), "peak": float(peak)})
+        channels = self.job.channels
+        result = Result({entry.key: (tile_png(image, channels), {"activation": float(mean), "peak": float(peak)})
                          for entry, image, mean, peak in zip(tiles, images, means, peaks)})
         # Only the main variant gathers maps, one image per filter, in the order of the unit's indices.
         for n, entry in enumerate(e for e in unit.entries if e.about["kind"] == "transparency"):
-            picture, scale = imaging.with_transparency(images[n], maps[n], TRANSPARENCY_PERCENTILE)
+            picture, scale = imaging.with_transparency(channels.view(images[n]), maps[n], TRANSPARENCY_PERCENTILE)
             result.produced[entry.key] = (imaging.encode_png(picture),
                                           {"scale": scale, "percentile": TRANSPARENCY_PERCENTILE})
+        # And, where the view shows only some channels, every channel in grey (gallery.channels.strip).
+        for n, entry in enumerate(e for e in unit.entries if e.about["kind"] == "bands"):
+            result.produced[entry.key] = (imaging.encode_png(bands.strip(images[n])), {"channels": channels.count})
         # The main variant has one image per filter, in the order of the unit's indices.
         scored = [renderer.scores(taken, list(unit.indices)) for _, _, taken in snapshots]
         for n, entry in enumerate(trajectories):
-            frames = np.stack([taken[n] for _, _, taken in snapshots])
+            frames = channels.view(np.stack([taken[n] for _, _, taken in snapshots]))
             result.produced[entry.key] = (imaging.encode_animation(frames), {"snapshots": [
                 {"step": step, "canvas": canvas, "activation": float(mean[n]), "peak": float(peak[n])}
                 for (step, canvas, _), (mean, peak) in zip(snapshots, scored)]})
@@ -119,7 +123,8 @@ class Worker:
     @property
     def faithfulness(self) -> Faithfulness:
         if self._faithfulness is None:
-            self._faithfulness = Faithfulness(self.model, self.job.preprocess, self.job.input[0])
+            self._faithfulness = Faithfulness(self.model, self.job.preprocess, self.job.input[0],
+                                              fill=self.job.channels.fill())
         return self._faithfulness
 
     def cam(self, layer: str | None, method: str):
@@ -149,7 +154,9 @@ class _PhotoRun:
         for position in self.need:
             if "image" in self.need[position] and self.pixels(position) is not None:
                 shown = self.shown(position)
-                self.put(("image", position), imaging.encode_jpeg(shown), {"size": [shown.shape[1], shown.shape[0]]})
+                grey = self.job.channels.count == 1  # a grey model's photo is published grey
+                self.put(("image", position), imaging.encode_jpeg(shown[..., 0] if grey else shown),
+                         {"size": [shown.shape[1], shown.shape[0]]})
         self._features()
         self.on_pass("features")
         predictions = self._predictions()
@@ -169,20 +176,24 @@ class _PhotoRun:
     def pixels(self, position: int) -> np.ndarray | None:
         if position not in self._pixels and position not in self.result.skipped:
             photo = self.unit.photos[position - self.unit.start]
+            channels = self.job.channels
             try:
-                self._pixels[position] = photo.pixels
+                # The model's channels: a colour photo's luminance for a grey model (gallery.channels).
+                self._pixels[position] = channels.photo(photo.read(bands=channels.banded), repr(photo.name))
             except GalleryError as exc:
                 warn(f"skipping a photo: {exc}")
                 self.result.skipped[position] = str(exc)
         return self._pixels.get(position)
 
     def shown(self, position: int) -> np.ndarray:
-        """The photo as published (at most ``PHOTO_SIDE``), made once per photo."""
+        """The photo as published (at most ``PHOTO_SIDE``), RGB (its view, for a model that does
+        not take RGB: :meth:`gallery.channels.Channels.view`), made once per photo."""
         if position not in self._shown:
             pixels = self.pixels(position)
             h, w = pixels.shape[:2]
             scale = min(1.0, PHOTO_SIDE / max(h, w))
-            self._shown[position] = imaging.resize(pixels, max(1, round(h * scale)), max(1, round(w * scale)))
+            self._shown[position] = self.job.channels.view(
+                imaging.resize(pixels, max(1, round(h * scale)), max(1, round(w * scale))))
         return self._shown[position]
 
     def _features(self) -> None:
@@ -229,7 +240,7 @@ class _PhotoRun:
             # and judged by their magnitude maps.
             found = engine.raw(photos, wanted)
             heats = engine.maps(photos, found)
-            images = [engine.pictures(f, *self.shown(p).shape[:2]) for p, f in zip(rows, found)]
+            images = [engine.pictures(f, *self.shown(p).shape[:2], view=self.job.channels.view) for p, f in zip(rows, found)]
             contributions = [None] * len(rows)
         else:
             heats, contributions = engine.explain_batch(photos, wanted)
@@ -245,3 +256,11 @@ class _PhotoRun:
                 order = np.argsort(-share[0])[:TOP_CHANNELS]
                 top = [[int(c), round(float(share[0][c]), 5)] for c in order]
                 self.put((part, position, layer, method), json.dumps(top).encode("utf-8"), {"class": int(ranked[0])})
+
+
+def tile_png(image: np.ndarray, channels: bands.Channels) -> bytes:
+    """A filter image as its PNG: RGB as it is, one channel as a grey PNG, others as their
+    RGB view (every channel is kept beside it, as the ``bands`` entry's strip)."""
+    if channels.count == 1:
+        return imaging.encode_png(channels.grey(image))
+    return imaging.encode_png(channels.view(image))

@@ -77,7 +77,7 @@ def strongest_inputs(model: keras.Model, name: str, top: int = 8) -> tuple[str |
 
 def pixel_kernels(model: keras.Model, name: str, preprocess: str) -> tuple[np.ndarray, float] | None:
     """``(cells, scale)`` for the model's first conv layer, whose filters are linear in the
-    pixels: each filter's kernel as a ``(kh, kw, 3)`` uint8 image, one pixel per weight,
+    pixels: each filter's kernel as a ``(kh, kw, 3)`` uint8 image (grey for a 1-channel model), one pixel per weight,
     ``128 + 127.5·w/scale`` with ``scale`` the layer's largest absolute weight (grey is
     zero), in RGB order (caffe models see BGR, so their kernels are flipped back). ``None``
     for any other layer: deeper kernels weigh feature maps, not colours.
@@ -87,6 +87,8 @@ def pixel_kernels(model: keras.Model, name: str, preprocess: str) -> tuple[np.nd
     if not (first and type(layer) is keras.layers.Conv2D and getattr(layer, "groups", 1) == 1):
         return None
     kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float64")  # (kh, kw, c_in, n)
+    if kernel.shape[2] == 1:  # a grey model's kernel: its one weight per tap, in grey
+        kernel = np.repeat(kernel, 3, axis=2)
     if kernel.shape[2] != 3:
         return None
     if preprocess == "caffe":

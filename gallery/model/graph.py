@@ -8,6 +8,7 @@ functional and sequential models and for backbones nested to any depth.
 from __future__ import annotations
 
 import difflib
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -16,6 +17,20 @@ import keras
 from ..errors import GalleryError
 
 CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+
+# Each loaded model's name as the site shows it (its file's stem, its application's name):
+# a model saved without a name of its own is Keras's 'functional', which names nothing.
+_TITLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def entitle(model: keras.Model, title: str) -> None:
+    """Name ``model`` as the site does, in every message about it (:func:`shown_name`)."""
+    _TITLES[model] = title
+
+
+def shown_name(model: keras.Model) -> str:
+    """The model's name in messages: the site's (:func:`entitle`), else its Keras name."""
+    return _TITLES.get(model, model.name)
 
 
 def _is_container(layer) -> bool:
@@ -80,7 +95,7 @@ def locate(model: keras.Model, name: str) -> LayerPath:
             available = conv_layers(model)
             close = close_names(name, available)
             raise GalleryError(
-                f"layer {name!r} is not in model {model.name!r}; "
+                f"layer {name!r} is not in model {shown_name(model)!r}; "
                 + (f"did you mean {' or '.join(map(repr, close))}? " if close else "")
                 + f"its conv layers are: {_shown(available)}"
             )
@@ -94,7 +109,7 @@ def locate_conv(model: keras.Model, name: str) -> LayerPath:
     path = locate(model, name)
     if not _is_conv(path.layer):
         raise GalleryError(f"layer {name!r} is a {type(path.layer).__name__}, not a 2-D conv layer, so it has no "
-                           f"filters to render; conv layers of {model.name!r}: {_shown(conv_layers(model))}")
+                           f"filters to render; conv layers of {shown_name(model)!r}: {_shown(conv_layers(model))}")
     return path
 
 
@@ -163,7 +178,7 @@ def _graph_inputs(container):
     inputs = container.inputs
     if len(inputs) != 1:
         raise GalleryError(
-            f"model {container.name!r} has {len(inputs)} inputs; only single-input models "
+            f"model {shown_name(container)!r} has {len(inputs)} inputs; only single-input models "
             "are supported"
         )
     return inputs[0]
@@ -319,7 +334,7 @@ def _logits_end(model: keras.Model) -> tuple:
     """``(tensor, tail)``: where the pre-softmax scores are computed from, and the linear
     part of a final softmax layer (``None`` when the model's output is already the scores)."""
     if len(model.outputs) != 1:
-        raise GalleryError(f"model {model.name!r} has {len(model.outputs)} outputs; Grad-CAM needs one")
+        raise GalleryError(f"model {shown_name(model)!r} has {len(model.outputs)} outputs; Grad-CAM needs one")
     final = final_layer(model)
     if final is not None and _is_softmax(final):
         return _io(final)[0], _linear_part(final)

@@ -77,7 +77,7 @@ def check(model: keras.Model) -> None:
         found = "; ".join(f"{kind} ({len(names)} layer{'s' * (len(names) > 1)}, such as {names[0]!r})"
                           for kind, names in others.items())
         raise GalleryError(
-            f"guided Grad-CAM changes the backward rule of ReLUs (guided backpropagation), and model {model.name!r} "
+            f"guided Grad-CAM changes the backward rule of ReLUs (guided backpropagation), and model {graph.shown_name(model)!r} "
             f"has other activations: {found}; the rule is not defined for them, so it is refused rather than mixed. "
             "Use gradcam, saliency or smoothgrad (--cam-method)")
 

@@ -107,13 +107,16 @@ def load_model(spec, weights="imagenet", *, safe_mode: bool = True) -> keras.Mod
     check_spec(spec, weights)
     text = str(spec)
     if is_model_file(text):
-        return _load_file(Path(text), safe_mode)
-    name = _application(text)[0]
-    weights = str(weights) if weights not in (None, "imagenet") else weights
-    try:
-        return getattr(keras.applications, name)(weights=weights)
-    except Exception as exc:  # Keras raises a bare Exception for download failures
-        raise _weights_error(name, weights, exc) from exc
+        model = _load_file(Path(text), safe_mode)
+    else:
+        name = _application(text)[0]
+        weights = str(weights) if weights not in (None, "imagenet") else weights
+        try:
+            model = getattr(keras.applications, name)(weights=weights)
+        except Exception as exc:  # Keras raises a bare Exception for download failures
+            raise _weights_error(name, weights, exc) from exc
+    graph.entitle(model, title(spec, model))
+    return model
 
 
 def _load_file(path: Path, safe_mode: bool) -> keras.Model:
@@ -201,6 +204,11 @@ def scales_its_inputs(model: keras.Model) -> bool:
     return any(isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)) for _, layer in graph.walk(model))
 
 
+def input_channels(model: keras.Model) -> int:
+    """How many channels the model's images have (the input's last axis)."""
+    return int(model.inputs[0].shape[-1])
+
+
 def title(spec, model: keras.Model) -> str:
     """The model's name on pages: the application name, or the file's stem."""
     if isinstance(spec, keras.Model):
@@ -228,14 +236,17 @@ def source(spec, weights="imagenet") -> str:
 
 
 def check_supported(model: keras.Model) -> None:
-    """Refuse, with the reason, models the gallery cannot analyse."""
+    """Refuse, with the reason, models the gallery cannot analyse: any number of channels
+    will do (see :mod:`gallery.channels`), but it must be known."""
+    name = graph.shown_name(model)
     if len(model.inputs) != 1:
-        raise GalleryError(f"model {model.name!r} has {len(model.inputs)} inputs; only single-input models are supported")
+        raise GalleryError(f"model {name!r} has {len(model.inputs)} inputs; only single-input models are supported")
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4:
-        raise GalleryError(f"model {model.name!r} takes inputs of shape {shape}; an image model takes (batch, h, w, c)")
-    if shape[-1] != 3:
-        raise GalleryError(f"model {model.name!r} takes {shape[-1]}-channel images; only RGB (3-channel) models are supported")
+        raise GalleryError(f"model {name!r} takes inputs of shape {shape}; an image model takes (batch, h, w, c)")
+    if not shape[-1]:
+        raise GalleryError(f"model {name!r} takes inputs of shape {shape}, with any number of channels; "
+                           "an image model fixes its channels (the last axis)")
     for layer in model.layers:
         if getattr(layer, "data_format", "channels_last") == "channels_first":
             raise GalleryError(f"layer {layer.name!r} is channels_first; only channels_last models are supported")

@@ -18,6 +18,7 @@ import weakref
 import keras
 
 from ..errors import GalleryError
+from . import graph
 
 POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16"}  # by config.PRECISIONS
 _copies: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
@@ -58,6 +59,6 @@ def _copy(model: keras.Model, precision: str, policy: str) -> keras.Model:
     except GalleryError:
         raise
     except Exception as exc:
-        raise GalleryError(f"cannot copy model {model.name!r} to {precision}: {exc}; use --precision float32") from exc
+        raise GalleryError(f"cannot copy model {graph.shown_name(model)!r} to {precision}: {exc}; use --precision float32") from exc
     copy.set_weights(model.get_weights())
     return copy

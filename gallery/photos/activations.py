@@ -8,6 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..channels import Channels
 from ..imaging import resize
 from ..model import grad, graph, preprocess as prep
 
@@ -49,9 +50,12 @@ def input_size(model: keras.Model, fallback: int = 224) -> tuple[int, int]:
 
 
 def input_pixels(model: keras.Model, photos: Sequence[np.ndarray], fallback: int = 224) -> np.ndarray:
-    """uint8 photos of any sizes → float32 RGB pixels ``(B, h, w, 3)`` in ``[0, 255]`` at the input size."""
+    """uint8 photos of any sizes → float32 pixels ``(B, h, w, c)`` in ``[0, 255]`` at the input
+    size, in the model's ``c`` channels: RGB photos become their luminance for a grey model
+    (:meth:`gallery.channels.Channels.photo`; photos already in its channels pass as they are)."""
     h, w = input_size(model, fallback)
-    return np.stack([resize(photo, h, w) for photo in photos]).astype("float32")
+    channels = Channels.of(int(model.inputs[0].shape[-1]))
+    return np.stack([resize(channels.photo(photo), h, w) for photo in photos]).astype("float32")
 
 
 def model_inputs(model: keras.Model, photos: Sequence[np.ndarray], preprocess=None, fallback: int = 224):

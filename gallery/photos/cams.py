@@ -83,7 +83,7 @@ def default_layer(model: keras.Model) -> str:
     """
     names = graph.conv_layers(model)
     if not names:
-        raise GalleryError(f"model {model.name!r} has no conv layers")
+        raise GalleryError(f"model {graph.shown_name(model)!r} has no conv layers")
     return graph.follow_pointwise(model, names[-1])
 
 
@@ -100,7 +100,7 @@ def checked_classes(classes: Sequence[Sequence[int]], photos: int, count: int) -
 
 def check_classifier(model: keras.Model) -> None:
     if not graph.has_classifier(model):
-        raise GalleryError(f"model {model.name!r} has no classifier head, so there are no classes to explain")
+        raise GalleryError(f"model {graph.shown_name(model)!r} has no classifier head, so there are no classes to explain")
 
 
 class Evidence:

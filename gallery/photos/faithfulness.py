@@ -67,13 +67,15 @@ def keep_masks(heat: np.ndarray, fraction: float = KEEP) -> tuple[np.ndarray, np
 class Faithfulness:
     """``p_c`` of photos whole, and with only their maps' top or bottom pixels kept."""
 
-    def __init__(self, model: keras.Model, preprocess=None, fallback: int = 224, fraction: float = KEEP):
+    def __init__(self, model: keras.Model, preprocess=None, fallback: int = 224, fraction: float = KEEP,
+                 fill=FILL):
         if not 0 < fraction < 1:
             raise GalleryError(f"the share of pixels kept must lie between 0 and 1, got {fraction!r}")
         self.model, self.fallback, self.fraction = model, fallback, fraction
         self.classes = int(model.outputs[0].shape[-1])
         scale = prep.resolve(preprocess)
-        fill = ops.convert_to_tensor(np.asarray(FILL, "float32"))
+        # What a removed pixel becomes: ImageNet's mean colour, per channel (gallery.channels.Channels.fill).
+        fill = ops.convert_to_tensor(np.asarray(fill, "float32"))
 
         def outputs(pixels, keep):
             return model(scale(ops.where(keep[..., None], pixels, fill)), training=False)

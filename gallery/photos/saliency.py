@@ -154,10 +154,12 @@ class PixelEngine:
         ``max_colour |·|`` upsampled to the photo and scaled by its maximum."""
         return [unit_scaled(magnitudes(f, *p.shape[:2])) for p, f in zip(photos, found)]
 
-    def pictures(self, found: np.ndarray, height: int, width: int) -> list[np.ndarray]:
-        """One photo's ``(n, h, w, 3)`` attributions from :meth:`raw` as uint8 images to show
+    def pictures(self, found: np.ndarray, height: int, width: int, view=None) -> list[np.ndarray]:
+        """One photo's ``(n, h, w, c)`` attributions from :meth:`raw` as uint8 images to show
         at ``height × width``: the magnitude in grey (saliency, SmoothGrad), or the signed
-        RGB image of Selvaraju et al. (Guided Grad-CAM)."""
+        image of Selvaraju et al. (Guided Grad-CAM), shown through ``view`` (its channels as
+        RGB: :meth:`gallery.channels.Channels.view`) where the model's are not RGB."""
         if self.method == GUIDED:
-            return [imaging.signed_image(imaging.resize_channels(a, height, width)) for a in found]
+            return [(view or (lambda x: x))(imaging.signed_image(imaging.resize_channels(a, height, width)))
+                    for a in found]
         return [imaging.magnitude_image(m) for m in magnitudes(found, height, width)]

@@ -11,17 +11,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..channels import from_array
 from ..config import readable
 from ..console import warn
 from ..errors import GalleryError
-from ..imaging import MAX_PIXELS, to_rgb_uint8
+from ..imaging import MAX_PIXELS, resize, to_rgb_uint8
 
 MAX_SIDE = 1024  # photos are analysed at a few hundred pixels; larger ones are shrunk on load
 # No photo within MAX_PIXELS is larger than this (16-bit RGBA, uncompressed), so a larger
 # file is refused before its bytes are hashed: a stray disk image costs nothing.
 MAX_FILE_BYTES = MAX_PIXELS * 8
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".npy"}
+# Files read as arrays of any number of channels for a model that does not take RGB (or grey):
+# NumPy's own format, and TIFF through tifffile (which scikit-image, a dependency, installs).
+ARRAY_SUFFIXES = (".npy",)
+BAND_TIFFS = (".tif", ".tiff")
 
 # CC0 / public-domain photos that scikit-image ships inside its wheel, so the default
 # gallery works offline.
@@ -64,10 +69,20 @@ class Photo:
 
     @property
     def pixels(self) -> np.ndarray:
-        """uint8 RGB ``(h, w, 3)``; decoded from the file on every call, never kept."""
+        """uint8 RGB ``(h, w, 3)`` (an ``.npy`` file's own channels); decoded from the file on
+        every call, never kept."""
+        return self.read()
+
+    def read(self, bands: bool = False) -> np.ndarray:
+        """:attr:`pixels`; with ``bands``, a TIFF's own channels too (through tifffile), for a
+        model whose channels are not RGB or grey."""
         if self.array is not None:
             return self.array
-        return read_photo(io.BytesIO(self.data), self.path) if self.data is not None else read_photo(self.path)
+        source = io.BytesIO(self.data) if self.data is not None else self.path
+        suffix = self.path.suffix.lower() if self.path is not None else ""
+        if suffix in ARRAY_SUFFIXES or (bands and suffix in BAND_TIFFS):
+            return read_array(source, self.path)
+        return read_photo(source, self.path)
 
     def portable(self) -> "Photo":
         """This photo with its file's bytes in hand, so a process without the file can decode it."""
@@ -118,6 +133,26 @@ def read_photo(path, shown: Path | None = None) -> np.ndarray:
         raise GalleryError(f"{str(path_shown)!r} is too large ({exc})") from exc
     if pixels.size == 0:
         raise GalleryError(f"{str(path_shown)!r} is an empty image")
+    return pixels
+
+
+def read_array(source, shown: Path) -> np.ndarray:
+    """An ``.npy`` array or a TIFF's samples as uint8 ``(h, w, c)`` (see
+    :func:`gallery.channels.from_array`), or :class:`GalleryError` saying why not."""
+    try:
+        if shown.suffix.lower() in ARRAY_SUFFIXES:
+            array = np.load(source, allow_pickle=False)
+        else:
+            import tifffile
+
+            array = tifffile.imread(source)
+    except Exception as exc:  # numpy and tifffile raise ValueError, OSError and their own kinds
+        raise GalleryError(f"{str(shown)!r} is not a readable array ({type(exc).__name__}: {exc})") from exc
+    pixels = from_array(np.asarray(array), repr(str(shown)))
+    h, w = pixels.shape[:2]
+    if max(h, w) > MAX_SIDE:  # as large photos are: shrunk on load, keeping the aspect ratio
+        scale = MAX_SIDE / max(h, w)
+        pixels = resize(pixels, max(1, round(h * scale)), max(1, round(w * scale)))
     return pixels
 
 
@@ -179,7 +214,8 @@ def _photo(path: Path, seen: set[str]) -> Photo:
     if size > MAX_FILE_BYTES:
         raise GalleryError(f"{str(path)!r} is {size / 2**30:.1f} GiB, larger than any photo this build reads "
                            f"({MAX_FILE_BYTES / 2**20:.0f} MiB: {MAX_PIXELS / 1e6:.0f} Mpixel at 16 bits and 4 channels)")
-    check_photo(path)
+    if path.suffix.lower() not in ARRAY_SUFFIXES:  # an array is checked when it is read
+        check_photo(path)
     return Photo.from_file(_unique(path, seen), path)
 
 

@@ -49,7 +49,7 @@ class Costs:
         probe = min(canvas, MAX_PROBE)
         if probe not in self._shapes:
             run = graph.output_fn(self.model, [graph.locate(self.model, n) for n in self.names])
-            outputs = run(ops.zeros((1, probe, probe, 3), "float32"))
+            outputs = run(ops.zeros((1, probe, probe, self.model.inputs[0].shape[-1]), "float32"))
             self._shapes[probe] = {n: tuple(int(d) for d in o.shape[1:]) for n, o in zip(self.names, outputs)}
         scale = canvas / probe
         return {n: (h * scale, w * scale, c) for n, (h, w, c) in self._shapes[probe].items()}
@@ -99,7 +99,8 @@ def fit_batch(costs: Costs, layers, settings, available: int | None) -> int:
     if available is None:
         return settings.batch
     side = network_side(settings, settings.size)
-    need, layer = max((costs.image_bytes(layer, side) + 16 * BYTES * side * side * 3, layer) for layer in layers)
+    channels = int(costs.model.inputs[0].shape[-1])
+    need, layer = max((costs.image_bytes(layer, side) + 16 * BYTES * side * side * channels, layer) for layer in layers)
     if need > available:
         most = int(settings.size * math.sqrt(available / need))
         raise GalleryError(

@@ -55,12 +55,12 @@ def bang_bang(gradients: np.ndarray) -> np.ndarray:
     return np.where(g > tie, 255, np.where(g < -tie, 0, GREY)).astype("uint8")
 
 
-def maximize(objective, layer, size: int, indices) -> np.ndarray:
-    """uint8 ``(n, size, size, 3)``: the exact maximizer of ``objective(x, indices) -> (n,)``
+def maximize(objective, layer, size: int, indices, channels: int = 3) -> np.ndarray:
+    """uint8 ``(n, size, size, channels)``: the exact maximizer of ``objective(x, indices) -> (n,)``
     over images ``x`` in ``[0, 1]``, an affine function of ``x``."""
     pad = margin(layer)
     side = size + 2 * pad
-    x = ops.convert_to_tensor(np.full((len(indices), side, side, 3), 0.5, "float32"))
+    x = ops.convert_to_tensor(np.full((len(indices), side, side, channels), 0.5, "float32"))
     idx = ops.convert_to_tensor(np.asarray(indices, dtype="int32"))
     _, g = grad.value_and_grad(lambda x, idx: (ops.sum(objective(x, idx)), 0.0))(x, idx)
     g = np.array(ops.convert_to_numpy(g), dtype="float64")
@@ -81,6 +81,6 @@ def silent(layer, indices) -> np.ndarray:
 
 def linear(model, layer: str, preprocess) -> bool:
     """Whether ``layer``'s pre-activation is affine in the pixels: the layer is linear in
-    them, and so is the preprocessing (a named convention; a callable's linearity is not
-    known)."""
-    return prep.resolve(preprocess) in prep.NAMES.values() and graph.linear_in_pixels(model, layer)
+    them, and so is the preprocessing (a named convention or a per-channel standardisation;
+    a callable's linearity is not known)."""
+    return prep.affine(preprocess) and graph.linear_in_pixels(model, layer)

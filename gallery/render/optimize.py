@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..channels import Channels
 from ..config import RenderSettings
 from ..errors import GalleryError
 from ..model import grad, graph, precision, preprocess as prep
@@ -37,8 +38,10 @@ class FilterRenderer:
     """Renders filters of one layer; compiled steps are reused across batches."""
 
     def __init__(self, model: keras.Model, layer: str, settings: RenderSettings, preprocess=None,
-                 variant: str = "channel"):
+                 variant: str = "channel", channels: Channels | None = None):
         self.path = graph.locate_conv(model, layer)
+        # The images' channels: the model's, shown as the build names them (default: its first three as RGB).
+        self.image_channels = channels or Channels.of(int(model.inputs[0].shape[-1]))
         self.layer_name = self.path.name
         # A layer linear in the pixels maximizes rectified means: its plain mean is degenerate.
         self.linear = exact.linear(model, layer, preprocess)
@@ -52,7 +55,7 @@ class FilterRenderer:
         self.preprocess = prep.resolve(preprocess)
         self.padding, self.samplers = transforms.pipeline(settings.transforms)
         self._init, self._image_fn = params.parameterize(
-            settings.parameterization, settings.size, settings.decay, settings.contrast)
+            settings.parameterization, settings.size, settings.decay, settings.contrast, self.image_channels)
         # MACO's transparency map: the |gradient| with respect to the image, gathered over the steps.
         self.transparent = settings.parameterization in params.TRANSPARENT and not self.exact
         self.conv = self.path.layer
@@ -149,11 +152,11 @@ class FilterRenderer:
                 for length in {length for _, length in spans(count, CHUNK)}:
                     mats = Shape((length, images, 3, 3), "float32") if self.samplers else None
                     grad.warm(self._loop(canvas, length), p, p, p, Shape((), "float32"), idx, mats, *gathered)
-            grad.warm(self._score, Shape((images, s.size, s.size, 3), "float32"), idx)
+            grad.warm(self._score, Shape((images, s.size, s.size, self.image_channels.count), "float32"), idx)
 
     def render(self, indices: Sequence[int], on_step: Callable | None = None, snapshots: Sequence[int] = (),
                on_snapshot: Callable | None = None):
-        """``(uint8 images (n·copies, size, size, 3), activations (n·copies,))``.
+        """``(uint8 images (n·copies, size, size, channels), activations (n·copies,))``.
 
         Images come filter by filter, ``self.variant.copies`` per filter. The activation
         is each saved 8-bit image's mean pre-activation, untransformed: what the tile on
@@ -186,7 +189,7 @@ class FilterRenderer:
         images_of = [i for i in indices for _ in range(copies)]
         if self.exact:
             score = lambda x, idx: self.variant.score(*self._preactivation(x, idx))  # noqa: E731
-            images = exact.maximize(score, self.conv, s.size, images_of)
+            images = exact.maximize(score, self.conv, s.size, images_of, self.image_channels.count)
             if on_step is not None:
                 on_step(1)  # one gradient pass, which is how the build's cost model counts it
             return images, None
@@ -247,8 +250,8 @@ class Renderers:
     """
 
     def __init__(self, model, settings: RenderSettings, preprocess, groups: dict[tuple[str, str], list[int]],
-                 ahead: bool | None = None):
-        self._make = lambda variant, layer: FilterRenderer(model, layer, settings, preprocess, variant)
+                 ahead: bool | None = None, channels: Channels | None = None):
+        self._make = lambda variant, layer: FilterRenderer(model, layer, settings, preprocess, variant, channels)
         if ahead is None:
             ahead = grad.accelerator() is not None
         self._pool = None
@@ -303,7 +306,8 @@ def channel_count(model: keras.Model, layer: str) -> int:
 def visualize_filters(model, layer: str, filters, *, size: int | None = None, steps: int | None = None,
                       seed: int = 0, preprocess=None, batch: int | None = None, preset: str = "default",
                       param: str | None = None, transparency: bool = False):
-    """Activation-maximization images for ``filters`` of ``layer``: uint8 ``(n, size, size, 3)``.
+    """Activation-maximization images for ``filters`` of ``layer``: uint8 ``(n, size, size, c)``,
+    ``c`` the model's input channels (3 for RGB; see :mod:`gallery.channels`).
 
     Settings not given come from ``preset`` for this machine's device, as the CLI's do: with
     none given on a CPU, these are exactly the tiles of a default build. ``param`` is the
@@ -326,7 +330,8 @@ def visualize_filters(model, layer: str, filters, *, size: int | None = None, st
     chunks = [renderer.images_and_transparency(filters[start:start + length])
               for start, length in spans(len(filters), settings.batch)]
     side = (0, settings.size, settings.size)
-    images = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros((*side, 3), "uint8")
+    images = (np.concatenate([c[0] for c in chunks]) if chunks
+              else np.zeros((*side, renderer.image_channels.count), "uint8"))
     if not transparency:
         return images
     if not renderer.transparent:  # a layer solved in closed form: no optimization, no map

@@ -2,8 +2,9 @@
 
 ``init(rng)`` draws one image's starting parameters from its own numpy generator, so a
 filter's image never depends on which other filters share its batch. ``image_fn(params)``
-maps a stacked batch of parameters to RGB images in ``[0, 1]``, shape
-``(batch, size, size, 3)``.
+maps a stacked batch of parameters to images in ``[0, 1]``, shape
+``(batch, size, size, channels)``: RGB for most models, and for others as many channels as
+the model takes (:class:`gallery.channels.Channels`), decorrelated where three are named RGB.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from functools import lru_cache
 
 import numpy as np
 from keras import ops
+
+from ..channels import RGB, Channels
+from ..errors import GalleryError
 
 # Square root of the ImageNet colour correlation matrix (Olah et al., "Feature
 # Visualization", Distill 2017). Optimizing in this decorrelated basis keeps colours
@@ -58,10 +62,48 @@ def within_contrast(x, contrast: float):
     return x * ops.minimum(1.0, contrast / rms)
 
 
-def pixel(size: int, decorrelated: bool = True, sd: float = 0.01, contrast: float | None = None):
+# How far a unit of the luminance coordinate moves each RGB channel: the mean of
+# COLOR_CORRELATION's first column (≈ 0.57, about 1/√3).
+GREY_GAIN = float(COLOR_CORRELATION[:, 0].mean())
+
+
+def mixing(channels: Channels) -> np.ndarray:
+    """``(c, c)``: :data:`COLOR_CORRELATION` on the three channels named RGB, the identity on
+    the rest: colour decorrelation where it is defined, and nowhere else (the colour prior of
+    ImageNet photos says nothing of depth or infrared)."""
+    m = np.eye(channels.count, dtype="float32")
+    if channels.rgb is not None:
+        m[np.ix_(channels.rgb, channels.rgb)] = COLOR_CORRELATION
+    return m
+
+
+def to_channels(x, channels: Channels, decorrelated: bool = True, contrast: float | None = None):
+    """:func:`to_rgb` for any channels: RGB models take exactly that path.
+
+    Other models' images are held in the ball (:func:`within_contrast`) over all of their
+    coordinates, then decorrelated on the channels named RGB (:func:`mixing`). A grey image
+    has no colour to decorrelate, so its one coordinate is its grey value itself, and its
+    ball is the RGB ball's radius per coordinate (``contrast``, an rms over coordinates) on
+    its luminance coordinate, in grey units: a unit of that coordinate moves each RGB
+    channel by :data:`GREY_GAIN`, so the grey ball's radius is ``GREY_GAIN · contrast``. At
+    the whole RGB budget spent on luminance instead (√3 times that), VGG16-HED's
+    block2_conv2 grey tiles clipped 4.3% of their pixels to black or white, past the picture
+    limits (tests/test_picture_limits.py; 0.1% at this radius).
+    """
+    if channels.plain:
+        return to_rgb(x, decorrelated, contrast)
+    if contrast is not None:
+        x = within_contrast(x, contrast * GREY_GAIN if channels.count == 1 else contrast)
+    if decorrelated and channels.rgb is not None:
+        x = ops.matmul(x, ops.convert_to_tensor(mixing(channels).T))
+    return ops.sigmoid(x)
+
+
+def pixel(size: int, decorrelated: bool = True, sd: float = 0.01, contrast: float | None = None,
+          channels: Channels = RGB):
     """Plain pixels, one free value per pixel and channel."""
-    return (lambda rng: rng.normal(0.0, sd, (size, size, 3)).astype("float32"),
-            lambda p: to_rgb(p, decorrelated, contrast))
+    return (lambda rng: rng.normal(0.0, sd, (size, size, channels.count)).astype("float32"),
+            lambda p: to_channels(p, channels, decorrelated, contrast))
 
 
 def spectrum_scale(h: int, w: int, decay: float = 1.0) -> np.ndarray:
@@ -115,25 +157,26 @@ def irfft2(re, im, bases):
 
 
 def fourier(size: int, decorrelated: bool = True, sd: float = 0.01, decay: float = 1.0,
-            contrast: float | None = None):
+            contrast: float | None = None, channels: Channels = RGB):
     """Fourier-space parameterization with 1/f scaling (Lucid's ``fft_image``).
 
     ``decay`` is the slope of the amplitude spectrum: Lucid's 1 gives natural images'
     pink spectrum; a steeper slope gives coarse structure larger steps and fine detail
     smaller ones.
 
-    Params have shape ``(batch, 2, 3, size, size // 2 + 1)``: real and imaginary parts of
-    each colour channel's half spectrum. The division by 4 follows Lucid's scale for
+    Params have shape ``(batch, 2, c, size, size // 2 + 1)``: real and imaginary parts of
+    each channel's half spectrum (``c = 3`` for RGB; a grey model's one channel has no colour
+    to decorrelate, see :func:`to_channels`). The division by 4 follows Lucid's scale for
     sigmoid outputs.
     """
     wf = size // 2 + 1
-    init = lambda rng: rng.normal(0.0, sd, (2, 3, size, wf)).astype("float32")  # noqa: E731
+    init = lambda rng: rng.normal(0.0, sd, (2, channels.count, size, wf)).astype("float32")  # noqa: E731
     scale = ops.convert_to_tensor(spectrum_scale(size, size, decay))
     bases = irfft2_bases(size, size)
 
     def image_fn(p):
-        spatial = irfft2(p[:, 0] * scale, p[:, 1] * scale, bases) / 4.0  # (b, 3, h, w)
-        return to_rgb(ops.transpose(spatial, (0, 2, 3, 1)), decorrelated, contrast)
+        spatial = irfft2(p[:, 0] * scale, p[:, 1] * scale, bases) / 4.0  # (b, c, h, w)
+        return to_channels(ops.transpose(spatial, (0, 2, 3, 1)), channels, decorrelated, contrast)
 
     return init, image_fn
 
@@ -312,12 +355,27 @@ PARAMETERIZATIONS = {"fourier": fourier, "pixel": pixel, "maco": maco}
 TRANSPARENT = ("maco",)
 
 
-def parameterize(name: str, size: int, decay: float = 1.0, contrast: float | None = None):
+# Parameterizations defined for RGB models alone: MACO's amplitude spectrum and contrast are
+# measured on colour photos, in the decorrelated basis.
+RGB_ONLY = ("maco",)
+
+
+def check_channels(name: str, channels: Channels, title: str = "model") -> None:
+    """Refuse, in one line, a parameterization defined for RGB alone on another model."""
+    if name in RGB_ONLY and not channels.plain:
+        raise GalleryError(f"--param {name}: its amplitude spectrum is measured on RGB photos, and {title!r} takes "
+                           f"{channels.describe()}; use --param fourier or pixel")
+
+
+def parameterize(name: str, size: int, decay: float = 1.0, contrast: float | None = None,
+                 channels: Channels = RGB):
     """``(init, image_fn)`` of parameterization ``name``; ``decay`` is the Fourier one's slope,
     ``contrast`` the bound on its colour coordinates (:func:`within_contrast`; ``None``:
-    none). MACO takes neither: its magnitude is fixed, so its contrast is too."""
+    none), ``channels`` the model's. MACO takes none of them: its magnitude is fixed, so its
+    contrast is too, and measured on RGB photos."""
+    check_channels(name, channels)
     if name == "fourier":
-        return fourier(size, decay=decay, contrast=contrast)
+        return fourier(size, decay=decay, contrast=contrast, channels=channels)
     if name == "maco":
         return maco(size)
-    return PARAMETERIZATIONS[name](size, contrast=contrast)
+    return PARAMETERIZATIONS[name](size, contrast=contrast, channels=channels)

@@ -93,6 +93,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
                              for variant, images in tile.variants.items()],
                 "trajectory": _trajectory(files, folder, tile) if tile.trajectory and not tile.pending else None,
                 "transparency": _transparency(files, folder, tile),
+                **_bands(files, folder, tile),
             })
         collage = None
         if (collages or {}).get(name):
@@ -202,6 +203,16 @@ def _trajectory(files: dict, folder: str, tile) -> dict:
     return {"image": animation, "frames": {"image": frames, "cols": len(found.snapshots), "rows": 1},
             "snapshots": [{k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()}
                           for s in found.snapshots]}
+
+
+def _bands(files: dict, folder: str, tile) -> dict:
+    """Every channel of the tile in grey, side by side, where the tile shows only some
+    (gallery.channels.strip); nothing otherwise, so an RGB filter's entry is as it was."""
+    if tile.bands is None or tile.pending:
+        return {}
+    path = f"{folder}/{tile.index}.channels.png"
+    files[path] = tile.bands
+    return {"bands": path}
 
 
 def _transparency(files: dict, folder: str, tile) -> dict | None:
