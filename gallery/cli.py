@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from . import presets
-from .config import (DIVERSE_COPIES, EXECUTORS, PARAMETERIZATIONS, PRECISIONS, STEP_TRANSFORMS, VARIANT_NAMES,
+from .config import (CARICATURE_LAYERS, DIVERSE_COPIES, EXECUTORS, PARAMETERIZATIONS, PRECISIONS, STEP_TRANSFORMS, VARIANT_NAMES,
                      BuildConfig, RenderSettings, default_cache_dir, parse_filter_slice, public_command, valid_scales,
                      worker_threads)
 from .console import clean, log, native_quiet
@@ -57,6 +57,11 @@ def _names(text: str) -> tuple[str, ...]:
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer names, got {text!r}")
     return names
+
+
+def _caricatures(text: str) -> tuple[str, ...] | None:
+    choice = text.strip().lower()
+    return None if choice == "auto" else () if choice == "none" else _names(text)
 
 
 def _scales(text: str) -> tuple[float, ...]:
@@ -164,6 +169,10 @@ def parser() -> argparse.ArgumentParser:
                         "gradcam++, scorecam, layercam, cam (at each --cam-layers layer), the pixel attributions "
                         "saliency and smoothgrad (once per photo), guided-gradcam (at each layer; ReLU models only) "
                         "(default: gradcam)")
+    p.add_argument("--caricatures", type=_caricatures, default=None, metavar="auto|none|a,b",
+                   help="layers (of those rendered) that draw a caricature of each photo with a page: an image "
+                        "optimized until the layer responds to it as to the photo (OpenAI Microscope); auto: "
+                        f"{CARICATURE_LAYERS} spread over the layers' depth (default: auto)")
     p.add_argument("--top-k", type=_positive, default=5, help="predicted classes per photo (default: 5)")
     p.add_argument("--photo-pages", type=_pages, default=48, metavar="N|all",
                    help="photos that get their own page with feature maps and CAMs; every photo still ranks "
@@ -212,7 +221,7 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         variants=variants, preset=args.preset, cam_methods=args.cam_method, top_k=args.top_k,
         photo_pages=args.photo_pages, examples=args.examples, safe_mode=not args.unsafe, prune=args.prune,
         command=public_command(argv), executor=args.executor, ray_address=args.ray_address,
-        worker_cpus=args.worker_cpus, trajectory=args.trajectory, debug=args.debug,
+        worker_cpus=args.worker_cpus, trajectory=args.trajectory, debug=args.debug, caricatures=args.caricatures,
     )
 
 

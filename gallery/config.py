@@ -84,6 +84,9 @@ DIVERSE_COPIES = 4  # images per filter in the diversity variant
 PRECISIONS = ("float32", "bfloat16")  # compute dtypes of the optimization loop
 EXECUTORS = ("local", "ray")
 DEFAULT_WORKER_CPUS = 4
+# Caricatures drawn per paged photo by default, at layers spread over the selection's depth:
+# each costs about a filter tile's optimization, twice over (the photo is stepped beside it).
+CARICATURE_LAYERS = 3
 
 
 def worker_threads(worker_cpus: int | None, cpus: int) -> int:
@@ -209,6 +212,8 @@ class BuildConfig:
     worker_cpus: int | None = None  # CPUs per Ray worker where the cluster has no GPUs
     trajectory: int = 0  # snapshots of each filter image's optimization, shown on its page (0: none)
     debug: bool = False  # --debug: Ray's and its workers' own lines too
+    # Layers that draw a caricature of each paged photo; None: CARICATURE_LAYERS spread over the selection.
+    caricatures: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if isinstance(self.trajectory, bool) or not isinstance(self.trajectory, int) or self.trajectory < 0:

@@ -15,7 +15,7 @@ from pathlib import Path
 import PIL
 
 from .. import imaging
-from ..config import BuildConfig, RenderSettings, public_path
+from ..config import CARICATURE_LAYERS, BuildConfig, RenderSettings, public_path
 from ..console import log, warn
 from ..errors import GalleryError
 from ..folders import FolderLock, check_layout, empty, first_missing, undo_created
@@ -56,6 +56,25 @@ def select_targets(model, config: BuildConfig) -> dict[str, list[int]]:
     if not selection:
         raise GalleryError("--filters selects no filter in any chosen layer")
     return selection
+
+
+def caricature_layers(model, config: BuildConfig, selection: dict[str, list[int]]) -> tuple[str, ...]:
+    """The layers that draw caricatures: ``--caricatures``, each one of the rendered layers
+    (its caricature sits beside its feature maps), or by default :data:`CARICATURE_LAYERS`
+    spread over their depth, the deepest included: the first of a long selection is left
+    out, since a layer that near the pixels matches a photo by copying it."""
+    layers = list(selection)
+    if config.caricatures is None:
+        n = len(layers)
+        return tuple(dict.fromkeys(layers[-(-n * k // CARICATURE_LAYERS) - 1] for k in range(1, CARICATURE_LAYERS + 1)))
+    graph.check_conv_names(model, config.caricatures, loading.title(config.model, model))
+    chosen = tuple(dict.fromkeys(graph.locate_conv(model, name).name for name in config.caricatures))
+    outside = [name for name in chosen if name not in selection]
+    if outside:
+        raise GalleryError(f"--caricatures: {', '.join(map(repr, outside))} not among the layers this build renders "
+                           f"({', '.join(layers[:6])}{', …' if len(layers) > 6 else ''}); add "
+                           f"{'it' if len(outside) == 1 else 'them'} to --layers, or choose from those")
+    return chosen
 
 
 def layer_listing(config: BuildConfig) -> list[str]:
@@ -127,7 +146,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     job = units.Job(fingerprint, render, preprocess, {k: tuple(v) for k, v in selection.items()}, config.variants,
                     tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0), size,
                     tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
-                    config.trajectory)
+                    config.trajectory, caricature_layers(model, config, selection))
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
     for line in _skipped(config, job, about, loading.title(config.model, model)):
         log(line)
@@ -304,7 +323,8 @@ def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Ca
                 "variants": ", ".join(config.variants) or "none",
                 "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
                 "cam layers": ", ".join(job.cam_layers) or "none", "cam methods": ", ".join(config.cam_methods),
-                **({"trajectory": f"{job.trajectory} snapshots"} if job.trajectory else {})}
+                **({"trajectory": f"{job.trajectory} snapshots"} if job.trajectory else {}),
+                "caricatures": ", ".join(job.caricatures) or "none"}
     return manifest.build(**fixed, filter_tiles=gallery.filter_tiles(), photos=results, settings=settings,
                           command=config.command, status=status, collages=gallery.collages(cache),
                           linear=job.exact)
