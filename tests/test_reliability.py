@@ -143,8 +143,9 @@ def test_cache_info_and_prune(setup, capsys):
     assert main(["--cache-info", "--cache", str(tmp / "cache")]) == 0
     out = capsys.readouterr().out
     assert re.search(r"filter\s+22 entries", out) and re.search(r"cam\s+4 entries", out)
+    assert re.search(r"caricature\s+4 entries", out)
     assert main([*_argv(tmp, model, photos, steps=3), "--prune"]) == 0
-    assert "pruned 24 cache entries" in capsys.readouterr().err  # 2-step filters, thumbnails, collages
+    assert "pruned 26 cache entries" in capsys.readouterr().err  # 2-step filters, thumbnails, collages, caricatures
     assert len(_records(tmp / "cache")) == TILES_PER_BUILD
 
 
