@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +174,65 @@ def test_real_caricatures_match_their_photo_better_than_another_scene(name, prep
     targets = renderer.photos_at_size(photos)
     swapped = renderer.similarity(np.round(targets[::-1] * 255).astype("uint8"), targets)
     assert np.all(cos > swapped + 0.1), (cos, swapped)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def paired_sites(tmp_path_factory):
+    """MobileNetV2's cat page with its caricatures and without: ``(with, without)`` photo pages."""
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(f"offline fixtures not found at {SHARED_MODELS}")
+    tmp = tmp_path_factory.mktemp("caricature-site")
+    (tmp / "photos").mkdir()
+    shutil.copy(SHARED_SAMPLES / "cat.png", tmp / "photos" / "cat.png")
+    pages = []
+    for name, chosen in (("with", None), ("without", ())):
+        pipeline.build(BuildConfig(model=str(SHARED_MODELS / "mobilenet_v2_imagenet.keras"), preprocess="none",
+                                   labels=SHARED_MODELS / "imagenet_classes.json", images=(tmp / "photos",),
+                                   layers=("block_3_expand", "block_8_expand", "Conv_1"), filters=slice(0, 2),
+                                   render=RenderSettings(size=32, steps=2), out=tmp / name, cache=tmp / "cache",
+                                   caricatures=chosen))
+        pages.append(tmp / name / "mobilenet_v2_imagenet" / "photos" / "cat.html")
+    return pages
+
+
+# Measured in Chromium 156 (see README): the folded explanation's line, and at 1280 px one more
+# row of the open layer's channels, which the caricature narrows by two columns; on a phone it
+# stands above the channels instead, one 96-pixel row.
+ADDED_HEIGHT = {1280: 160, 390: 180}
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
+@pytest.mark.parametrize("width", [1280, 390])
+def test_caricatures_sit_beside_the_maps_without_lengthening_the_page_much(paired_sites, width):
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": width, "height": 844})
+        heights = []
+        for html in paired_sites[::-1]:
+            page.goto(html.as_uri())
+            page.wait_for_load_state("load")
+            heights.append(page.evaluate("() => document.documentElement.scrollHeight"))
+        assert 0 < heights[1] - heights[0] <= ADDED_HEIGHT[width], heights
+        assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 1
+        opened = page.locator("details.sheet").first
+        figure, first = opened.locator("figure.caricature"), opened.locator(".strongest li").first
+        assert figure.locator("img").evaluate("i => i.complete && i.naturalWidth === 32")
+        box, cell = figure.bounding_box(), first.bounding_box()
+        if width == 1280:
+            assert box["x"] + box["width"] <= cell["x"] and abs(box["y"] - cell["y"]) <= 8  # beside the channels
+        else:
+            assert box["y"] + box["height"] <= cell["y"]  # above them, leaving them the whole width
+        assert "cos 0." in figure.inner_text()
+        # The explanation folds to a line; each folded layer shows its caricature in its own line.
+        legend = page.locator("details.caricature-legend")
+        assert not legend.locator("p").is_visible()
+        legend.locator("summary").click()
+        assert "OpenAI Microscope" in legend.locator("p").inner_text()
+        assert page.locator("details.sheet:not([open]) summary img.caricature-peek").count() == 2
+        browser.close()
