@@ -7,7 +7,7 @@
 Renders one caricature per sample photo (``../shared/samples``) at each layer (by default
 the build's own choice, :func:`gallery.build.pipeline.caricature_layers`, over every conv
 layer) with the default preset for this machine's device, as a build does (a photo unit's
-photos in one batch). Prints per layer the seconds per photo, and the cosine similarity of
+photos in one batch, padded to 8). Prints per layer the seconds per photo of a full batch, and the cosine similarity of
 the layer's responses to each caricature and its photo beside that of the response to the
 next photo (another scene) and the photo: the issue's check, which the first must beat.
 ``--sheet`` saves a contact sheet: a row per photo, the photo then its caricatures.
@@ -43,6 +43,7 @@ def main(argv=None) -> None:
     from gallery.build.pipeline import caricature_layers
     from gallery.config import BuildConfig, RenderSettings
     from gallery.model import grad, graph
+    from gallery.photos.activations import ROWS
     from gallery.render.caricature import CaricatureRenderer
 
     model = keras.saving.load_model(SHARED / "models" / args.model)
@@ -64,7 +65,8 @@ def main(argv=None) -> None:
         renderer.settings = settings
         start = time.perf_counter()
         images, cos = renderer.caricatures(photos, [f"{i:032x}" for i in range(len(photos))])
-        seconds = (time.perf_counter() - start) / len(photos)
+        # A short batch is padded to ROWS photos, as in a build: the seconds are per photo of a full one.
+        seconds = (time.perf_counter() - start) / (-(-len(photos) // ROWS) * ROWS)
         targets = renderer.photos_at_size(photos)
         other = renderer.similarity(np.round(np.roll(targets, 1, axis=0) * 255).astype("uint8"), targets)
         print(f"{layer}: {seconds:.2f} s per photo; cosine with its photo "

@@ -17,6 +17,7 @@ from gallery.build import pipeline, units
 from gallery.cli import main
 from gallery.config import BuildConfig, RenderSettings
 from gallery.errors import GalleryError
+from gallery.photos.activations import ROWS
 from gallery.render.caricature import COSINE_FLOOR, CaricatureRenderer, cosine, dot_compare
 
 from .conftest import SHARED_MODELS, SHARED_SAMPLES, needs_shared, tiny_classifier
@@ -81,6 +82,12 @@ def test_caricatures_are_seeded_by_the_photo_and_scored_untransformed():
     np.testing.assert_array_equal(first[0], again[0])  # alone or in a batch, from the same content
     assert not np.array_equal(first[0], other[0])
     np.testing.assert_allclose(cos, renderer.similarity(first, renderer.photos_at_size(photos)), rtol=1e-6)
+    # Whatever number of photos lost theirs, the optimization sees batches of one shape (padded).
+    seen, real = [], renderer._optimize
+    renderer._optimize = lambda rngs, targets, *rest: (seen.append(len(rngs)), real(rngs, targets, *rest))[1]
+    for count in (1, 2):
+        assert len(renderer.caricatures(photos[:count], ["ab" * 16] * count)[0]) == count
+    assert seen == [ROWS, ROWS]
 
 
 def test_keys_name_the_photo_layer_and_settings():

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ..config import RenderSettings
 from ..photos import cams, saliency
+from ..photos.activations import ROWS
 from ..photos.explain import WEIGHED
 from ..render.caricature import COSINE_POWER
 from ..render.objectives import VARIANTS
@@ -305,8 +306,10 @@ def photo_passes(unit: PhotoUnit, job: Job, costs, parts=None) -> list[tuple[str
             own = 2
         passes.append((attribution_part(layer, method), paged * (own + 1 + 2 * job.ranks)))
     flops = [(part, n * forward) for part, n in passes]
-    # A caricature is optimized like a filter tile, its photo stepped beside it: two images.
-    flops += [(caricature_part(layer), cost.total_flops(costs, job.render, layer, 2 * paged))
+    # A caricature is optimized like a filter tile, its photo stepped beside it: two images,
+    # in batches padded to whole ROWS (gallery.render.caricature).
+    drawn = -(-paged // ROWS) * ROWS
+    flops += [(caricature_part(layer), cost.total_flops(costs, job.render, layer, 2 * drawn))
               for layer in job.caricatures]
     return [(part, f) for part, f in flops if f and (parts is None or part in parts)]
 

@@ -23,6 +23,7 @@ from keras import ops
 
 from .. import imaging
 from ..model import grad
+from ..photos.activations import ROWS
 from . import transforms
 from .optimize import FilterRenderer
 
@@ -99,10 +100,16 @@ class CaricatureRenderer(FilterRenderer):
         """``(uint8 caricatures (n, size, size, 3), cosine similarities (n,))``: one per
         photo, seeded by its content (``digests``); the cosine is between the layer's
         responses to the saved 8-bit caricature and to its photo, both untransformed."""
+        n = len(photos)
+        # Always a whole number of ROWS photos, the rest grey: oneDNN picks its kernels (and
+        # so the order of its sums) by the batch's shape, so a caricature drawn with fewer
+        # neighbours, in a resumed build, would otherwise come out with other last bits.
+        pad = -n % ROWS
         targets = self.photos_at_size(photos)
-        rngs = [caricature_rng(self.settings.seed, self.layer_name, d) for d in digests]
+        targets = np.concatenate([targets, np.full((pad, *targets.shape[1:]), 0.5, "float32")])
+        rngs = [caricature_rng(self.settings.seed, self.layer_name, d) for d in [*digests, *["0" * 16] * pad]]
         images, _ = self._optimize(rngs, ops.convert_to_tensor(targets), on_step)
-        return images, self.similarity(images, targets)
+        return images[:n], self.similarity(images, targets)[:n]
 
     def similarity(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """The cosine similarity of the layer's responses to 8-bit ``images`` and to float
