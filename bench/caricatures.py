@@ -7,9 +7,10 @@
 Renders one caricature per sample photo (``../shared/samples``) at each layer (by default
 the build's own choice, :func:`gallery.build.pipeline.caricature_layers`, over every conv
 layer) with the default preset for this machine's device, as a build does (a photo unit's
-photos in one batch, padded to 8). Prints per layer the seconds per photo of a full batch, and the cosine similarity of
-the layer's responses to each caricature and its photo beside that of the response to the
-next photo (another scene) and the photo: the issue's check, which the first must beat.
+photos in one batch, padded to 8). Prints per layer the seconds per photo of a full batch,
+and the cosine similarity of the layer's responses to each caricature and its photo beside
+that of the response to the next photo (another scene) and the photo: the issue's check,
+which the first must beat.
 ``--sheet`` saves a contact sheet: a row per photo, the photo then its caricatures.
 """
 
