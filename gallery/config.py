@@ -82,6 +82,9 @@ DIVERSE_COPIES = 4  # images per filter in the diversity variant
 PRECISIONS = ("float32", "bfloat16")  # compute dtypes of the optimization loop
 EXECUTORS = ("local", "ray")
 DEFAULT_WORKER_CPUS = 4
+# Caricatures drawn per paged photo by default, at layers spread over the selection's depth:
+# each costs about a filter tile's optimization, twice over (the photo is stepped beside it).
+CARICATURE_LAYERS = 3
 
 
 def worker_threads(worker_cpus: int | None, cpus: int) -> int:
@@ -208,6 +211,9 @@ class BuildConfig:
     trajectory: int = 0  # snapshots of each filter image's optimization, shown on its page (0: none)
     debug: bool = False  # --debug: Ray's and its workers' own lines too
     rgb_channels: tuple[int, int, int] | None = None  # channels shown as RGB (None: the first three)
+    # Layers that draw a caricature of each paged photo; None or "auto": CARICATURE_LAYERS spread
+    # over the selection. The CLI's CPU presets give () (none): see gallery.presets.
+    caricatures: tuple[str, ...] | str | None = None
 
     def __post_init__(self):
         if isinstance(self.trajectory, bool) or not isinstance(self.trajectory, int) or self.trajectory < 0:
@@ -216,6 +222,8 @@ class BuildConfig:
             raise GalleryError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.ray_address is not None and self.executor != "ray":
             raise GalleryError("--ray-address needs --executor ray")
+        if not (self.caricatures in (None, "auto") or isinstance(self.caricatures, tuple)):
+            raise GalleryError(f"caricatures must be 'auto', None or a tuple of layer names, got {self.caricatures!r}")
 
 
 def parse_filter_slice(text: str) -> slice:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import names
-from .config import (DEFAULT_WORKER_CPUS, DIVERSE_COPIES, EXECUTORS, PARAMETERIZATIONS, PRECISIONS, STEP_TRANSFORMS,
+from .config import (CARICATURE_LAYERS, DEFAULT_WORKER_CPUS, DIVERSE_COPIES, EXECUTORS, PARAMETERIZATIONS, PRECISIONS, STEP_TRANSFORMS,
                      VARIANT_NAMES, BuildConfig, RenderSettings, parse_filter_slice, parse_preprocess,
                      parse_rgb_channels, valid_scales)
 from .errors import GalleryError
@@ -55,6 +55,11 @@ def pages(text: str) -> int | None:
 
 def snapshots(text: str) -> int:
     return _integer(text, 2, "a number of snapshots, 2 or more")
+
+
+def caricature_layers(text: str) -> tuple[str, ...] | str:
+    choice = text.strip().lower()
+    return "auto" if choice == "auto" else () if choice == "none" else layer_names(text)
 
 
 def _checked(parse):
@@ -267,6 +272,11 @@ OPTIONS: tuple[Option, ...] = (
            readme=". The page shows the frames in a row at 128 px, each labelled with its peak and mean, and a small "
            "looping animated WebP (the finished tile where the system asks for reduced motion); more snapshots than "
            "places, or a Pillow without animated WebP, is refused in one line"),
+    Option("--caricatures", "layers (of those rendered) that draw a caricature of each photo with a page: an "
+           "image optimized so that the layer responds to it as to the photo; auto picks "
+           f"{CARICATURE_LAYERS} spread over the layers' depth", "caricatures", type=caricature_layers, metavar="auto|none|a,b", preset=True,
+           show=lambda v: "auto" if v in (None, "auto") else ",".join(v) or "none",
+           readme="; see [Caricatures](#caricatures)"),
     Option("--images", "photo files and/or folders", "images", type=Path, metavar="PATH", several=True,
            default_text="bundled sample photos: scikit-image's cat, coffee, rocket and astronaut", finish=_photo_paths,
            path=True),

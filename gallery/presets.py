@@ -18,13 +18,16 @@ from .errors import GalleryError
 
 BF16 = "bfloat16"  # GPUs' tensor cores and CPUs' AMX units; tiles are still scored in float32
 
+# Caricatures (gallery.render.caricature) are optimized like tiles, a batch of 8 photos per
+# layer: on a CPU, 3 layers of VGG16 cost minutes before the first tile of a first look, so
+# the CPU presets draw none unless asked (--caricatures auto); GPUs and the high preset do.
 PRESETS: dict[str, dict[str, dict]] = {
     "preview": {
-        "cpu": {"size": 96, "steps": 24, "scales": FULL, "batch": 16},
+        "cpu": {"size": 96, "steps": 24, "scales": FULL, "batch": 16, "caricatures": ()},
         "gpu": {"size": 128, "steps": 128, "scales": HALF_THEN_FULL, "batch": 128, "precision": BF16},
     },
     "default": {
-        "cpu": {"size": 128, "steps": 64, "scales": FULL, "batch": 16},
+        "cpu": {"size": 128, "steps": 64, "scales": FULL, "batch": 16, "caricatures": ()},
         "gpu": {"size": 224, "steps": 512, "scales": HALF_THEN_FULL, "batch": 128, "precision": BF16},
     },
     "high": {

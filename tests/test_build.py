@@ -143,8 +143,9 @@ def test_pixel_attributions_get_their_own_groups_once_per_photo(tmp_path, classi
     manifest = pipeline.build(config)
     check_site(config.out)
     # Each of the 2 photos: image, peaks, sheet, predictions, and 2 classes × (saliency, SmoothGrad, Guided Grad-CAM
-    # at 2 layers): 4 + 8; then 1 filter image, its thumbnail and its layer's collage. No contributions.
-    assert "27 tiles computed" in capsys.readouterr().err
+    # at 2 layers): 4 + 8, and a caricature at conv2; then 1 filter image, its thumbnail and its layer's collage.
+    # No contributions.
+    assert "29 tiles computed" in capsys.readouterr().err
     for photo in manifest["photos"]:
         groups = [(c["layer"], c["method"]) for c in photo["cams"]]
         assert groups == [(None, "saliency")] * 2 + [(None, "smoothgrad")] * 2 + [("conv1", "guided-gradcam")] * 2 \
@@ -214,14 +215,15 @@ def test_published_files_do_not_reveal_local_folders(tmp_path, classifier_file, 
 
 @pytest.mark.slow
 def test_rerun_recomputes_nothing_and_steps_only_touch_filters(tmp_path, classifier_file, photo_dir, capsys):
-    config = _config(tmp_path, classifier_file, images=(photo_dir,))
+    # Without caricatures, which are optimized like tiles: their steps redraw them (tests/test_caricature.py).
+    config = _config(tmp_path, classifier_file, images=(photo_dir,), caricatures=())
     pipeline.build(config)
     capsys.readouterr()
     pipeline.build(config)
     err = capsys.readouterr().err
     assert "0 tiles computed" in err and "0 pages and 0 tiles written" in err
     more_steps = _config(tmp_path, classifier_file, images=(photo_dir,),
-                         render=RenderSettings(size=16, steps=4, batch=4))
+                         render=RenderSettings(size=16, steps=4, batch=4), caricatures=())
     pipeline.build(more_steps)
     err = capsys.readouterr().err
     assert "24 tiles computed" in err  # the 11 filter images, their thumbnails, 2 layer collages, no photo tile

@@ -37,7 +37,7 @@ def test_the_plan_and_its_time_come_before_any_filter_is_rendered(setup, monkeyp
     pipeline.build(_config(tmp_path, model, photos))
     err = capsys.readouterr().err
     plan = next(line for line in err.splitlines() if line.startswith("  plan: "))
-    assert "11 filter images of 2 layers (16 px, 2 steps) and 1 photo (gradcam)" in plan, plan
+    assert "11 filter images of 2 layers (16 px, 2 steps) and 1 photo (gradcam; caricatures at conv1, conv2)" in plan, plan
     assert "in this process (measured on conv2" in plan and ("under a minute" in plan or "about" in plan), plan
     assert err.index("  plan: ") < err.index("• run"), err  # before any unit started
     assert order and "warning: this build will take" not in err  # not a terminal, and short
@@ -74,9 +74,10 @@ def test_the_photo_pass_reports_progress_as_each_method_ends(setup, monkeypatch)
                                                                                   self.photos[0]))))
     pipeline.build(_config(tmp_path, model, photos, cam_methods=("gradcam", "scorecam")))
     parts = [part for part, _, _ in seen]
-    assert parts == ["features", "predictions", "cam:conv2:gradcam", "cam:conv2:scorecam"], parts
+    assert parts == ["features", "predictions", "cam:conv2:gradcam", "cam:conv2:scorecam", "caricature:conv1",
+                     "caricature:conv2"], parts
     work = [w for _, w, photos_done in seen if photos_done == 0]
-    assert len(work) == 4 and 0 < work[0] < work[1] < work[2] < work[3] < 1, seen  # it moves while photos are 0/1
+    assert len(work) == 6 and 0 < work[0] < work[1] < work[2] < work[3] < work[4] < work[5] < 1, seen  # it moves while photos are 0/1
 
 
 @needs_shared()

@@ -33,8 +33,8 @@ from .test_build import check_site
 
 ROOT = Path(__file__).resolve().parents[1]
 # filters and their thumbnails, the two layers' collages, the first layer's kernel sheet,
-# the photo, two layers' peaks and feature sheets, predictions, four CAMs, contributions
-TILES_PER_BUILD = 11 + 11 + 2 + 1 + 1 + 2 + 2 + 1 + 4 + 1
+# the photo, two layers' peaks and feature sheets, predictions, four CAMs, contributions, two caricatures
+TILES_PER_BUILD = 11 + 11 + 2 + 1 + 1 + 2 + 2 + 1 + 4 + 1 + 2
 
 
 def _argv(tmp, model, photos, steps=60):
@@ -147,8 +147,9 @@ def test_cache_info_and_prune(setup, capsys):
     assert main(["--cache-info", "--cache", str(tmp / "cache")]) == 0
     out = capsys.readouterr().out
     assert re.search(r"filter\s+22 entries", out) and re.search(r"cam\s+4 entries", out)
+    assert re.search(r"caricature\s+4 entries", out)
     assert main([*_argv(tmp, model, photos, steps=3), "--prune"]) == 0
-    assert "pruned 24 cache entries" in capsys.readouterr().err  # 2-step filters, thumbnails, collages
+    assert "pruned 26 cache entries" in capsys.readouterr().err  # 2-step filters, thumbnails, collages, caricatures
     assert len(_records(tmp / "cache")) == TILES_PER_BUILD
 
 

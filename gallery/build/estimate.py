@@ -105,7 +105,8 @@ def plan_lines(job, tasks, photos: int, estimate: Estimate, executor: str) -> li
         parts.append(f"{images:,} filter images of {layers} layer{'s' * (layers != 1)} "
                      f"({r.size} px, {r.steps} steps)")
     if photo_units:
-        parts.append(f"{photos:,} photo{'s' * (photos != 1)} ({', '.join(job.methods)})")
+        caricatures = f"; caricatures at {', '.join(job.caricatures)}" if job.caricatures else ""
+        parts.append(f"{photos:,} photo{'s' * (photos != 1)} ({', '.join(job.methods)}{caricatures})")
     what = " and ".join(parts) or "nothing"
     if estimate.seconds is None:
         when = f"a small build ({cost.describe(estimate.flops)}), seconds to a minute here"

@@ -16,7 +16,7 @@ import PIL
 
 from .. import imaging
 from ..channels import BAND_SUFFIXES, Channels
-from ..config import BuildConfig, RenderSettings, parse_preprocess, public_path
+from ..config import CARICATURE_LAYERS, BuildConfig, RenderSettings, parse_preprocess, public_path
 from ..console import log, warn
 from ..errors import GalleryError
 from ..folders import FolderLock, check_layout, empty, first_missing, undo_created
@@ -58,6 +58,32 @@ def select_targets(model, config: BuildConfig) -> dict[str, list[int]]:
     if not selection:
         raise GalleryError("--filters selects no filter in any chosen layer")
     return selection
+
+
+def caricature_layers(model, config: BuildConfig, selection: dict[str, list[int]],
+                      channels: Channels) -> tuple[str, ...]:
+    """The layers that draw caricatures: ``--caricatures``, each one of the rendered layers
+    (its caricature sits beside its feature maps), or by default :data:`CARICATURE_LAYERS`
+    spread over their depth, the deepest included: the first of a long selection is left
+    out, since a layer that near the pixels matches a photo by copying it. Only RGB models
+    draw them (a caricature is optimized against the photo as the model sees it in colour)."""
+    layers = list(selection)
+    if not channels.plain:
+        if config.caricatures not in (None, "auto", ()):
+            raise GalleryError(f"--caricatures: {channels.count}-channel models draw none (only RGB models do); "
+                               "leave it out or give --caricatures none")
+        return ()
+    if config.caricatures in (None, "auto"):
+        n = len(layers)
+        return tuple(dict.fromkeys(layers[-(-n * k // CARICATURE_LAYERS) - 1] for k in range(1, CARICATURE_LAYERS + 1)))
+    graph.check_conv_names(model, config.caricatures, loading.title(config.model, model))
+    chosen = tuple(dict.fromkeys(graph.locate_conv(model, name).name for name in config.caricatures))
+    outside = [name for name in chosen if name not in selection]
+    if outside:
+        raise GalleryError(f"--caricatures: {', '.join(map(repr, outside))} not among the layers this build renders "
+                           f"({', '.join(layers[:6])}{', …' if len(layers) > 6 else ''}); add "
+                           f"{'it' if len(outside) == 1 else 'them'} to --layers, or choose from those")
+    return chosen
 
 
 def layer_listing(config: BuildConfig) -> list[str]:
@@ -125,7 +151,8 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                     cam_layers=tuple(about["cam_layers"]), methods=config.cam_methods,
                     ranks=min(config.top_k, about["classes"] or 0), input=size,
                     exact=tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
-                    trajectory=config.trajectory, channels=channels)
+                    trajectory=config.trajectory, channels=channels,
+                    caricatures=caricature_layers(model, config, selection, channels))
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
     for line in facts.skipped(config, about, title):
         log(line)
@@ -277,7 +304,8 @@ def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Ca
                 "variants": ", ".join(config.variants) or "none",
                 "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
                 "cam layers": ", ".join(job.cam_layers) or "none", "cam methods": ", ".join(config.cam_methods),
-                **({"trajectory": f"{job.trajectory} snapshots"} if job.trajectory else {})}
+                **({"trajectory": f"{job.trajectory} snapshots"} if job.trajectory else {}),
+                "caricatures": ", ".join(job.caricatures) or "none"}
     return manifest.build(**fixed, filter_tiles=gallery.filter_tiles(), photos=results, settings=settings,
                           command=config.command, status=status, collages=gallery.collages(cache),
                           linear=job.exact)

@@ -18,7 +18,7 @@ from .. import imaging
 from ..photos.examples import TopExamples
 from ..render.objectives import VARIANTS
 from .cache import make_key
-from .units import MAIN, FilterUnit, Job, PhotoUnit, attribution_part, attributions
+from .units import MAIN, FilterUnit, Job, PhotoUnit, attribution_part, attributions, caricature_part
 
 THUMB_SIDE = 96  # layer-page thumbnails, sized for their slot
 FRAME_SIDE = 128  # a trajectory's frames, shown side by side on the filter page: the CPU tile's own size
@@ -72,6 +72,7 @@ class PhotoTiles:
     cams: list[dict] = field(default_factory=list)  # [{"layer" (None: pixel-space), "method", "class", "key", "p", "top", "bottom"}]
     contributions: dict[str, list] = field(default_factory=dict)  # layer -> [(channel, share)] for the top class
     position: int = 0  # in the build's photo list: what top lists refer to
+    caricatures: dict[str, dict] = field(default_factory=dict)  # layer -> {"key", "cosine"}
 
     @property
     def pending(self) -> bool:
@@ -179,6 +180,10 @@ class Gallery:
                 sheet = by_slot.get(("features", position, layer, "sheet"))
                 if sheet is not None:
                     tiles.features[layer] = (sheet, {**found[sheet][1], **top})
+            for layer in self.job.caricatures:
+                key = by_slot.get((caricature_part(layer), position, layer, "caricature"))
+                if key is not None:  # a paged photo's
+                    tiles.caricatures[layer] = {"key": key, "cosine": float(found[key][1]["cosine"])}
             predictions = by_slot.get(("predictions", position))
             if predictions is not None:
                 tiles.predictions = json.loads(found[predictions][0])[:self.top_k]

@@ -20,7 +20,9 @@ from dataclasses import KW_ONLY, dataclass, field
 from ..channels import RGB, Channels
 from ..config import RenderSettings
 from ..photos import cams, saliency
+from ..photos.activations import ROWS
 from ..photos.explain import WEIGHED
+from ..render.caricature import COSINE_POWER
 from ..render.objectives import VARIANTS
 from ..render import cost, exact, params
 from ..render.schedule import snapshot_steps, spans, stages
@@ -81,6 +83,7 @@ REQUIRE = {
     "features": {name: _count for name in ("cols", "rows", "cell", "channels")},
     "cam": {"class": _count, "p": _probability, "top": _probability, "bottom": _probability},
     "contributions": {"class": _count},
+    "caricature": {"cosine": number},
 }
 
 
@@ -101,6 +104,13 @@ class Job:
     exact: tuple[str, ...] = ()  # layers linear in the pixels (gallery.render.exact.linear)
     trajectory: int = 0  # snapshots recorded per filter image (0: none)
     channels: Channels = RGB  # the model's input channels and which are shown as RGB
+    caricatures: tuple[str, ...] = ()  # layers that draw a caricature of each paged photo
+
+    def caricature_key(self, digest: str, layer: str) -> str:
+        """Named for the photo's content, the model, the layer and every setting that changes
+        the optimization (the filter tiles' own, as the layer renders them)."""
+        settings = self.render.for_layer(layer in self.exact).key()
+        return self.photo_key("caricature", digest, layer=layer, power=COSINE_POWER, **settings)
 
     def solved(self, layer: str, variant: str) -> bool:
         """Whether these images are made in closed form (:mod:`gallery.render.exact`)."""
@@ -247,6 +257,10 @@ def _photo_entries(job: Job, position: int, photo, paged: bool, classify: bool):
         if paged:
             yield Entry(job.photo_key("features", photo.digest, layer=layer), "features",
                         {"kind": "features", **model}, (position, layer, "sheet"))
+    if paged:
+        for layer in job.caricatures:
+            yield Entry(job.caricature_key(photo.digest, layer), caricature_part(layer),
+                        {"kind": "caricature", **model, "layer": layer}, (position, layer, "caricature"))
     if not (paged and classify):
         return
     yield Entry(job.photo_key("predictions", photo.digest), "predictions", {"kind": "predictions", **model},
@@ -268,6 +282,11 @@ def attributions(job: Job) -> list[tuple[str | None, str]]:
     free = [(None, method) for method in job.methods if method in saliency.LAYER_FREE]
     return free + [(layer, method) for layer in job.cam_layers for method in job.methods
                    if method not in saliency.LAYER_FREE]
+
+
+def caricature_part(layer: str) -> str:
+    """The pass that draws the caricatures of one layer (one optimization per photo unit)."""
+    return f"caricature:{layer}"
 
 
 def attribution_part(layer: str | None, method: str) -> str:
@@ -301,7 +320,13 @@ def photo_passes(unit: PhotoUnit, job: Job, costs, parts=None) -> list[tuple[str
         else:
             own = 2
         passes.append((attribution_part(layer, method), paged * (own + 1 + 2 * job.ranks)))
-    return [(part, n * forward) for part, n in passes if n and (parts is None or part in parts)]
+    flops = [(part, n * forward) for part, n in passes]
+    # A caricature is optimized like a filter tile, its photo stepped beside it: two images,
+    # in batches padded to whole ROWS (gallery.render.caricature).
+    drawn = -(-paged // ROWS) * ROWS
+    flops += [(caricature_part(layer), cost.total_flops(costs, job.render, layer, 2 * drawn))
+              for layer in job.caricatures]
+    return [(part, f) for part, f in flops if f and (parts is None or part in parts)]
 
 
 def cost_stages(unit, job: Job, costs, parts=None) -> tuple:

@@ -22,9 +22,11 @@ from ..photos.explain import explainer
 from ..photos.examples import peaks
 from ..photos.faithfulness import BOTTOM, FULL, TOP, Faithfulness
 from ..photos.saliency import PixelEngine
+from ..render.caricature import CaricatureRenderer
 from ..render.optimize import Renderers
 from ..render.schedule import snapshot_steps, spans
-from .units import PHOTO_SIDE, TRANSPARENCY_PERCENTILE, FilterUnit, Job, Task, attribution_part, attributions
+from .units import (PHOTO_SIDE, TRANSPARENCY_PERCENTILE, FilterUnit, Job, Task, attribution_part, attributions,
+                    caricature_part)
 
 TOP_STORED = 50  # predictions kept per photo, however many the pages show
 TOP_CHANNELS = 12  # contributing channels kept per photo, class and CAM layer
@@ -45,6 +47,7 @@ class Worker:
         self._activations = None
         self._cams: dict = {}
         self._faithfulness = None
+        self._caricaturists: dict[str, CaricatureRenderer] = {}
 
     def run(self, task: Task, on_step=None) -> Result:
         """Produce the entries of the passes ``task`` needs; ``on_step(image_steps)`` reports progress."""
@@ -127,6 +130,12 @@ class Worker:
                                               fill=self.job.channels.fill())
         return self._faithfulness
 
+    def caricaturist(self, layer: str) -> CaricatureRenderer:
+        """The caricature renderer of ``layer``, made once, with the filter tiles' settings."""
+        if layer not in self._caricaturists:
+            self._caricaturists[layer] = CaricatureRenderer(self.model, layer, self.job.render, self.job.preprocess)
+        return self._caricaturists[layer]
+
     def cam(self, layer: str | None, method: str):
         """The engine of ``method`` at ``layer`` (``None`` for the layer-free methods), made once."""
         if (layer, method) not in self._cams:
@@ -164,6 +173,9 @@ class _PhotoRun:
         for layer, method in attributions(self.job):
             self._cams(layer, method, predictions)
             self.on_pass(attribution_part(layer, method))
+        for layer in self.job.caricatures:
+            self._caricatures(layer)
+            self.on_pass(caricature_part(layer))
         return self.result
 
     def put(self, slot, payload: bytes, meta: dict | None = None) -> None:
@@ -226,6 +238,17 @@ class _PhotoRun:
                 self.put(("predictions", position), json.dumps(top).encode("utf-8"))
                 classes[position] = [int(c) for c in order]
         return classes
+
+    def _caricatures(self, layer: str) -> None:
+        """The caricatures of the photos that lost theirs at ``layer``, optimized together."""
+        rows = self.rows(caricature_part(layer))
+        if not rows:
+            return
+        digests = [self.unit.photos[p - self.unit.start].digest for p in rows]
+        images, cosines = self.worker.caricaturist(layer).caricatures([self.pixels(p) for p in rows], digests)
+        for position, image, cos in zip(rows, images, cosines):
+            self.put((caricature_part(layer), position, layer, "caricature"), imaging.encode_png(image),
+                     {"cosine": float(cos)})
 
     def _cams(self, layer: str | None, method: str, classes: dict[int, list[int]]) -> None:
         part = attribution_part(layer, method)

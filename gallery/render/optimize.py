@@ -89,6 +89,10 @@ class FilterRenderer:
         z = self._preactivation(images, indices)[0]
         return ops.stack([channel(z), ops.max(self.conv.activation(z), axis=(1, 2))], axis=1)
 
+    def _objective(self, x, indices, matrices, canvas):
+        """One score per image of the batch ``x`` as the loop sees it: what the steps raise."""
+        return self.variant.score(*self._preactivation(x, indices, matrices, canvas, self._loop_input))
+
     def _loop(self, canvas: int, length: int):
         """A compiled run of ``length`` Adam steps (Kingma & Ba, 2015) at ``canvas`` pixels."""
         if (canvas, length) in self._loops:
@@ -96,8 +100,8 @@ class FilterRenderer:
         resize = canvas if canvas != self.settings.size else None
         lr = self.settings.learning_rate
 
-        def image_loss(x, indices, matrices):
-            value = self.variant.score(*self._preactivation(x, indices, matrices, resize, self._loop_input))
+        def image_loss(x, targets, matrices):
+            value = self._objective(x, targets, matrices, resize)
             return -ops.sum(value), value
 
         value_and_grad = grad.value_and_grad(lambda p, *args: image_loss(self._image_fn(p), *args))
@@ -194,6 +198,15 @@ class FilterRenderer:
                 on_step(1)  # one gradient pass, which is how the build's cost model counts it
             return images, None
         rngs = [filter_rng(s.seed, self.layer_name, i, c) for i in indices for c in range(copies)]
+        idx = ops.convert_to_tensor(np.asarray(images_of, dtype="int32"))
+        return self._optimize(rngs, idx, on_step, snapshots, on_snapshot)
+
+    def _optimize(self, rngs, targets, on_step: Callable | None = None, snapshots: Sequence[int] = (),
+                  on_snapshot: Callable | None = None):
+        """``(images, transparency or None)``: one image per generator in ``rngs``, each
+        started and transformed from its own generator and stepped on :meth:`_objective`,
+        which gets ``targets`` (filter indices here, photos for a caricature)."""
+        s = self.settings
         p = ops.convert_to_tensor(np.stack([self._init(rng) for rng in rngs]))
         view = s.size + 2 * self.padding
         matrices = (
@@ -201,8 +214,7 @@ class FilterRenderer:
             if self.samplers else None
         )
         m, v = ops.zeros_like(p), ops.zeros_like(p)
-        gathered = (ops.zeros((len(images_of), s.size, s.size), "float32"),) if self.transparent else ()
-        idx = ops.convert_to_tensor(np.asarray(images_of, dtype="int32"))
+        gathered = (ops.zeros((len(rngs), s.size, s.size), "float32"),) if self.transparent else ()
         done = 0
         plan = stages(s.steps, s.size, s.scales)
         if 0 in snapshots and on_snapshot is not None:
@@ -214,7 +226,7 @@ class FilterRenderer:
                     mats = ops.convert_to_tensor(transforms.resample_matrices(
                         matrices[done:done + length], view, canvas + 2 * self._padding_at(canvas)))
                 run = self._loop(canvas, length)
-                p, m, v, *gathered = run(p, m, v, ops.convert_to_tensor(float(done)), idx, mats, *gathered)
+                p, m, v, *gathered = run(p, m, v, ops.convert_to_tensor(float(done)), targets, mats, *gathered)
                 done += length
                 if on_step is not None:
                     on_step(length)

@@ -125,7 +125,8 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
             layer_dir = f"{base}/layers/{slug(layer_name)}/"
             features.append({"layer": layer_name, "layer_dir": layer_dir, "layer_page": layer_dir + "index.html",
                              "image": sheet, **{k: layout[k] for k in ("cols", "rows", "cell", "channels", "map")},
-                             "peak": layout["peak"]})
+                             "peak": layout["peak"],
+                             "caricature": _caricature(files, folder, slug(layer_name), p.caricatures.get(layer_name))})
         cams = []
         for cam in p.cams:
             path = (f"{folder}/cam-{slug(cam['layer'])}-{cam['method']}-{cam['class']}.jpg" if cam["layer"]
@@ -222,6 +223,15 @@ def _transparency(files: dict, folder: str, tile) -> dict | None:
     path = f"{folder}/{tile.index}.transparency.png"
     files[path] = tile.transparency.key
     return {"image": path, "percentile": round(tile.transparency.percentile)}
+
+
+def _caricature(files: dict, folder: str, layer_slug: str, found: dict | None) -> dict | None:
+    """A photo's caricature at one layer (gallery.render.caricature), where the build drew one."""
+    if found is None:
+        return None
+    path = f"{folder}/caricature-{layer_slug}.png"
+    files[path] = found["key"]
+    return {"image": path, "cosine": round(found["cosine"], 4)}
 
 
 def _pool(base: str, tiles: list, wanted: set[int], slugs: dict[str, str]) -> list[dict]:
