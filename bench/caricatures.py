@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     model = keras.saving.load_model(SHARED / "models" / args.model)
     preprocess = PREPROCESS.get(args.model, "none")
     chosen = presets.resolve("default", grad.accelerator(), {"size": args.size, "steps": args.steps})
-    chosen.pop("variants", None)
+    chosen = presets.render_part(chosen)
     settings = RenderSettings(**chosen)
     layers = (args.layers.split(",") if args.layers else
               caricature_layers(model, BuildConfig(), {name: [0] for name in graph.conv_layers(model)}))

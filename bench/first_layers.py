@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     if args.contrast is not None:
         given["contrast"] = args.contrast or None
     chosen = presets.resolve("default", None, given)
-    chosen.pop("variants", None)
+    chosen = presets.render_part(chosen)
     settings = RenderSettings(**chosen)
     chosen = objectives()[args.objective]
     o.LINEAR_VARIANTS["channel"] = o.Variant("channel", chosen)

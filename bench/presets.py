@@ -34,7 +34,7 @@ def main():
     from gallery.render.objectives import VARIANTS
     from gallery.render.optimize import FilterRenderer, channel_count
     from gallery.render.schedule import stages
-    from gallery.presets import preset
+    from gallery.presets import preset, render_part
 
     model = load_model(str(args.model)) if args.model.is_file() else keras.applications.VGG16(
         weights=None, include_top=False)
@@ -44,8 +44,8 @@ def main():
     filters = list(range(args.sample_filters))
     for name in args.presets.split(","):
         chosen = preset(name, device)
-        variants = chosen.pop("variants", ())
-        settings = RenderSettings(**chosen)
+        variants = chosen.get("variants", ())
+        settings = RenderSettings(**render_part(chosen))
         total = 0.0
         for layer in conv_layers(model):
             per_filter = 0.0

@@ -155,7 +155,7 @@ def main():
     preprocess = args.preprocess or ("caffe" if "vgg16" in args.model.name else "none")
     device = grad.accelerator() if args.device is None else (None if args.device == "cpu" else "gpu")
     base = presets.resolve(args.preset, device, {"size": args.size, "steps": args.steps})
-    base.pop("variants", None)
+    base = presets.render_part(base)
     base.pop("batch", None)
     model = load_model(str(args.model))
     filters = list(range(args.first, args.first + args.filters))

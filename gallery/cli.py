@@ -41,12 +41,17 @@ def parser() -> argparse.ArgumentParser:
 def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
     """The config of parsed ``args``: each flag given, else the preset's value on this
     machine where a preset sets one, else the field's own default."""
-    from .model.grad import accelerator
+    from .model import grad
 
     given = {option.key: getattr(args, option.dest) for option in OPTIONS if option.preset}
-    chosen = presets.resolve(args.preset, accelerator(), given)
+    device = grad.accelerator()
+    chosen = presets.resolve(args.preset, device, given)
     render = RenderSettings(**_fields(args, chosen, "render"))  # checked before the paths and filters are
-    return BuildConfig(render=render, command=public_command(argv), **_fields(args, chosen, "build"))
+    extra = {}
+    if device is None and grad.cpu_bf16():  # AMX's settings, unless the model turns out to have depthwise convs
+        plain = RenderSettings(**_fields(args, presets.resolve(args.preset, device, given, bf16_cpu=False), "render"))
+        extra = {"render_if_depthwise": plain} if plain != render else {}
+    return BuildConfig(render=render, command=public_command(argv), **extra, **_fields(args, chosen, "build"))
 
 
 def _fields(args: argparse.Namespace, chosen: dict, part: str) -> dict:

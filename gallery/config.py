@@ -211,6 +211,10 @@ class BuildConfig:
     trajectory: int = 0  # snapshots of each filter image's optimization, shown on its page (0: none)
     debug: bool = False  # --debug: Ray's and its workers' own lines too
     rgb_channels: tuple[int, int, int] | None = None  # channels shown as RGB (None: the first three)
+    # The render settings for a model with depthwise convolutions where they differ (the CPU
+    # presets with AMX: bf16 runs VGG16's dense convolutions 2.8-3.7x faster, MobileNetV2's and
+    # EfficientNet's depthwise ones 1.5x slower, so those keep the float32 settings).
+    render_if_depthwise: RenderSettings | None = None
     # Layers that draw a caricature of each paged photo; None or "auto": CARICATURE_LAYERS spread
     # over the selection. The CLI's CPU presets give () (none): see gallery.presets.
     caricatures: tuple[str, ...] | str | None = None

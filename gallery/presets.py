@@ -65,3 +65,11 @@ def preset(name: str, device: str | None, bf16_cpu: bool | None = None) -> dict:
 def resolve(name: str, device: str | None, given: dict, bf16_cpu: bool | None = None) -> dict:
     """The preset's settings overridden by every value in ``given`` that is not ``None``."""
     return {**preset(name, device, bf16_cpu), **{k: v for k, v in given.items() if v is not None}}
+
+
+BUILD_KEYS = ("variants", "caricatures")  # what a preset sets of the build, not of each image
+
+
+def render_part(chosen: dict) -> dict:
+    """The RenderSettings fields of resolved preset settings (without :data:`BUILD_KEYS`)."""
+    return {k: v for k, v in chosen.items() if k not in BUILD_KEYS}

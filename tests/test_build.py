@@ -353,3 +353,21 @@ def test_feature_sheets_rank_channels_by_peak_and_leave_spare_cells_clear(monkey
 
 def test_figures_read_as_numbers_not_exponents():
     assert [site.sig(v) for v in (1873.2, -12345.6, 534.41, 0.0123, 0.0)] == ["1,873", "-12,346", "534", "0.0123", "0"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_a_model_with_depthwise_convolutions_takes_the_settings_made_for_it(tmp_path, depthwise):
+    """A CPU with AMX renders in bf16 where the model's convolutions are all dense; a model
+    with depthwise ones takes ``render_if_depthwise`` (float32), which its tiles' keys show."""
+    from .conftest import tiny_classifier, tiny_transfer
+
+    model = tiny_transfer() if depthwise else tiny_classifier()
+    path = tmp_path / "m.keras"
+    model.save(path)
+    config = _config(tmp_path, path, render=RenderSettings(size=16, steps=4, batch=4, precision="bfloat16"),
+                     render_if_depthwise=RenderSettings(size=16, steps=2, batch=4), filters=slice(0, 1),
+                     caricatures=(), cam_methods=("gradcam",))
+    data = pipeline.build(config)
+    assert data["settings"]["steps"] == (2 if depthwise else 4), data["settings"]
+    assert data["settings"].get("precision", "float32") == ("float32" if depthwise else "bfloat16")

@@ -212,7 +212,10 @@ def test_presets_fill_what_the_flags_leave_and_differ_on_a_gpu(monkeypatch):
     monkeypatch.setattr(grad, "cpu_bf16", lambda: True)
     amx = _config([])
     assert (amx.render.size, amx.render.steps, amx.render.precision) == (128, 128, "bfloat16")
-    assert _config(["--precision", "float32", "--steps", "64"]).render == RenderSettings()
+    assert amx.render_if_depthwise == RenderSettings()  # bf16 is slower there: the float32 default
+    assert _config(["--steps", "32"]).render_if_depthwise == RenderSettings(steps=32)  # the flags still hold
+    pinned = _config(["--precision", "float32", "--steps", "64"])
+    assert pinned.render == RenderSettings() and pinned.render_if_depthwise is None
     assert _config(["--preset", "preview"]).render.steps == PRESETS["preview"]["cpu"]["steps"]
 
 

@@ -33,7 +33,7 @@ def hed():
 
 def _tiles(model, layer, bf16_cpu=False, **override):
     settings = {**presets.preset("default", None, bf16_cpu), "size": SIZE, **override}
-    settings.pop("variants", None)
+    settings = presets.render_part(settings)
     return FilterRenderer(model, layer, RenderSettings(**settings), "caffe").images(FILTERS)
 
 
@@ -104,7 +104,7 @@ def grey(hed):
 
 def _grey_tiles(model, layer, **override):
     settings = {**presets.preset("default", None), "size": SIZE, **override}
-    settings.pop("variants", None)
+    settings = presets.render_part(settings)
     return FilterRenderer(model, layer, RenderSettings(**settings), "none", channels=Channels.of(1)).images(FILTERS)
 
 

@@ -139,7 +139,12 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     selection = select_targets(model, config)
     grad.check_names(graph.all_layer_names(model))
     costs = cost.Costs(model)
-    render = _fitted(costs, selection, facts.small_tiles(model, config.render))
+    render = config.render
+    if config.render_if_depthwise is not None and graph.has_depthwise(model):
+        render = config.render_if_depthwise
+        log(f"  {render.precision} steps, {render.steps} of them: this CPU's bf16 units are slower for "
+            "depthwise convolutions than float32")
+    render = _fitted(costs, selection, facts.small_tiles(model, render))
     fingerprint = loading.fingerprint(model)
     log(f"  {title}: {len(selection)} conv layers, "
         f"{sum(map(len, selection.values()))} filters, preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
@@ -291,7 +296,8 @@ def _check_trajectory(config: BuildConfig) -> None:
     that writes animated WebP; checked before anything is written."""
     if not config.trajectory:
         return
-    snapshot_steps(config.render, config.trajectory)
+    for render in filter(None, (config.render, config.render_if_depthwise)):
+        snapshot_steps(render, config.trajectory)
     if not imaging.animated_webp():
         raise GalleryError(f"--trajectory {config.trajectory}: this Pillow ({PIL.__version__}) cannot write animated "
                            "WebP; install a Pillow built with libwebp (the wheels on PyPI are), or leave it off")

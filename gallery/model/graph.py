@@ -59,6 +59,14 @@ def walk(model: keras.Model, containers: bool = False) -> Iterator[tuple[str, ke
     return descend(model, "")
 
 
+
+def has_depthwise(model) -> bool:
+    """Whether any layer, nested models included, convolves each channel alone
+    (DepthwiseConv2D, or the depthwise half of a SeparableConv2D)."""
+    return any(isinstance(layer, (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D))
+               for _, layer in walk(model))
+
+
 def conv_layers(model: keras.Model) -> list[str]:
     """Qualified names of every 2-D conv layer, in graph order, nested models included."""
     return [name for name, layer in walk(model) if _is_conv(layer)]

@@ -332,7 +332,7 @@ def visualize_filters(model, layer: str, filters, *, size: int | None = None, st
 
     chosen = presets.resolve(preset, grad.accelerator(), {"size": size, "steps": steps, "batch": batch,
                                                           "parameterization": param})
-    chosen.pop("variants", None)
+    chosen = presets.render_part(chosen)
     settings = RenderSettings(seed=seed, **chosen)
     renderer = FilterRenderer(model, layer, settings, preprocess)
     if transparency and settings.parameterization not in params.TRANSPARENT:
