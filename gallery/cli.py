@@ -164,6 +164,13 @@ def parser() -> argparse.ArgumentParser:
                         "gradcam++, scorecam, layercam, cam (at each --cam-layers layer), the pixel attributions "
                         "saliency and smoothgrad (once per photo), guided-gradcam (at each layer; ReLU models only) "
                         "(default: gradcam)")
+    p.add_argument("--curve-points", type=lambda t: _integer(t, 2, "a number of curve steps, 2 or more"), default=10,
+                   metavar="N", help="steps of each map's deletion and insertion curves, 2N forwards per map "
+                                     "(default: 10, a point every 10%%)")
+    p.add_argument("--randomize", type=_seed, default=0, metavar="K",
+                   help="check each method's top-class map against copies of the model whose top 1..K conv/dense "
+                        "layers are re-initialized (Adebayo et al., 2018); K+1 times a map's cost per photo and "
+                        "method, and a copy of the model per level in memory (default: 0, off; 3 is a good start)")
     p.add_argument("--top-k", type=_positive, default=5, help="predicted classes per photo (default: 5)")
     p.add_argument("--photo-pages", type=_pages, default=48, metavar="N|all",
                    help="photos that get their own page with feature maps and CAMs; every photo still ranks "
@@ -213,6 +220,7 @@ def config_from(args: argparse.Namespace, argv: list[str]) -> BuildConfig:
         photo_pages=args.photo_pages, examples=args.examples, safe_mode=not args.unsafe, prune=args.prune,
         command=public_command(argv), executor=args.executor, ray_address=args.ray_address,
         worker_cpus=args.worker_cpus, trajectory=args.trajectory, debug=args.debug,
+        curve_points=args.curve_points, randomize=args.randomize,
     )
 
 

@@ -20,7 +20,7 @@ from ..console import log, warn
 from ..errors import GalleryError
 from ..folders import FolderLock, check_layout, empty, first_missing, undo_created
 from ..model import circuits, grad, graph, guided, loading
-from ..photos import cams, labels, sources
+from ..photos import cams, labels, sanity, sources
 from ..photos.activations import input_size
 from ..photos.saliency import GUIDED
 from ..render import cost, exact
@@ -127,7 +127,9 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     job = units.Job(fingerprint, render, preprocess, {k: tuple(v) for k, v in selection.items()}, config.variants,
                     tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0), size,
                     tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
-                    config.trajectory)
+                    config.trajectory, config.curve_points, config.randomize)
+    if job.randomize and job.ranks:
+        sanity.top_layers(model, job.randomize)  # refused before any work when the model has fewer layers
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
     for line in _skipped(config, job, about, loading.title(config.model, model)):
         log(line)
@@ -304,10 +306,12 @@ def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Ca
                 "variants": ", ".join(config.variants) or "none",
                 "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
                 "cam layers": ", ".join(job.cam_layers) or "none", "cam methods": ", ".join(config.cam_methods),
-                **({"trajectory": f"{job.trajectory} snapshots"} if job.trajectory else {})}
+                **({"trajectory": f"{job.trajectory} snapshots"} if job.trajectory else {}),
+                "curve points": job.curve_points,
+                "randomization check": f"top {job.randomize} layers" if job.randomize else "off"}
     return manifest.build(**fixed, filter_tiles=gallery.filter_tiles(), photos=results, settings=settings,
                           command=config.command, status=status, collages=gallery.collages(cache),
-                          linear=job.exact)
+                          linear=job.exact, curve_points=job.curve_points)
 
 
 def _portable_model(config: BuildConfig, model):

@@ -120,3 +120,113 @@ class Faithfulness:
     def _run(self, pixels: np.ndarray, rows: list) -> np.ndarray:
         chosen = pixels[[i for i, _ in rows]]
         return in_fixed_batches(self._outputs, chosen, np.stack([m for _, m in rows]))
+
+
+# Deletion and insertion curves ------------------------------------------------------------
+
+POINTS = 10  # curve steps by default: a point every 10% of the pixels, so the 30% and 70% points are on it
+RANDOM_GRID = 14  # cells per side of the random-order baseline's map (VGG16's 224 px in 16 px squares)
+RANDOM_SEED = 0
+
+
+def fractions(points: int = POINTS) -> np.ndarray:
+    """The shares of pixels at which the curves are measured: ``0, 1/points, …, 1``, with
+    :data:`KEEP` and ``1 − KEEP`` added when the grid misses them, so the 30% figures are
+    always points of the curves."""
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise GalleryError(f"curve points must be a whole number of at least 2, got {points!r}")
+    grid = {round(k / points, 9) for k in range(points + 1)} | {round(KEEP, 9), round(1 - KEEP, 9)}
+    return np.asarray(sorted(grid), "float64")
+
+
+def area(x: np.ndarray, y: np.ndarray) -> float:
+    """The area under ``y(x)`` by the trapezoid rule (RISE's AUC, with ``x`` in ``[0, 1]``)."""
+    x, y = np.asarray(x, "float64"), np.asarray(y, "float64")
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
+
+
+def orders(heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(insert, delete)``: each pixel's place (``(h, w)`` ints) in the order the insertion
+    curve adds pixels (highest first) and the order the deletion curve *keeps* them (lowest
+    first), both with ties in reading order, the earlier pixel kept: exactly
+    :func:`keep_masks`' rule, so the curves pass through its figures."""
+    flat = np.asarray(heat, dtype="float64").ravel()
+    place = np.empty((2, flat.size), "int64")
+    place[0, np.argsort(-flat, kind="stable")] = np.arange(flat.size)
+    place[1, np.argsort(flat, kind="stable")] = np.arange(flat.size)
+    return place[0].reshape(heat.shape), place[1].reshape(heat.shape)
+
+
+def random_map(height: int, width: int, grid: int = RANDOM_GRID, seed: int = RANDOM_SEED) -> np.ndarray:
+    """A map that ranks squares of the photo in a random order: uniform noise on a
+    ``grid × grid`` lattice (fewer cells where the input is smaller), repeated over each
+    cell's pixels. Squares rather than single pixels: a curve over a random scatter of
+    pixels measures how the model takes salt-and-pepper noise (it collapses long before
+    the object is gone), not what a region holds, and would flatter every map's deletion."""
+    rows, cols = min(grid, height), min(grid, width)
+    cells = np.random.default_rng(seed).random((rows, cols))
+    return cells[np.arange(height) * rows // height][:, np.arange(width) * cols // width]
+
+
+class Curves:
+    """Deletion and insertion curves (Petsiuk et al., "RISE", BMVC 2018) of maps, at :func:`fractions`.
+
+    Insertion at share ``f``: ``p_c`` of the photo with only the ``round(f·h·w)`` pixels the
+    map ranks highest, the rest :data:`FILL`; deletion at ``f``: the ``round(f·h·w)`` it ranks
+    highest removed, i.e. only the ``round((1−f)·h·w)`` lowest kept. A faithful map makes the
+    insertion curve rise early (a large area) and the deletion curve fall early (a small one).
+    The points at ``f = KEEP`` of insertion and ``1 − KEEP`` of deletion are
+    :class:`Faithfulness`' top and bottom figures, pixel for pixel. Every masked copy goes
+    through the model in passes of :data:`BATCH` rows (in fixed sub-batches, see
+    :func:`~gallery.photos.activations.in_fixed_batches`), so a point does not depend on
+    what shares its pass. The ends are the same for every map of a photo (the photo whole,
+    all fill) and are computed once per photo.
+    """
+
+    def __init__(self, model: keras.Model, preprocess=None, fallback: int = 224, points: int = POINTS):
+        self.x = fractions(points)
+        self.model, self.fallback = model, fallback
+        self.classes = int(model.outputs[0].shape[-1])
+        self._judge = Faithfulness(model, preprocess, fallback)
+
+    def __call__(self, photos: Sequence[np.ndarray], classes: Sequence[Sequence[int]],
+                 maps: Sequence[np.ndarray] | None = None) -> list[dict]:
+        """For each photo ``{"deletion", "insertion"}``: ``(n, len(x))`` float64 curves, one
+        row per class; ``maps[i]`` is ``(n, H, W)`` at any size; ``None`` for the
+        random-order baseline (:func:`random_map`, the same squares for every class)."""
+        if maps is not None and not len(photos) == len(classes) == len(maps):
+            raise GalleryError(f"give one list of classes and one of maps per photo, got {len(photos)} photos, "
+                               f"{len(classes)} class lists and {len(maps)} map stacks")
+        pixels = input_pixels(self.model, photos, self.fallback)
+        h, w = pixels.shape[1:3]
+        counts = [int(f * h * w + 0.5) for f in self.x]
+        inner = range(1, len(counts) - 1)  # the ends (none kept, all kept) are shared by every map
+        rows = []
+        for i, wanted in enumerate(classes):
+            bad = [c for c in wanted if not 0 <= c < self.classes]
+            if bad:
+                raise GalleryError(f"class index {bad[0]} is outside 0..{self.classes - 1}")
+            heats = [random_map(h, w)] * len(wanted) if maps is None else maps[i]
+            if len(wanted) != len(heats):
+                raise GalleryError(f"photo {i} has {len(wanted)} classes but {len(heats)} maps")
+            rows += [(i, np.zeros((h, w), bool)), (i, np.ones((h, w), bool))]
+            for heat in heats:
+                insert, delete = orders(resize(np.asarray(heat, "float32"), h, w))
+                rows += [(i, insert < counts[k]) for k in inner]
+                rows += [(i, delete < counts[-1 - k]) for k in inner]
+        run = self._judge._run
+        outputs = np.concatenate([run(pixels, rows[s:s + BATCH]) for s in range(0, len(rows), BATCH)])
+        probs = np.clip(as_probabilities(outputs), 0.0, 1.0)
+        out, r, m = [], 0, len(counts) - 2
+        for wanted in classes:
+            blank, whole = probs[r], probs[r + 1]
+            r += 2
+            deletion, insertion = [], []
+            for c in wanted:
+                ins, dele = probs[r:r + m, c], probs[r + m:r + 2 * m, c]
+                insertion.append([blank[c], *ins, whole[c]])
+                deletion.append([whole[c], *dele, blank[c]])
+                r += 2 * m
+            out.append({"deletion": np.asarray(deletion, "float64").reshape(len(wanted), -1),
+                        "insertion": np.asarray(insertion, "float64").reshape(len(wanted), -1)})
+        return out
