@@ -306,8 +306,8 @@ def photo_passes(unit: PhotoUnit, job: Job, costs, parts=None) -> list[tuple[str
     paged = sum(unit.paged)
     passes = [("features", len(unit.photos)), ("predictions", paged)]
     curves = curve_forwards(job.curve_points, job.ranks)
-    if attributions(job):
-        passes.append((BASELINE, paged * curves))
+    if attributions(job):  # one random order serves every class of a photo
+        passes.append((BASELINE, paged * curve_forwards(job.curve_points, 1)))
     for layer, method in attributions(job):
         # Each map: its method's passes, then its curves' masked copies. Score-CAM runs one
         # forward per channel of its layer, in padded batches: by far the costliest method on a wide layer.

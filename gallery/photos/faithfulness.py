@@ -193,7 +193,8 @@ class Curves:
                  maps: Sequence[np.ndarray] | None = None) -> list[dict]:
         """For each photo ``{"deletion", "insertion"}``: ``(n, len(x))`` float64 curves, one
         row per class; ``maps[i]`` is ``(n, H, W)`` at any size; ``None`` for the
-        random-order baseline (:func:`random_map`, the same squares for every class)."""
+        random-order baseline (:func:`random_map`), whose masked copies are the same for
+        every class of a photo, so they go through the model once for all of them."""
         if maps is not None and not len(photos) == len(classes) == len(maps):
             raise GalleryError(f"give one list of classes and one of maps per photo, got {len(photos)} photos, "
                                f"{len(classes)} class lists and {len(maps)} map stacks")
@@ -201,32 +202,32 @@ class Curves:
         h, w = pixels.shape[1:3]
         counts = [int(f * h * w + 0.5) for f in self.x]
         inner = range(1, len(counts) - 1)  # the ends (none kept, all kept) are shared by every map
-        rows = []
+        rows, read = [], []  # masked copies; per photo, (first row of its ends, [(first row of a map, class)])
         for i, wanted in enumerate(classes):
             bad = [c for c in wanted if not 0 <= c < self.classes]
             if bad:
                 raise GalleryError(f"class index {bad[0]} is outside 0..{self.classes - 1}")
-            heats = [random_map(h, w)] * len(wanted) if maps is None else maps[i]
-            if len(wanted) != len(heats):
+            heats = [random_map(h, w)] if maps is None else maps[i]
+            if maps is not None and len(wanted) != len(heats):
                 raise GalleryError(f"photo {i} has {len(wanted)} classes but {len(heats)} maps")
+            ends, starts = len(rows), []
             rows += [(i, np.zeros((h, w), bool)), (i, np.ones((h, w), bool))]
             for heat in heats:
+                starts.append(len(rows))
+                # Deletion keeps the lowest pixels; the grid is symmetric (fractions), so its count
+                # at share f is insertion's at 1 - f, and 70% removed keeps kept_count(0.3) exactly.
                 insert, delete = orders(resize(np.asarray(heat, "float32"), h, w))
                 rows += [(i, insert < counts[k]) for k in inner]
                 rows += [(i, delete < counts[-1 - k]) for k in inner]
+            read.append((ends, [(starts[0 if maps is None else j], c) for j, c in enumerate(wanted)]))
         run = self._judge._run
         outputs = np.concatenate([run(pixels, rows[s:s + BATCH]) for s in range(0, len(rows), BATCH)])
         probs = np.clip(as_probabilities(outputs), 0.0, 1.0)
-        out, r, m = [], 0, len(counts) - 2
-        for wanted in classes:
-            blank, whole = probs[r], probs[r + 1]
-            r += 2
-            deletion, insertion = [], []
-            for c in wanted:
-                ins, dele = probs[r:r + m, c], probs[r + m:r + 2 * m, c]
-                insertion.append([blank[c], *ins, whole[c]])
-                deletion.append([whole[c], *dele, blank[c]])
-                r += 2 * m
-            out.append({"deletion": np.asarray(deletion, "float64").reshape(len(wanted), -1),
-                        "insertion": np.asarray(insertion, "float64").reshape(len(wanted), -1)})
+        m, out = len(counts) - 2, []
+        for ends, maps_at in read:
+            blank, whole = probs[ends], probs[ends + 1]
+            deletion = [[whole[c], *probs[r + m:r + 2 * m, c], blank[c]] for r, c in maps_at]
+            insertion = [[blank[c], *probs[r:r + m, c], whole[c]] for r, c in maps_at]
+            out.append({"deletion": np.asarray(deletion, "float64").reshape(len(maps_at), -1),
+                        "insertion": np.asarray(insertion, "float64").reshape(len(maps_at), -1)})
         return out

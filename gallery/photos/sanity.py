@@ -41,10 +41,11 @@ from .explain import explainer
 
 LEVELS = 3  # layers re-initialized at the deepest level, by default
 SEED = 0
-# A rank correlation this high after the top layers lost all they learned means the map's
-# ranking is mostly what it was: the pixels it put first are still first. Adebayo et al.'s
-# Guided Backpropagation stays above 0.9 under full randomization; gradients fall to
-# about 0.2-0.4 (their Fig. 4, absolute values), so 0.5 sits between, with room for noise.
+# Halfway between a map unchanged (1) and one unrelated to the trained map (0): at or above
+# it, after the top layers lost all they learned, the map's ranking is more like what it was
+# than not. A judgement, not a law: Adebayo et al. read the whole curve by eye, and the
+# absolute-valued maps every method here yields keep some of the photo's edges even under a
+# random model (their §4), so a method near the line is reported with its figures.
 FAIL_AT = 0.5
 KINDS = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv1D, keras.layers.Conv2D,
          keras.layers.Conv3D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
