@@ -19,10 +19,9 @@ The sample photos (../shared/samples) go in one batch, as a photo unit holds the
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from common import SHARED, machine  # first: it puts the repository on the path
+from common import SHARED, clock, machine  # first: it puts the repository on the path
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -33,12 +32,6 @@ from gallery.photos.explain import explainer  # noqa: E402
 from gallery.photos.faithfulness import Curves, Faithfulness  # noqa: E402
 from gallery.photos.sanity import FAIL_AT, Randomization, fails  # noqa: E402
 from gallery.photos.sources import load_photos  # noqa: E402
-
-
-def clock(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
 
 
 def main():
