@@ -12,6 +12,7 @@ from gallery.photos.cams import unit_scaled
 from gallery.photos.sanity import FAIL_AT, Randomization, random_weights, randomized_copy, spearman, top_layers
 
 from .conftest import _keras
+from .test_page_words import _shot, browser  # noqa: F401  (browser: the same Chromium fixture)
 
 SIDE, CLASSES = 8, 5
 
@@ -111,26 +112,44 @@ class _Page:
 
     @staticmethod
     def text(html: str) -> str:
+        import html as entities
         import re
 
-        return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+        return " ".join(entities.unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory):
+    """A tiny classifier's build with the check at 2 levels, Grad-CAM and saliency, 2 photos."""
+    from PIL import Image
+
+    from gallery.build import pipeline
+
+    from .conftest import tiny_classifier
+    from .test_build import _config
+
+    tmp = tmp_path_factory.mktemp("sanity")
+    (tmp / "photos").mkdir()
+    rng = np.random.default_rng(1)
+    for name, shape in (("red fox", (24, 32, 3)), ("boat", (16, 16, 3))):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp / "photos" / f"{name}.png")
+    path = tmp / "tiny.keras"
+    tiny_classifier().save(path)
+    config = _config(tmp, path, images=(tmp / "photos",), cam_methods=("gradcam", "saliency"), layers=("conv2",),
+                     filters=slice(0, 1), preprocess="tf", randomize=2, top_k=2)
+    return config, pipeline.build(config)
 
 
 @pytest.mark.slow
-def test_a_build_shows_and_caches_the_check(tmp_path, photo_dir):
+def test_a_build_shows_and_caches_the_check(checked):
     import json
 
     from gallery.build import pipeline
     from gallery.build.cache import Cache
 
-    from .conftest import tiny_classifier
-    from .test_build import _config, check_site
+    from .test_build import check_site
 
-    path = tmp_path / "tiny.keras"
-    tiny_classifier().save(path)
-    config = _config(tmp_path, path, images=(photo_dir,), cam_methods=("gradcam", "saliency"), layers=("conv2",),
-                     filters=slice(0, 1), preprocess="tf", randomize=2, top_k=2)
-    manifest = pipeline.build(config)
+    config, manifest = checked
     check_site(config.out)
     assert [(r["method"], r["photos"], r["layers"]) for r in manifest["sanity"]] == [
         ("saliency", 2, ["head", "conv2"]), ("gradcam", 2, ["head", "conv2"])]
@@ -161,3 +180,29 @@ def test_a_build_shows_and_caches_the_check(tmp_path, photo_dir):
     pipeline.build(config)
     after = records()
     assert {name for name in after if after[name] != before.get(name)} == {f"{lost}.json"}
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_check_and_curves_fit_the_photo_page(checked, browser, width):
+    config, manifest = checked
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto((config.out / manifest["photos"][0]["page"]).as_uri())
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    # Folded by default: a line per method, the strip on demand.
+    assert page.eval_on_selector_all("details.sanity", "ds => ds.map(d => d.open)") == [False, False]
+    page.locator("details.method").nth(1).locator(":scope > summary").click()  # saliency, folded
+    # Each map's curves lie inside its own cell.
+    inside = page.eval_on_selector_all("ul.cams li", """lis => lis.map(li => {
+        const box = li.getBoundingClientRect(), svg = li.querySelector('.curves svg').getBoundingClientRect();
+        return svg.width > 50 && svg.left >= box.left - 1 && svg.right <= box.right + 1; })""")
+    assert len(inside) == 4 and all(inside), inside
+    for n in range(2):
+        page.locator("details.sanity").nth(n).locator("summary").click()
+        strip = page.locator("details.sanity img.sanity-strip").nth(n)
+        assert strip.evaluate("img => img.complete && img.naturalWidth > 0")
+        assert strip.evaluate("img => img.getBoundingClientRect().right") <= width
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    _shot(page, f"photo-sanity-{width}")
+    page.close()
