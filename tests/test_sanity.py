@@ -206,3 +206,26 @@ def test_the_check_and_curves_fit_the_photo_page(checked, browser, width):
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     _shot(page, f"photo-sanity-{width}")
     page.close()
+
+
+def test_the_check_adds_entries_of_its_own_and_the_curves_key_only_theirs(photo_dir):
+    """Turning the check on reuses every entry a build without it made; changing the curves'
+    steps recomputes the maps and random orders alone."""
+    from dataclasses import replace
+
+    from gallery.build import units
+    from gallery.config import RenderSettings
+    from gallery.photos.sources import load_photos
+
+    photos = load_photos([photo_dir])
+    job = units.Job("f" * 32, RenderSettings(size=16, steps=2), "none", {"conv1": (0,)}, (), ("conv2",),
+                    ("gradcam", "saliency"), 2, (8, 8))
+
+    def entries(j):
+        return {e.key: e.about["kind"] for u in units.photo_units(j, photos, None, classify=True) for e in u.entries}
+
+    plain, checked, finer = entries(job), entries(replace(job, randomize=2)), entries(replace(job, curve_points=20))
+    assert set(plain) < set(checked)
+    assert sorted(checked[k] for k in set(checked) - set(plain)) == ["sanity"] * 4  # 2 photos × 2 methods
+    assert {plain[k] for k in set(plain) - set(finer)} == {"cam", "baseline"}
+    assert entries(replace(job, randomize=3)).keys() != checked.keys()  # K is in the check's key

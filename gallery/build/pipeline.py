@@ -128,8 +128,11 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                     tuple(about["cam_layers"]), config.cam_methods, min(config.top_k, about["classes"] or 0), size,
                     tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
                     config.trajectory, config.curve_points, config.randomize)
-    if job.randomize and job.ranks:
-        sanity.top_layers(model, job.randomize)  # refused before any work when the model has fewer layers
+    if job.randomize and job.ranks:  # refused before any work when the model has fewer layers
+        try:
+            sanity.top_layers(model, job.randomize)
+        except GalleryError as exc:
+            raise GalleryError(f"--randomize: {exc}") from None
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
     for line in _skipped(config, job, about, loading.title(config.model, model)):
         log(line)
@@ -223,9 +226,11 @@ def _check_trajectory(config: BuildConfig) -> None:
 def _skipped(config: BuildConfig, job, about: dict, title: str) -> list[str]:
     """One line for each option the build asked for that cannot apply here, and why."""
     lines = []
-    if about["classes"] is None and (config.cam_methods != BuildConfig.cam_methods or config.cam_layers):
+    if about["classes"] is None and (config.cam_methods != BuildConfig.cam_methods or config.cam_layers
+                                     or config.randomize):
         asked = [f"--cam-method {','.join(config.cam_methods)}"] if config.cam_methods != BuildConfig.cam_methods else []
         asked += [f"--cam-layers {','.join(config.cam_layers)}"] if config.cam_layers else []
+        asked += [f"--randomize {config.randomize}"] if config.randomize else []
         lines.append(f"note: {' and '.join(asked)} skipped: {title} has no classifier head, so there are no "
                      "classes to explain")
     return lines
