@@ -13,7 +13,7 @@ The sample photos (../shared/samples) go in one batch, as a photo unit holds the
   * per method: the seconds per photo of its maps (``--classes`` classes), of the check
     (the top class's map under ``--levels`` randomized copies), the one-off cost of making
     the copies and compiling their passes, and the check's figures: the mean rank
-    correlation and SSIM at each level and how many photos fail (``ρ ≥ FAIL_AT`` at the deepest).
+    correlation and SSIM at each level and how many photos fail (both ``≥ FAIL_AT`` at the deepest).
 """
 
 from __future__ import annotations
@@ -75,10 +75,10 @@ def main():
         found, check_s = clock(lambda: check(photos, top, trained))
         rho = np.mean([f["spearman"] for _, f in found], axis=0)
         ssim = np.mean([f["ssim"] for _, f in found], axis=0)
-        failed = sum(fails(f["spearman"]) for _, f in found)
+        failed = sum(fails(f) for _, f in found)
         print(f"{method:<16}{maps_s / n:>8.2f}{check_s / n:>9.2f}{setup_s + warm_s:>9.1f}  "
               f"{' '.join(f'{r:+.2f}' for r in rho):<28}{' '.join(f'{s:.2f}' for s in ssim):<22}{failed}/{n}")
-    print(f"layers re-initialized, top first: {', '.join(check.layers)}; a map fails at rank correlation ≥ {FAIL_AT}")
+    print(f"layers re-initialized, top first: {', '.join(check.layers)}; a map fails at rank correlation and SSIM both ≥ {FAIL_AT}")
 
 
 if __name__ == "__main__":

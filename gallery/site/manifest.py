@@ -123,7 +123,7 @@ def sanity_summary(photos: list[dict]) -> list[dict]:
         levels = len(checks[0]["spearman"])
         mean = {k: [sum(c[k][i] for c in checks) / len(checks) for i in range(levels)] for k in ("spearman", "ssim")}
         summary.append({"layer": layer, "method": method, "photos": len(checks), "layers": checks[0]["layers"],
-                        "failed": sum(c["fails"] for c in checks), **mean, "fails": sanity.fails(mean["spearman"])})
+                        "failed": sum(c["fails"] for c in checks), **mean, "fails": sanity.fails(mean)})
     return summary
 
 
@@ -248,7 +248,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
             checks.append({"layer": check["layer"], "method": check["method"], "image": path,
                            "class": check["class"], "name": name_of(check["class"]), "layers": check["layers"],
                            "spearman": check["spearman"], "ssim": check["ssim"],
-                           "fails": sanity.fails(check["spearman"])})
+                           "fails": sanity.fails(check)})
         contributions = [
             {"layer": layer, "source": (cam_sources or {}).get(layer),
              "channels": [{"index": k, "share": v, **link((cam_sources or {}).get(layer), k)}
