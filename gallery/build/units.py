@@ -268,7 +268,7 @@ def _photo_entries(job: Job, position: int, photo, paged: bool, classify: bool):
                         {"kind": "contributions", **model}, (position, layer, method))
         if job.randomize and job.ranks:
             yield Entry(job.photo_key("sanity", photo.digest, **where, method=method, levels=job.randomize,
-                                      seed=sanity.SEED, strip=SANITY_SIDE), sanity_part(layer, method),
+                                      seed=sanity.SEED, scheme=sanity.SCHEME, strip=SANITY_SIDE), sanity_part(layer, method),
                         {"kind": "sanity", **model}, (position, layer, method, "sanity"))
 
 

@@ -41,6 +41,9 @@ from .explain import explainer
 
 LEVELS = 3  # layers re-initialized at the deepest level, by default
 SEED = 0
+# How the randomized weights are drawn (random_weights): in every check's cache key, so a
+# change of scheme recomputes the checks rather than reusing figures of other weights.
+SCHEME = "glorot-uniform/zero-bias/numpy-pcg64"
 # Halfway between a map unchanged (1) and one unrelated to the trained map (0): at or above
 # it in both figures, after the top layers lost all they learned, the map is more like what
 # it was than not. Both, because each alone misleads on smooth maps: a class activation map
