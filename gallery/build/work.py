@@ -22,7 +22,7 @@ from ..photos.explain import explainer
 from ..photos.examples import peaks
 from ..photos.faithfulness import KEEP, Curves
 from ..photos.saliency import PixelEngine
-from ..photos.sanity import Randomization
+from ..photos.sanity import Copies, Randomization
 from ..render.optimize import Renderers, snapshot_steps, spans
 from .units import (BASELINE, PHOTO_SIDE, SANITY_SIDE, TRANSPARENCY_PERCENTILE, FilterUnit, Job, Task,
                     attribution_part, attributions, sanity_part)
@@ -47,6 +47,7 @@ class Worker:
         self._cams: dict = {}
         self._curves = None
         self._randomized: dict = {}
+        self._copies = None  # the randomized copies of the model, shared by every method's check
 
     def run(self, task: Task, on_step=None) -> Result:
         """Produce the entries of the passes ``task`` needs; ``on_step(image_steps)`` reports progress."""
@@ -125,10 +126,12 @@ class Worker:
         return self._curves
 
     def randomized(self, layer: str | None, method: str) -> Randomization:
-        """``method``'s engines on the randomized copies, made once per worker (the clones with them)."""
+        """``method``'s engines on the randomized copies, made once per worker; the copies once for all methods."""
+        if self._copies is None:
+            self._copies = Copies(self.model, self.job.randomize)
         if (layer, method) not in self._randomized:
             self._randomized[layer, method] = Randomization(self.model, layer, method, self.job.preprocess,
-                                                            self.job.input[0], self.job.randomize)
+                                                            self.job.input[0], copies=self._copies)
         return self._randomized[layer, method]
 
     def cam(self, layer: str | None, method: str):

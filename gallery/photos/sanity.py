@@ -142,21 +142,29 @@ def fails(figures: dict) -> bool:
     return bool(figures["spearman"]) and min(figures["spearman"][-1], figures["ssim"][-1]) >= FAIL_AT
 
 
-class Randomization:
-    """One method's maps under the cascading randomized copies of a model.
+class Copies:
+    """The cascading randomized copies of a model, one per level, made once and shared by
+    every method checked on them (a build holds ``levels`` copies, whatever its methods).
+    ``model`` is only read."""
 
-    The copies are made once (one per level) and each keeps its compiled passes, so a
-    build pays the cloning once per worker. ``model`` is only read.
-    """
+    def __init__(self, model: keras.Model, levels: int = LEVELS, seed: int = SEED):
+        self.layers = top_layers(model, levels)
+        self.models = [randomized_copy(model, n, seed) for n in range(1, levels + 1)]
+
+
+class Randomization:
+    """One method's maps under the randomized copies of a model (:class:`Copies`); each copy
+    keeps the method's compiled passes, so a build compiles them once per worker."""
 
     def __init__(self, model: keras.Model, layer: str | None, method: str, preprocess=None, fallback: int = 224,
-                 levels: int = LEVELS, seed: int = SEED, explain=explainer):
+                 levels: int = LEVELS, seed: int = SEED, explain=explainer, copies: Copies | None = None):
         """``explain(model, layer, method, preprocess, fallback)`` makes a method's engine
-        (:func:`~gallery.photos.explain.explainer`; another maker for a method of one's own)."""
-        self.layers = top_layers(model, levels)
+        (:func:`~gallery.photos.explain.explainer`; another maker for a method of one's own);
+        ``copies``: the model's copies when already made (``levels`` and ``seed`` are theirs)."""
+        copies = copies or Copies(model, levels, seed)
+        self.layers = copies.layers
         self.size = input_size(model, fallback)
-        self.engines = [explain(randomized_copy(model, n, seed), layer, method, preprocess, fallback)
-                        for n in range(1, levels + 1)]
+        self.engines = [explain(copy, layer, method, preprocess, fallback) for copy in copies.models]
 
     def __call__(self, photos: Sequence[np.ndarray], classes: Sequence[int], trained: Sequence[np.ndarray]):
         """For each photo: ``(maps, figures)``: the randomized maps of its class ``classes[i]``
