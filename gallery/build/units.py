@@ -28,7 +28,7 @@ from .cache import make_key, number
 MAIN = "channel"  # the variant every filter gets; the others are extra images
 PHOTO_SIDE = 640  # photos are published no larger than this
 PHOTO_BATCH = 8  # photos per unit: one forward pass
-BASELINE = "baseline"  # the pass of the random-order curves, one per paged photo and class
+BASELINE = "baseline"  # the pass of the random-order curves: an entry per paged photo and class
 SANITY_SIDE = 96  # the height of each map in a randomization strip
 PHOTO_SCHEMA = 5  # what photo entries hold; 5: CAMs carry their faithfulness, feature sheets clear spare cells; 4: keyed by class rank
 # How filter images are made, beyond the settings in their key: bump it whenever the same
@@ -267,9 +267,9 @@ def _photo_entries(job: Job, position: int, photo, paged: bool, classify: bool):
             yield Entry(job.photo_key("contributions", photo.digest, layer=layer, method=method), part,
                         {"kind": "contributions", **model}, (position, layer, method))
         if job.randomize and job.ranks:
-            yield Entry(job.photo_key("sanity", photo.digest, **where, method=method, levels=job.randomize,
-                                      seed=sanity.SEED, scheme=sanity.SCHEME, strip=SANITY_SIDE), sanity_part(layer, method),
-                        {"kind": "sanity", **model}, (position, layer, method, "sanity"))
+            key = job.photo_key("sanity", photo.digest, **where, method=method, levels=job.randomize,
+                                seed=sanity.SEED, scheme=sanity.SCHEME, strip=SANITY_SIDE)
+            yield Entry(key, sanity_part(layer, method), {"kind": "sanity", **model}, (position, layer, method, "sanity"))
 
 
 def attributions(job: Job) -> list[tuple[str | None, str]]:

@@ -156,7 +156,6 @@ class _PhotoRun:
                 self.need.setdefault(entry.slot[0], set()).add(entry.part)
         self._pixels: dict[int, np.ndarray] = {}
         self._shown: dict[int, np.ndarray] = {}
-        self._heats: dict[tuple, np.ndarray] = {}  # (layer, method, photo) -> the top class's map, for the check
 
     def run(self) -> Result:
         for position in self.need:
@@ -254,8 +253,6 @@ class _PhotoRun:
             heats, contributions = engine.explain_batch(photos, wanted)
             images = [[imaging.overlay(self.shown(p), imaging.resize(m, *self.shown(p).shape[:2])) for m in heat]
                       for p, heat in zip(rows, heats)]
-        for position, heat in zip(rows, heats):
-            self._heats[layer, method, position] = heat[0]
         # Every method's maps, whatever made them, are judged the same way (gallery.photos.faithfulness).
         x = self.worker.curves.x
         at_top, at_bottom = int(np.argmin(abs(x - KEEP))), int(np.argmin(abs(x - (1 - KEEP))))
@@ -291,14 +288,11 @@ class _PhotoRun:
         if not rows:
             return
         photos, top = [self.pixels(p) for p in rows], [classes[p][0] for p in rows]
-        missing = [n for n, p in enumerate(rows) if (layer, method, p) not in self._heats]
-        if missing:  # the maps' own entries were intact: only the top class's map again
-            found = self.worker.cam(layer, method).explain_batch([photos[n] for n in missing],
-                                                                 [[top[n]] for n in missing])[0]
-            for n, heat in zip(missing, found):
-                self._heats[layer, method, rows[n]] = heat[0]
+        # The trained map made again, as the copies make theirs (the top class alone): a map
+        # among other classes may differ in its last digits, and the figures must not depend
+        # on whether the maps' own pass ran in the same unit.
+        trained = [m[0] for m in self.worker.cam(layer, method).explain_batch(photos, [[c] for c in top])[0]]
         check = self.worker.randomized(layer, method)
-        trained = [self._heats[layer, method, p] for p in rows]
         for position, c, base, (maps, figures) in zip(rows, top, trained, check(photos, top, trained)):
             strip = sanity_strip(self.shown(position), [base, *maps], layer is not None)
             self.put((part, position, layer, method, "sanity"), imaging.encode_jpeg(strip),
