@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,3 +35,10 @@ def cpu_name() -> str:
 def machine() -> str:
     """``"x86_64, 2 cores, AMD EPYC …"``."""
     return f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}"
+
+
+def clock(fn):
+    """``(fn(), seconds it took)``."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start

@@ -18,10 +18,9 @@ build makes them (``CamEngine.explain_batch``), then judged as the build judges 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from common import SHARED, machine  # first: it puts the repository on the path
+from common import SHARED, clock, machine  # first: it puts the repository on the path
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -31,12 +30,6 @@ from gallery.photos.activations import Activations  # noqa: E402
 from gallery.photos.cams import CamEngine  # noqa: E402
 from gallery.photos.faithfulness import BOTTOM, FULL, TOP, Faithfulness  # noqa: E402
 from gallery.photos.sources import load_photos  # noqa: E402
-
-
-def clock(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
 
 
 def main():

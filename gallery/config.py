@@ -218,8 +218,14 @@ class BuildConfig:
     # Layers that draw a caricature of each paged photo; None or "auto": CARICATURE_LAYERS spread
     # over the selection. The CLI's CPU presets give () (none): see gallery.presets.
     caricatures: tuple[str, ...] | str | None = None
+    curve_points: int = 10  # steps of each map's deletion and insertion curves (gallery.photos.faithfulness.POINTS)
+    randomize: int = 0  # --randomize K: the randomization check over the top K layers (0: off)
 
     def __post_init__(self):
+        for name, least in (("curve_points", 2), ("randomize", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise GalleryError(f"{name} must be a whole number of at least {least}, got {value!r}")
         if isinstance(self.trajectory, bool) or not isinstance(self.trajectory, int) or self.trajectory < 0:
             raise GalleryError(f"trajectory must be a number of snapshots (0 for none), got {self.trajectory!r}")
         if self.executor not in EXECUTORS:

@@ -53,6 +53,10 @@ def pages(text: str) -> int | None:
     return None if text.strip().lower() == "all" else _integer(text, 0, "a number of photos (0 or more) or 'all'")
 
 
+def curve_steps(text: str) -> int:
+    return _integer(text, 2, "a number of curve steps, 2 or more")
+
+
 def snapshots(text: str) -> int:
     return _integer(text, 2, "a number of snapshots, 2 or more")
 
@@ -286,6 +290,12 @@ OPTIONS: tuple[Option, ...] = (
            f"{', '.join(names.CAM_METHODS)} (at each --cam-layers layer), the pixel attributions "
            f"{' and '.join(names.LAYER_FREE)} (once per photo), {names.GUIDED} (at each layer; ReLU models only)",
            "cam_methods", type=methods, metavar="gradcam,…", show=",".join),
+    Option("--curve-points", "steps of each map's deletion and insertion curves, 2N forwards per map (10: a "
+           "point every 10%)", "curve_points", type=curve_steps, metavar="N"),
+    Option("--randomize", "check each method's top-class map against copies of the model whose top 1..K conv/dense "
+           "layers are re-initialized (Adebayo et al., 2018); K+1 times a map's cost per photo and method, and a copy "
+           "of the model per level in memory; 3 is a good start", "randomize", type=seed, metavar="K",
+           show=lambda k: k or "0, off", readme="; see [What a build does](#what-a-build-does)"),
     Option("--top-k", "predicted classes per photo", "top_k", type=positive, metavar="N"),
     Option("--photo-pages", "photos that get their own page with feature maps and CAMs; every photo still ranks the "
            "filters' top photos", "photo_pages", type=pages, metavar="N|all"),

@@ -143,9 +143,9 @@ def test_pixel_attributions_get_their_own_groups_once_per_photo(tmp_path, classi
     manifest = pipeline.build(config)
     check_site(config.out)
     # Each of the 2 photos: image, peaks, sheet, predictions, and 2 classes × (saliency, SmoothGrad, Guided Grad-CAM
-    # at 2 layers): 4 + 8, and a caricature at conv2; then 1 filter image, its thumbnail and its layer's collage.
-    # No contributions.
-    assert "29 tiles computed" in capsys.readouterr().err
+    # at 2 layers), a caricature at conv2, and the random-order curves of each class: 4 + 8 + 2 + 2; then 1 filter
+    # image, its thumbnail and its layer's collage. No contributions.
+    assert "33 tiles computed" in capsys.readouterr().err
     for photo in manifest["photos"]:
         groups = [(c["layer"], c["method"]) for c in photo["cams"]]
         assert groups == [(None, "saliency")] * 2 + [(None, "smoothgrad")] * 2 + [("conv1", "guided-gradcam")] * 2 \

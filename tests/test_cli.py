@@ -65,6 +65,8 @@ def _run(argv, capsys):
     (["--photo-pages", "some"], "--photo-pages: expected a number of photos (0 or more) or 'all', got 'some'"),
     (["--photo-pages", "-2"], "--photo-pages: expected a number of photos (0 or more) or 'all', got '-2'"),
     (["--examples", "0"], "--examples: expected a positive integer, got '0'"),
+    (["--curve-points", "1"], "--curve-points: expected a number of curve steps, 2 or more, got '1'"),
+    (["--randomize", "-1"], "--randomize: expected a non-negative integer, got '-1'"),
 ])
 def test_bad_invocations(argv, message, capsys, tmp_path):
     code, err = _run([*argv, "--out", tmp_path / "o", "--cache", tmp_path / "c"], capsys)
@@ -83,6 +85,8 @@ def test_bad_invocations(argv, message, capsys, tmp_path):
     (["--size", "100000"], "--size 100000: one image needs about"),
     (["--cam-layers", "zzz"], "layer 'zzz' is not in model"),
     (["--filters", "50:60"], "--filters selects no filter"),
+    (["--randomize", "4"], "--randomize: randomization levels must be at most the model's 3 conv and dense layers, "
+                           "got 4"),
 ])
 def test_bad_invocations_on_a_model(extra, message, capsys, tmp_path, model_file):
     code, err = _run(["--model", model_file, "--steps", "1", "--size", "16", *extra,

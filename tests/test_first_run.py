@@ -61,8 +61,10 @@ def test_score_cam_is_weighed_by_the_forward_passes_it_runs(tmp_path, photo_dir)
 
     unit = units.photo_units(job, load_photos((photo_dir,)), None, True)[0]
     passes = dict(units.photo_passes(unit, job, cost.Costs(model)))
-    # conv2 has 5 channels: one padded batch of 32 masked photos, and the photo itself.
-    assert passes["cam:conv2:scorecam"] / passes["cam:conv2:gradcam"] == (33 + 1 + 4) / (2 + 1 + 4)
+    # conv2 has 5 channels: one padded batch of 32 masked photos, and the photo itself; then
+    # each method's curves: the photo whole and blank, and 2 × 9 masked copies per class.
+    assert passes["cam:conv2:scorecam"] / passes["cam:conv2:gradcam"] == (33 + 2 + 36) / (2 + 2 + 36)
+    assert passes["baseline"] / passes["cam:conv2:gradcam"] == (2 + 18) / (2 + 2 + 36)  # one random order a photo
 
 
 @pytest.mark.slow
@@ -75,10 +77,10 @@ def test_the_photo_pass_reports_progress_as_each_method_ends(setup, monkeypatch)
                                                                                   self.photos[0]))))
     pipeline.build(_config(tmp_path, model, photos, cam_methods=("gradcam", "scorecam")))
     parts = [part for part, _, _ in seen]
-    assert parts == ["features", "predictions", "cam:conv2:gradcam", "cam:conv2:scorecam", "caricature:conv1",
-                     "caricature:conv2"], parts
+    assert parts == ["features", "predictions", "baseline", "cam:conv2:gradcam", "cam:conv2:scorecam",
+                     "caricature:conv1", "caricature:conv2"], parts
     work = [w for _, w, photos_done in seen if photos_done == 0]
-    assert len(work) == 6 and 0 < work[0] < work[1] < work[2] < work[3] < work[4] < work[5] < 1, seen  # it moves while photos are 0/1
+    assert len(work) == 7 and all(0 < a < b < 1 for a, b in zip(work, work[1:])), seen  # it moves while photos are 0/1
 
 
 @needs_shared()

@@ -33,8 +33,9 @@ from .test_build import check_site
 
 ROOT = Path(__file__).resolve().parents[1]
 # filters and their thumbnails, the two layers' collages, the first layer's kernel sheet,
-# the photo, two layers' peaks and feature sheets, predictions, four CAMs, contributions
-TILES_PER_BUILD = 11 + 11 + 2 + 1 + 1 + 2 + 2 + 1 + 4 + 1
+# the photo, two layers' peaks and feature sheets, predictions, four CAMs, contributions,
+# and the random-order curves of the four classes
+TILES_PER_BUILD = 11 + 11 + 2 + 1 + 1 + 2 + 2 + 1 + 4 + 1 + 4
 
 
 def _argv(tmp, model, photos, steps=60):

@@ -76,9 +76,11 @@ def cam_layer(model, name: str) -> str:
 def skipped(config: BuildConfig, about: dict, title: str) -> list[str]:
     """One line for each option the build asked for that cannot apply here, and why."""
     lines = []
-    if about["classes"] is None and (config.cam_methods != BuildConfig.cam_methods or config.cam_layers):
+    if about["classes"] is None and (config.cam_methods != BuildConfig.cam_methods or config.cam_layers
+                                     or config.randomize):
         asked = [f"--cam-method {','.join(config.cam_methods)}"] if config.cam_methods != BuildConfig.cam_methods else []
         asked += [f"--cam-layers {','.join(config.cam_layers)}"] if config.cam_layers else []
+        asked += [f"--randomize {config.randomize}"] if config.randomize else []
         lines.append(f"note: {' and '.join(asked)} skipped: {title} has no classifier head, so there are no "
                      "classes to explain")
     return lines

@@ -22,7 +22,7 @@ from ..errors import GalleryError
 from ..folders import FolderLock, check_layout, empty, first_missing, undo_created
 from ..model import grad, graph, loading, preprocess as prep
 from ..model.table import layer_table
-from ..photos import sources
+from ..photos import sanity, sources
 from ..photos.activations import input_size
 from ..render import cost, exact, params
 from ..render.optimize import channel_count
@@ -157,7 +157,13 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                     ranks=min(config.top_k, about["classes"] or 0), input=size,
                     exact=tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
                     trajectory=config.trajectory, channels=channels,
-                    caricatures=caricature_layers(model, config, selection, channels))
+                    caricatures=caricature_layers(model, config, selection, channels),
+                    curve_points=config.curve_points, randomize=config.randomize)
+    if job.randomize and job.ranks:  # refused before any work when the model has fewer layers
+        try:
+            sanity.top_layers(model, job.randomize)
+        except GalleryError as exc:
+            raise GalleryError(f"--randomize: {exc}") from None
     gallery = Gallery(job, photos, config.photo_pages, config.top_k, config.examples)
     for line in facts.skipped(config, about, title):
         log(line)
@@ -311,10 +317,12 @@ def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Ca
                 "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
                 "cam layers": ", ".join(job.cam_layers) or "none", "cam methods": ", ".join(config.cam_methods),
                 **({"trajectory": f"{job.trajectory} snapshots"} if job.trajectory else {}),
-                "caricatures": ", ".join(job.caricatures) or "none"}
+                "caricatures": ", ".join(job.caricatures) or "none",
+                "curve points": job.curve_points,
+                "randomization check": f"top {job.randomize} layers" if job.randomize else "off"}
     return manifest.build(**fixed, filter_tiles=gallery.filter_tiles(), photos=results, settings=settings,
                           command=config.command, status=status, collages=gallery.collages(cache),
-                          linear=job.exact)
+                          linear=job.exact, curve_points=job.curve_points)
 
 
 def _portable_model(config: BuildConfig, model):

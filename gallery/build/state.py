@@ -18,7 +18,7 @@ from .. import imaging
 from ..photos.examples import TopExamples
 from ..render.objectives import VARIANTS
 from .cache import make_key
-from .units import MAIN, FilterUnit, Job, PhotoUnit, attribution_part, attributions, caricature_part
+from .units import BASELINE, MAIN, FilterUnit, Job, PhotoUnit, attribution_part, attributions, caricature_part, sanity_part
 
 THUMB_SIDE = 96  # layer-page thumbnails, sized for their slot
 FRAME_SIDE = 128  # a trajectory's frames, shown side by side on the filter page: the CPU tile's own size
@@ -71,6 +71,8 @@ class PhotoTiles:
     features: dict[str, tuple[str, dict]] = field(default_factory=dict)  # layer -> (key, layout with peaks)
     cams: list[dict] = field(default_factory=list)  # [{"layer" (None: pixel-space), "method", "class", "key", "p", "top", "bottom"}]
     contributions: dict[str, list] = field(default_factory=dict)  # layer -> [(channel, share)] for the top class
+    baselines: list[dict] = field(default_factory=list)  # per rank: the random-order curves {"class", "deletion", "insertion"}
+    sanity: list[dict] = field(default_factory=list)  # per group: {"layer", "method", "key", "class", "layers", "spearman", "ssim"}
     position: int = 0  # in the build's photo list: what top lists refer to
     caricatures: dict[str, dict] = field(default_factory=dict)  # layer -> {"key", "cosine"}
 
@@ -192,13 +194,19 @@ class Gallery:
 
     def _cams(self, tiles: PhotoTiles, by_slot: dict, found: dict) -> None:
         position = tiles.position
+        ranks = range(min(self.job.ranks, len(tiles.predictions)))
+        if attributions(self.job):
+            tiles.baselines = [found[by_slot[(BASELINE, position, None, BASELINE, rank)]][1] for rank in ranks]
         for layer, method in attributions(self.job):
             part = attribution_part(layer, method)
-            for rank in range(min(self.job.ranks, len(tiles.predictions))):
+            for rank in ranks:
                 key = by_slot[(part, position, layer, method, rank)]
                 meta = found[key][1]
                 tiles.cams.append({"layer": layer, "method": method, "key": key,
-                                   **{k: meta[k] for k in ("class", "p", "top", "bottom")}})
+                                   **{k: meta[k] for k in ("class", "p", "top", "bottom", "deletion", "insertion")}})
+            check = by_slot.get((sanity_part(layer, method), position, layer, method, "sanity"))
+            if check is not None:
+                tiles.sanity.append({"layer": layer, "method": method, "key": check, **found[check][1]})
             shares = by_slot.get((part, position, layer, method))  # the first method that weighs channels
             if shares is not None and layer not in tiles.contributions:
                 tiles.contributions[layer] = json.loads(found[shares][0])

@@ -19,7 +19,7 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from ..channels import RGB, Channels
 from ..config import RenderSettings
-from ..photos import cams, saliency
+from ..photos import cams, faithfulness, saliency, sanity
 from ..photos.activations import ROWS
 from ..photos.explain import WEIGHED
 from ..render.caricature import COSINE_POWER
@@ -31,6 +31,8 @@ from .cache import make_key, number
 MAIN = "channel"  # the variant every filter gets; the others are extra images
 PHOTO_SIDE = 640  # photos are published no larger than this
 PHOTO_BATCH = 8  # photos per unit: one forward pass
+BASELINE = "baseline"  # the pass of the random-order curves: an entry per paged photo and class
+SANITY_SIDE = 96  # the height of each map in a randomization strip
 PHOTO_SCHEMA = 5  # what photo entries hold; 5: CAMs carry their faithfulness, feature sheets clear spare cells; 4: keyed by class rank
 # How filter images are made, beyond the settings in their key: bump it whenever the same
 # settings would give other pixels (a transform that changes meaning, a new loop), so old
@@ -51,6 +53,14 @@ def _count(value) -> bool:
 
 def _probability(value) -> bool:
     return number(value) and 0 <= value <= 1
+
+
+def _curve(value) -> bool:
+    return isinstance(value, list) and len(value) >= 2 and all(map(_probability, value))
+
+
+def _figures(value) -> bool:
+    return isinstance(value, list) and len(value) >= 1 and all(number(v) for v in value)
 
 
 def _size(value) -> bool:
@@ -81,7 +91,10 @@ REQUIRE = {
     "bands": {"channels": _count},
     "photo": {"size": _size},
     "features": {name: _count for name in ("cols", "rows", "cell", "channels")},
-    "cam": {"class": _count, "p": _probability, "top": _probability, "bottom": _probability},
+    "cam": {"class": _count, "p": _probability, "top": _probability, "bottom": _probability,
+            "deletion": _curve, "insertion": _curve},
+    "baseline": {"class": _count, "deletion": _curve, "insertion": _curve},
+    "sanity": {"class": _count, "spearman": _figures, "ssim": _figures, "layers": lambda v: isinstance(v, list)},
     "contributions": {"class": _count},
     "caricature": {"cosine": number},
 }
@@ -105,6 +118,9 @@ class Job:
     trajectory: int = 0  # snapshots recorded per filter image (0: none)
     channels: Channels = RGB  # the model's input channels and which are shown as RGB
     caricatures: tuple[str, ...] = ()  # layers that draw a caricature of each paged photo
+
+    curve_points: int = faithfulness.POINTS  # steps of each map's deletion and insertion curves
+    randomize: int = 0  # layers the randomization check re-initializes at its deepest level (0: no check)
 
     def caricature_key(self, digest: str, layer: str) -> str:
         """Named for the photo's content, the model, the layer and every setting that changes
@@ -265,15 +281,25 @@ def _photo_entries(job: Job, position: int, photo, paged: bool, classify: bool):
         return
     yield Entry(job.photo_key("predictions", photo.digest), "predictions", {"kind": "predictions", **model},
                 (position,))
+    curve = {"curve": job.curve_points}  # the curves' steps; their fill and tie rule are PHOTO_SCHEMA's
+    if attributions(job):
+        for rank in range(job.ranks):  # the random-order curves every map of a class is read against
+            yield Entry(job.photo_key("baseline", photo.digest, rank=rank, **curve, grid=faithfulness.RANDOM_GRID,
+                                      seed=faithfulness.RANDOM_SEED), BASELINE, {"kind": "baseline", **model},
+                        (position, None, BASELINE, rank))
     for layer, method in attributions(job):
         part = attribution_part(layer, method)
         where = {"layer": layer} if layer is not None else saliency.key_parts(method)
         for rank in range(job.ranks):
-            yield Entry(job.photo_key("cam", photo.digest, **where, method=method, rank=rank), part,
+            yield Entry(job.photo_key("cam", photo.digest, **where, method=method, rank=rank, **curve), part,
                         {"kind": "cam", **model}, (position, layer, method, rank))
         if method in WEIGHED:
             yield Entry(job.photo_key("contributions", photo.digest, layer=layer, method=method), part,
                         {"kind": "contributions", **model}, (position, layer, method))
+        if job.randomize and job.ranks:
+            key = job.photo_key("sanity", photo.digest, **where, method=method, levels=job.randomize,
+                                seed=sanity.SEED, scheme=sanity.SCHEME, strip=SANITY_SIDE)
+            yield Entry(key, sanity_part(layer, method), {"kind": "sanity", **model}, (position, layer, method, "sanity"))
 
 
 def attributions(job: Job) -> list[tuple[str | None, str]]:
@@ -294,6 +320,11 @@ def attribution_part(layer: str | None, method: str) -> str:
     return f"cam:{layer}:{method}" if layer is not None else f"pixels:{method}"
 
 
+def sanity_part(layer: str | None, method: str) -> str:
+    """The pass that checks one group's top-class map under the randomized copies."""
+    return f"sanity:{attribution_part(layer, method)}"
+
+
 def flops(unit, job: Job, costs) -> float:
     """What running ``unit`` costs, in FLOPs (see :mod:`gallery.render.cost`)."""
     if isinstance(unit, FilterUnit):
@@ -309,17 +340,15 @@ def photo_passes(unit: PhotoUnit, job: Job, costs, parts=None) -> list[tuple[str
     forward = costs.forward_flops(job.input[0])
     paged = sum(unit.paged)
     passes = [("features", len(unit.photos)), ("predictions", paged)]
+    curves = curve_forwards(job.curve_points, job.ranks)
+    if attributions(job):  # one random order serves every class of a photo
+        passes.append((BASELINE, paged * curve_forwards(job.curve_points, 1)))
     for layer, method in attributions(job):
-        # Each map: its method's passes, then the faithfulness forwards (the photo whole,
-        # and two masked copies per class). Score-CAM runs one forward per channel of its
-        # layer, in padded batches: by far the costliest method on a wide layer.
-        if method in saliency.PIXEL_METHODS:
-            own = saliency.forward_passes(method, job.ranks)
-        elif method == "scorecam":
-            own = 1 + -(-costs.channels(layer) // cams.MASK_BATCH) * cams.MASK_BATCH
-        else:
-            own = 2
-        passes.append((attribution_part(layer, method), paged * (own + 1 + 2 * job.ranks)))
+        # Each map: its method's passes, then its curves' masked copies. Score-CAM runs one
+        # forward per channel of its layer, in padded batches: by far the costliest method on a wide layer.
+        passes.append((attribution_part(layer, method), paged * (_own(costs, layer, method, job.ranks) + curves)))
+        if job.randomize and job.ranks:  # the top class's map again, under each randomized copy
+            passes.append((sanity_part(layer, method), paged * _own(costs, layer, method, 1) * (job.randomize + 1)))
     flops = [(part, n * forward) for part, n in passes]
     # A caricature is optimized like a filter tile, its photo stepped beside it: two images,
     # in batches padded to whole ROWS (gallery.render.caricature).
@@ -327,6 +356,20 @@ def photo_passes(unit: PhotoUnit, job: Job, costs, parts=None) -> list[tuple[str
     flops += [(caricature_part(layer), cost.total_flops(costs, job.render, layer, 2 * drawn))
               for layer in job.caricatures]
     return [(part, f) for part, f in flops if f and (parts is None or part in parts)]
+
+
+def _own(costs, layer: str | None, method: str, classes: int) -> float:
+    """Forward passes of one photo's maps of ``classes`` classes (a backward pass costs about two)."""
+    if method in saliency.PIXEL_METHODS:
+        return saliency.forward_passes(method, classes)
+    if method == "scorecam":
+        return 1 + -(-costs.channels(layer) // cams.MASK_BATCH) * cams.MASK_BATCH
+    return 2
+
+
+def curve_forwards(points: int, classes: int) -> int:
+    """Forward passes of one photo's deletion and insertion curves for ``classes`` maps."""
+    return 2 + 2 * (len(faithfulness.fractions(points)) - 2) * classes
 
 
 def cost_stages(unit, job: Job, costs, parts=None) -> tuple:

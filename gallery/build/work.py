@@ -20,13 +20,14 @@ from ..model import grad
 from ..photos.activations import Activations
 from ..photos.explain import explainer
 from ..photos.examples import peaks
-from ..photos.faithfulness import BOTTOM, FULL, TOP, Faithfulness
+from ..photos.faithfulness import KEEP, Curves
 from ..photos.saliency import PixelEngine
+from ..photos.sanity import Copies, Randomization
 from ..render.caricature import CaricatureRenderer
 from ..render.optimize import Renderers
 from ..render.schedule import snapshot_steps, spans
-from .units import (PHOTO_SIDE, TRANSPARENCY_PERCENTILE, FilterUnit, Job, Task, attribution_part, attributions,
-                    caricature_part)
+from .units import (BASELINE, PHOTO_SIDE, SANITY_SIDE, TRANSPARENCY_PERCENTILE, FilterUnit, Job, Task,
+                    attribution_part, attributions, caricature_part, sanity_part)
 
 TOP_STORED = 50  # predictions kept per photo, however many the pages show
 TOP_CHANNELS = 12  # contributing channels kept per photo, class and CAM layer
@@ -46,8 +47,10 @@ class Worker:
         self.renderers = Renderers(model, job.render, job.preprocess, groups, ahead=ahead, channels=job.channels)
         self._activations = None
         self._cams: dict = {}
-        self._faithfulness = None
         self._caricaturists: dict[str, CaricatureRenderer] = {}
+        self._curves = None
+        self._randomized: dict = {}
+        self._copies = None  # the randomized copies of the model, shared by every method's check
 
     def run(self, task: Task, on_step=None) -> Result:
         """Produce the entries of the passes ``task`` needs; ``on_step(image_steps)`` reports progress."""
@@ -124,11 +127,20 @@ class Worker:
         return self._activations
 
     @property
-    def faithfulness(self) -> Faithfulness:
-        if self._faithfulness is None:
-            self._faithfulness = Faithfulness(self.model, self.job.preprocess, self.job.input[0],
-                                              fill=self.job.channels.fill())
-        return self._faithfulness
+    def curves(self) -> Curves:
+        if self._curves is None:
+            self._curves = Curves(self.model, self.job.preprocess, self.job.input[0], self.job.curve_points,
+                                  fill=self.job.channels.fill())
+        return self._curves
+
+    def randomized(self, layer: str | None, method: str) -> Randomization:
+        """``method``'s engines on the randomized copies, made once per worker; the copies once for all methods."""
+        if self._copies is None:
+            self._copies = Copies(self.model, self.job.randomize)
+        if (layer, method) not in self._randomized:
+            self._randomized[layer, method] = Randomization(self.model, layer, method, self.job.preprocess,
+                                                            self.job.input[0], copies=self._copies)
+        return self._randomized[layer, method]
 
     def caricaturist(self, layer: str) -> CaricatureRenderer:
         """The caricature renderer of ``layer``, made once, with the filter tiles' settings."""
@@ -170,9 +182,15 @@ class _PhotoRun:
         self.on_pass("features")
         predictions = self._predictions()
         self.on_pass("predictions")
+        if attributions(self.job):
+            self._baseline(predictions)
+            self.on_pass(BASELINE)
         for layer, method in attributions(self.job):
             self._cams(layer, method, predictions)
             self.on_pass(attribution_part(layer, method))
+            if self.job.randomize:
+                self._sanity(layer, method, predictions)
+                self.on_pass(sanity_part(layer, method))
         for layer in self.job.caricatures:
             self._caricatures(layer)
             self.on_pass(caricature_part(layer))
@@ -270,15 +288,61 @@ class _PhotoRun:
             images = [[imaging.overlay(self.shown(p), imaging.resize(m, *self.shown(p).shape[:2])) for m in heat]
                       for p, heat in zip(rows, heats)]
         # Every method's maps, whatever made them, are judged the same way (gallery.photos.faithfulness).
-        figures = self.worker.faithfulness(photos, wanted, heats)
-        for position, ranked, pictures, share, kept in zip(rows, wanted, images, contributions, figures):
-            for rank, (c, picture, f) in enumerate(zip(ranked, pictures, kept)):
-                meta = {"class": int(c), "p": float(f[FULL]), "top": float(f[TOP]), "bottom": float(f[BOTTOM])}
+        x = self.worker.curves.x
+        at_top, at_bottom = int(np.argmin(abs(x - KEEP))), int(np.argmin(abs(x - (1 - KEEP))))
+        figures = self.worker.curves(photos, wanted, heats)
+        for position, ranked, pictures, share, found in zip(rows, wanted, images, contributions, figures):
+            for rank, (c, picture, deletion, insertion) in enumerate(
+                    zip(ranked, pictures, found["deletion"], found["insertion"])):
+                meta = {"class": int(c), "p": float(deletion[0]), "top": float(insertion[at_top]),
+                        "bottom": float(deletion[at_bottom]), "deletion": deletion.tolist(),
+                        "insertion": insertion.tolist()}
                 self.put((part, position, layer, method, rank), imaging.encode_jpeg(picture), meta)
             if share is not None:
                 order = np.argsort(-share[0])[:TOP_CHANNELS]
                 top = [[int(c), round(float(share[0][c]), 5)] for c in order]
                 self.put((part, position, layer, method), json.dumps(top).encode("utf-8"), {"class": int(ranked[0])})
+
+    def _baseline(self, classes: dict[int, list[int]]) -> None:
+        """The random-order curves of each paged photo's classes (:func:`~gallery.photos.faithfulness.random_map`)."""
+        rows = self.rows(BASELINE)
+        if not rows:
+            return
+        wanted = [classes[p][:self.job.ranks] for p in rows]
+        for position, ranked, found in zip(rows, wanted, self.worker.curves([self.pixels(p) for p in rows], wanted)):
+            for rank, (c, deletion, insertion) in enumerate(zip(ranked, found["deletion"], found["insertion"])):
+                self.put((BASELINE, position, None, BASELINE, rank), b"",
+                         {"class": int(c), "deletion": deletion.tolist(), "insertion": insertion.tolist()})
+
+    def _sanity(self, layer: str | None, method: str, classes: dict[int, list[int]]) -> None:
+        """The top class's map under each randomized copy, as a strip beside the trained map,
+        with the figures comparing them (:mod:`gallery.photos.sanity`)."""
+        part = sanity_part(layer, method)
+        rows = self.rows(part)
+        if not rows:
+            return
+        photos, top = [self.pixels(p) for p in rows], [classes[p][0] for p in rows]
+        # The trained map made again, as the copies make theirs (the top class alone): a map
+        # among other classes may differ in its last digits, and the figures must not depend
+        # on whether the maps' own pass ran in the same unit.
+        trained = [m[0] for m in self.worker.cam(layer, method).explain_batch(photos, [[c] for c in top])[0]]
+        check = self.worker.randomized(layer, method)
+        for position, c, base, (maps, figures) in zip(rows, top, trained, check(photos, top, trained)):
+            strip = sanity_strip(self.shown(position), [base, *maps], layer is not None)
+            self.put((part, position, layer, method, "sanity"), imaging.encode_jpeg(strip),
+                     {"class": int(c), "layers": check.layers, **figures})
+
+
+def sanity_strip(shown: np.ndarray, maps: list[np.ndarray], heat: bool, gap: int = 4) -> np.ndarray:
+    """The trained map then each randomized one, :data:`SANITY_SIDE` high, side by side on
+    white: heat maps over the photo (the CAM family), grey magnitudes for pixel methods."""
+    h, w = shown.shape[:2]
+    width = max(1, round(w * SANITY_SIDE / h))
+    small = imaging.resize(shown, SANITY_SIDE, width)
+    cells = [imaging.overlay(small, imaging.resize(m, SANITY_SIDE, width)) if heat
+             else imaging.magnitude_image(imaging.resize(m, SANITY_SIDE, width)) for m in maps]
+    spacer = np.full((SANITY_SIDE, gap, 3), 255, np.uint8)
+    return np.concatenate([part for cell in cells for part in (cell, spacer)][:-1], axis=1)
 
 
 def tile_png(image: np.ndarray, channels: bands.Channels) -> bytes:

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ..attribution import KEEP
+from ..attribution import KEEP, POINTS, area, fractions  # noqa: F401 (area: the curves' own)
 from ..errors import GalleryError
 from ..imaging import resize
 from ..model import grad, preprocess as prep
@@ -122,3 +122,98 @@ class Faithfulness:
     def _run(self, pixels: np.ndarray, rows: list) -> np.ndarray:
         chosen = pixels[[i for i, _ in rows]]
         return in_fixed_batches(self._outputs, chosen, np.stack([m for _, m in rows]))
+
+
+# Deletion and insertion curves ------------------------------------------------------------
+
+RANDOM_GRID = 14  # cells per side of the random-order baseline's map (VGG16's 224 px in 16 px squares)
+RANDOM_SEED = 0
+
+
+def orders(heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(insert, delete)``: each pixel's place (``(h, w)`` ints) in the order the insertion
+    curve adds pixels (highest first) and the order the deletion curve *keeps* them (lowest
+    first), both with ties in reading order, the earlier pixel kept: exactly
+    :func:`keep_masks`' rule, so the curves pass through its figures."""
+    flat = np.asarray(heat, dtype="float64").ravel()
+    place = np.empty((2, flat.size), "int64")
+    place[0, np.argsort(-flat, kind="stable")] = np.arange(flat.size)
+    place[1, np.argsort(flat, kind="stable")] = np.arange(flat.size)
+    return place[0].reshape(heat.shape), place[1].reshape(heat.shape)
+
+
+def random_map(height: int, width: int, grid: int = RANDOM_GRID, seed: int = RANDOM_SEED) -> np.ndarray:
+    """A map that ranks squares of the photo in a random order: uniform noise on a
+    ``grid × grid`` lattice (fewer cells where the input is smaller), repeated over each
+    cell's pixels. Squares rather than single pixels: a curve over a random scatter of
+    pixels measures how the model takes salt-and-pepper noise (it collapses long before
+    the object is gone), not what a region holds, and would flatter every map's deletion."""
+    rows, cols = min(grid, height), min(grid, width)
+    cells = np.random.default_rng(seed).random((rows, cols))
+    return cells[np.arange(height) * rows // height][:, np.arange(width) * cols // width]
+
+
+class Curves:
+    """Deletion and insertion curves (Petsiuk et al., "RISE", BMVC 2018) of maps, at :func:`fractions`.
+
+    Insertion at share ``f``: ``p_c`` of the photo with only the ``round(f·h·w)`` pixels the
+    map ranks highest, the rest :data:`FILL`; deletion at ``f``: the ``round(f·h·w)`` it ranks
+    highest removed, i.e. only the ``round((1−f)·h·w)`` lowest kept. A faithful map makes the
+    insertion curve rise early (a large area) and the deletion curve fall early (a small one).
+    The points at ``f = KEEP`` of insertion and ``1 − KEEP`` of deletion are
+    :class:`Faithfulness`' top and bottom figures, pixel for pixel. Every masked copy goes
+    through the model in passes of :data:`BATCH` rows (in fixed sub-batches, see
+    :func:`~gallery.photos.activations.in_fixed_batches`), so a point does not depend on
+    what shares its pass. The ends are the same for every map of a photo (the photo whole,
+    all fill) and are computed once per photo.
+    """
+
+    def __init__(self, model: keras.Model, preprocess=None, fallback: int = 224, points: int = POINTS,
+                 fill=FILL):
+        self.x = fractions(points)
+        self.model, self.fallback = model, fallback
+        self.classes = int(model.outputs[0].shape[-1])
+        self._judge = Faithfulness(model, preprocess, fallback, fill=fill)
+
+    def __call__(self, photos: Sequence[np.ndarray], classes: Sequence[Sequence[int]],
+                 maps: Sequence[np.ndarray] | None = None) -> list[dict]:
+        """For each photo ``{"deletion", "insertion"}``: ``(n, len(x))`` float64 curves, one
+        row per class; ``maps[i]`` is ``(n, H, W)`` at any size; ``None`` for the
+        random-order baseline (:func:`random_map`), whose masked copies are the same for
+        every class of a photo, so they go through the model once for all of them."""
+        if maps is not None and not len(photos) == len(classes) == len(maps):
+            raise GalleryError(f"give one list of classes and one of maps per photo, got {len(photos)} photos, "
+                               f"{len(classes)} class lists and {len(maps)} map stacks")
+        pixels = input_pixels(self.model, photos, self.fallback)
+        h, w = pixels.shape[1:3]
+        counts = [int(f * h * w + 0.5) for f in self.x]
+        inner = range(1, len(counts) - 1)  # the ends (none kept, all kept) are shared by every map
+        rows, read = [], []  # masked copies; per photo, (first row of its ends, [(first row of a map, class)])
+        for i, wanted in enumerate(classes):
+            bad = [c for c in wanted if not 0 <= c < self.classes]
+            if bad:
+                raise GalleryError(f"class index {bad[0]} is outside 0..{self.classes - 1}")
+            heats = [random_map(h, w)] if maps is None else maps[i]
+            if maps is not None and len(wanted) != len(heats):
+                raise GalleryError(f"photo {i} has {len(wanted)} classes but {len(heats)} maps")
+            ends, starts = len(rows), []
+            rows += [(i, np.zeros((h, w), bool)), (i, np.ones((h, w), bool))]
+            for heat in heats:
+                starts.append(len(rows))
+                # Deletion keeps the lowest pixels; the grid is symmetric (fractions), so its count
+                # at share f is insertion's at 1 - f, and 70% removed keeps kept_count(0.3) exactly.
+                insert, delete = orders(resize(np.asarray(heat, "float32"), h, w))
+                rows += [(i, insert < counts[k]) for k in inner]
+                rows += [(i, delete < counts[-1 - k]) for k in inner]
+            read.append((ends, [(starts[0 if maps is None else j], c) for j, c in enumerate(wanted)]))
+        run = self._judge._run
+        outputs = np.concatenate([run(pixels, rows[s:s + BATCH]) for s in range(0, len(rows), BATCH)])
+        probs = np.clip(as_probabilities(outputs), 0.0, 1.0)
+        m, out = len(counts) - 2, []
+        for ends, maps_at in read:
+            blank, whole = probs[ends], probs[ends + 1]
+            deletion = [[whole[c], *probs[r + m:r + 2 * m, c], blank[c]] for r, c in maps_at]
+            insertion = [[blank[c], *probs[r:r + m, c], whole[c]] for r, c in maps_at]
+            out.append({"deletion": np.asarray(deletion, "float64").reshape(len(maps_at), -1),
+                        "insertion": np.asarray(insertion, "float64").reshape(len(maps_at), -1)})
+        return out

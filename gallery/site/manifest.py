@@ -6,18 +6,42 @@ site opens from ``file://`` and from any static host.
 
 from __future__ import annotations
 
+from .. import attribution
 from .slugs import assign
 
-MANIFEST_SCHEMA = 5  # 5: CAMs carry their faithfulness; 4: pending filters and photos, and the build status; 3: filters carry variant images
+MANIFEST_SCHEMA = 6  # 6: CAMs carry deletion and insertion curves, photos their randomization checks; 5: CAMs carry their faithfulness; 4: pending filters and photos, and the build status; 3: filters carry variant images
 
 
-def _faithfulness(cam: dict) -> dict:
+def _faithfulness(cam: dict, baseline: dict | None, x: list[float]) -> dict:
     """A map's faithfulness (gallery.photos.faithfulness): the class probability with the
     whole photo (``p``), and with only the map's top or bottom pixels kept, each also as a
-    share of ``p`` (``None`` where ``p`` is 0: there is nothing to keep a share of)."""
+    share of ``p`` (``None`` where ``p`` is 0: there is nothing to keep a share of); its
+    deletion and insertion curves at the shares ``x``, with their areas, and the same of
+    the random-order baseline of its photo and class (``None`` when not known)."""
     p = cam["p"]
     return {"p": p, "top": cam["top"], "bottom": cam["bottom"],
-            "top_share": cam["top"] / p if p > 0 else None, "bottom_share": cam["bottom"] / p if p > 0 else None}
+            "top_share": cam["top"] / p if p > 0 else None, "bottom_share": cam["bottom"] / p if p > 0 else None,
+            "x": x, **_curves(cam, x), "random": _curves(baseline, x) if baseline else None}
+
+
+def _curves(found: dict, x: list[float]) -> dict:
+    return {kind: {"y": found[kind], "auc": attribution.area(x, found[kind])} for kind in ("deletion", "insertion")}
+
+
+def sanity_summary(photos: list[dict]) -> list[dict]:
+    """Per method (and layer), the randomization check over every photo that has one: how
+    many photos' maps failed it, and the mean rank correlation and SSIM at each level."""
+    groups: dict = {}
+    for photo in photos:
+        for check in photo["sanity"]:
+            groups.setdefault((check["layer"], check["method"]), []).append(check)
+    summary = []
+    for (layer, method), checks in groups.items():
+        levels = len(checks[0]["spearman"])
+        mean = {k: [sum(c[k][i] for c in checks) / len(checks) for i in range(levels)] for k in ("spearman", "ssim")}
+        summary.append({"layer": layer, "method": method, "photos": len(checks), "layers": checks[0]["layers"],
+                        "failed": sum(c["fails"] for c in checks), **mean, "fails": attribution.fails(mean)})
+    return summary
 
 
 PENDING = "static/pending.svg"  # what a filter or photo shows until the build settles it
@@ -28,7 +52,8 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
           circuits: dict | None = None, cam_sources: dict | None = None,
           status: dict | None = None, collages: dict[str, str] | None = None,
           kernels: dict[str, dict] | None = None, activations: dict[str, str] | None = None,
-          linear: tuple[str, ...] = (), versions: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
+          linear: tuple[str, ...] = (), versions: dict[str, str] | None = None,
+          curve_points: int = attribution.POINTS) -> tuple[dict, dict[str, str]]:
     """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds.
 
     ``photos`` is a :class:`~gallery.build.state.PhotoResults`. Every photo is in the
@@ -41,6 +66,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
     """
     base = model_info["slug"]
     files: dict[str, str] = {}
+    curve_x = attribution.fractions(curve_points).tolist()
     pool_index = {p.position: i for i, p in enumerate(photos.photos)}
 
     def top(layer: str, index: int) -> list[dict]:
@@ -128,12 +154,23 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
                              "peak": layout["peak"],
                              "caricature": _caricature(files, folder, slug(layer_name), p.caricatures.get(layer_name))})
         cams = []
+        baselines = {b["class"]: b for b in p.baselines}
         for cam in p.cams:
             path = (f"{folder}/cam-{slug(cam['layer'])}-{cam['method']}-{cam['class']}.jpg" if cam["layer"]
                     else f"{folder}/pixels-{cam['method']}-{cam['class']}.jpg")  # layer-free: saliency, SmoothGrad
             files[path] = cam["key"]
             cams.append({"layer": cam["layer"], "method": cam["method"], "class": cam["class"], "image": path,
-                         "name": name_of(cam["class"]), "faithfulness": _faithfulness(cam)})
+                         "name": name_of(cam["class"]),
+                         "faithfulness": _faithfulness(cam, baselines.get(cam["class"]), curve_x)})
+        checks = []
+        for check in p.sanity:
+            where = f"cam-{slug(check['layer'])}" if check["layer"] else "pixels"
+            path = f"{folder}/randomized-{where}-{check['method']}.jpg"
+            files[path] = check["key"]
+            checks.append({"layer": check["layer"], "method": check["method"], "image": path,
+                           "class": check["class"], "name": name_of(check["class"]), "layers": check["layers"],
+                           "spearman": check["spearman"], "ssim": check["ssim"],
+                           "fails": attribution.fails(check)})
         contributions = [
             {"layer": layer, "source": (cam_sources or {}).get(layer),
              "channels": [{"index": k, "share": v, **link((cam_sources or {}).get(layer), k)}
@@ -144,7 +181,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
             "name": p.name, "slug": pslug, "image": entry["image"], "width": p.size[0], "height": p.size[1],
             "page": f"{base}/photos/{pslug}.html", "features": features, "cams": cams, "pending": p.pending,
             "predictions": [{**pr, "name": name_of(pr["index"])} for pr in p.predictions],
-            "contributions": contributions,
+            "contributions": contributions, "sanity": checks,
         })
 
     manifest = {
@@ -155,6 +192,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
         "table": table,
         "photos": photo_entries,
         "pool": pool,
+        "sanity": sanity_summary(photo_entries),
         "settings": settings,
         "versions": versions or {},
         "command": command,

@@ -15,7 +15,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from ..attribution import KEEP, SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES
+from ..attribution import FAIL_AT, KEEP, SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES
 from ..errors import GalleryError
 from .folder import SiteFolder
 
@@ -100,6 +100,35 @@ def faithfulness_summary(maps: list[dict]) -> dict | None:
         return None
     return {"maps": len(shares),
             **{side: sum(min(f[f"{side}_share"], 1.0) for f in shares) / len(shares) for side in ("top", "bottom")}}
+
+
+CURVE_BOX = (120, 40)  # the curves' plot, in its SVG's own units (drawn at that many CSS pixels)
+
+
+def curve_plot(f: dict) -> dict:
+    """A map's curves as SVG polylines (plain strings) in a :data:`CURVE_BOX` plot, the
+    probability axis up to the highest point drawn; the random order's curves when known."""
+    w, h = CURVE_BOX
+    kinds = [("deletion", f), ("insertion", f)]
+    if f["random"]:
+        kinds += [("random-deletion", {"deletion": f["random"]["deletion"]}),
+                  ("random-insertion", {"insertion": f["random"]["insertion"]})]
+    top = max(max(max(found[kind.split("-")[-1]]["y"]) for kind, found in kinds), 1e-9)
+    lines = {kind.replace("-", "_"): " ".join(f"{x * w:.1f},{h - y / top * h:.1f}"
+                                             for x, y in zip(f["x"], found[kind.split("-")[-1]]["y"]))
+             for kind, found in kinds}
+    return {"width": w, "height": h, "top": top, **lines}
+
+
+def curve_summary(maps: list[dict]) -> dict | None:
+    """The mean deletion and insertion areas of a method's maps, and of their random-order
+    baselines, over the maps whose class is likely enough to have figures."""
+    shown = [m["faithfulness"] for m in maps if m["faithfulness"]["p"] >= FAITHFUL_FLOOR and m["faithfulness"]["random"]]
+    if not shown:
+        return None
+    mean = lambda get: sum(map(get, shown)) / len(shown)  # noqa: E731
+    return {kind: {"auc": mean(lambda f: f[kind]["auc"]), "random": mean(lambda f: f["random"][kind]["auc"])}
+            for kind in ("deletion", "insertion")}
 
 
 def sig(value: float) -> str:
@@ -204,7 +233,8 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
     reproduce = [{key: m[key] for key in ("model", "command", "settings", "versions")} for m in manifests]
     result = [("index.html", "index.html", {**common, "models": model_cards(manifests), "reproduce": reproduce,
                                             "building": [_building(m) for m in manifests if m.get("status")]}),
-              (manifest["page"], "model.html", {**common, "manifest": manifest,
+              (manifest["page"], "model.html", {**common, "manifest": manifest, "fail_at": FAIL_AT,
+                                                "titles": {m: t[0] for m, t in CAM_TITLES.items()},
                                                 "pages_of": {layer["name"]: layer["page"] for layer in manifest["layers"]}})]
     rendered = {layer["name"]: index_ranges([f["index"] for f in layer["filters"]]) for layer in manifest["layers"]}
     for layer in manifest["layers"]:
@@ -232,9 +262,12 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
         groups: dict = {}
         for cam in photo["cams"]:
             groups.setdefault((cam["layer"], cam["method"]), []).append(cam)
+        checks = {(c["layer"], c["method"]): c for c in photo["sanity"]}
         method_groups = [{"layer": k[0], "method": k[1], "title": CAM_TITLES[k[1]][0], "about": CAM_TITLES[k[1]][1],
-                          "kind": PICTURES.get(k[1], "heat"), "maps": v, "summary": faithfulness_summary(v),
-                          "columns": map_columns(len(v))}
+                          "kind": PICTURES.get(k[1], "heat"),
+                          "maps": [{**m, "plot": curve_plot(m["faithfulness"])} for m in v],
+                          "summary": faithfulness_summary(v), "curves": curve_summary(v),
+                          "sanity": checks.get(k), "columns": map_columns(len(v))}
                          for k, v in groups.items()]
         # What a reader wants first: the class activation maps; pixel attributions after the feature maps.
         cam_groups = [g for g in method_groups if g["kind"] == "heat"]
@@ -242,7 +275,8 @@ def pages(manifest: dict, manifests: list[dict]) -> list[tuple[str, str, dict]]:
         features = [{**f, "strongest": strongest_channels(f, filter_pages.get(f["layer"], {}))} for f in photo["features"]]
         result.append((photo["page"], "photo.html", {**common, "photo": photo, "linked": linked, "rendered": rendered,
                                                      "cam_groups": cam_groups, "pixel_groups": pixel_groups, "kept": KEEP,
-                                                     "faithful_floor": FAITHFUL_FLOOR, "features": features}))
+                                                     "faithful_floor": FAITHFUL_FLOOR, "features": features,
+                                                     "fail_at": FAIL_AT}))
     return result
 
 
