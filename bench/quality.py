@@ -7,7 +7,7 @@
 
 Each recipe renders the same filters of each layer in one batch, its programs compiled
 outside the timing. *s/filter* is the recipe's steps times its cost per step, the fastest of
-three timed 8-step runs (robust to a busy moment on a shared machine); *(timed)* is the
+three timed 8-step runs, taken in turns with the other recipes' (robust to a busy spell on a shared machine); *(timed)* is the
 render's own wall time. Every saved 8-bit tile is scored by
 the tests' own paths, independent of the renderer:
 
@@ -88,17 +88,11 @@ class Renderer:
         self.probe = self.make(CHUNK)
         self.probe.images(filters)  # traces the chunk loop and the scoring outside any timing
 
-    def step_seconds(self) -> float:
-        """Seconds per step of the whole batch: the fastest of three one-chunk runs, so a
-        busy moment on a shared machine does not count against this recipe."""
-        from gallery.render.schedule import CHUNK
-
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            self.probe.images(self.filters)
-            times.append(time.perf_counter() - start)
-        return min(times) / CHUNK
+    def chunk_seconds(self) -> float:
+        """Seconds of one compiled chunk of steps of the whole batch."""
+        start = time.perf_counter()
+        self.probe.images(self.filters)
+        return time.perf_counter() - start
 
     def render(self, steps: int):
         """``(tiles, seconds)`` at ``steps`` (a multiple of 8 reuses the compiled loop)."""
@@ -151,6 +145,7 @@ def main():
     from gallery.model import grad
     from tests import picture_scores
     from tests.tile_scores import Scorer
+    from gallery.render.schedule import CHUNK
 
     preprocess = args.preprocess or ("caffe" if "vgg16" in args.model.name else "none")
     device = grad.accelerator() if args.device is None else (None if args.device == "cpu" else "gpu")
@@ -175,14 +170,16 @@ def main():
         print(f"\n{layer}")
         print(f"{'recipe':<22} {'steps':>5} {'s/filter':>8} {'(timed)':>8} {'robust':>8} {'faithful':>8} "
               f"{'clip':>6} {'corner':>6} {'checker':>7} {'HF':>5}")
-        results, first_step = [], None
-        for name, settings in recipes:
-            renderer = Renderer(model, layer, preprocess, settings, filters)
-            step = renderer.step_seconds()
+        results = []
+        renderers = [Renderer(model, layer, preprocess, settings, filters) for _, settings in recipes]
+        # Each recipe's cost per step: the fastest of three chunks, taken in turns (one of each
+        # recipe per round), so a busy spell on a shared machine falls on every recipe alike.
+        rounds = [[r.chunk_seconds() for r in renderers] for _ in range(3)]
+        per_step = [min(times) / CHUNK for times in zip(*rounds)]
+        for (name, settings), renderer, step in zip(recipes, renderers, per_step):
             steps = settings["steps"]
             if steps is None:  # the first recipe's time, at this recipe's measured cost per step
-                steps = max(8, int(round(recipes[0][1]["steps"] * first_step / step / 8)) * 8)
-            first_step = first_step or step
+                steps = max(8, int(round(recipes[0][1]["steps"] * per_step[0] / step / 8)) * 8)
             tiles, seconds = renderer.render(steps)
             robust = scorer.robust(tiles, filters)
             live = (scorer.peak(tiles, filters) > 0) | (photo_peak > 0)

@@ -217,11 +217,11 @@ def test_compiling_ahead_in_threads_gives_the_same_tiles(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_visualize_filters_with_no_settings_gives_the_default_builds_tiles(monkeypatch):
-    from gallery.presets import PRESETS
+    from gallery.presets import PRESETS, render_part
 
     monkeypatch.setattr(grad, "accelerator", lambda: None)  # the CPU default, on any machine
     monkeypatch.setattr(grad, "cpu_bf16", lambda: False)
     model = tiny_classifier()
-    defaults = {k: v for k, v in PRESETS["default"]["cpu"].items() if k != "variants"}
+    defaults = render_part(PRESETS["default"]["cpu"])
     expected = FilterRenderer(model, "conv2", RenderSettings(**defaults)).render([0, 3])[0]
     np.testing.assert_array_equal(visualize_filters(model, "conv2", [0, 3]), expected)

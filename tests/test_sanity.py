@@ -224,8 +224,8 @@ def test_the_check_adds_entries_of_its_own_and_the_curves_key_only_theirs(photo_
     from gallery.photos.sources import load_photos
 
     photos = load_photos([photo_dir])
-    job = units.Job("f" * 32, RenderSettings(size=16, steps=2), "none", {"conv1": (0,)}, (), ("conv2",),
-                    ("gradcam", "saliency"), 2, (8, 8))
+    job = units.Job("f" * 32, RenderSettings(size=16, steps=2), "none", {"conv1": (0,)}, cam_layers=("conv2",),
+                    methods=("gradcam", "saliency"), ranks=2, input=(8, 8))
 
     def entries(j):
         return {e.key: e.about["kind"] for u in units.photo_units(j, photos, None, classify=True) for e in u.entries}
