@@ -210,8 +210,6 @@ class RayExecutor:
             self.threads = worker_threads(worker_cpus, cpus)
             count, options = max(1, cpus // self.threads), {"num_cpus": self.threads}
         count = min(count, workers or count)
-        if backend == "jax" and not gpus:
-            env["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'true' if self.threads > 1 else 'false'}"
         # No restarts by Ray: a dead worker's units are requeued here, and a new worker started.
         self._actor = ray.remote(max_restarts=0, **options)(_Worker).options(runtime_env={"env_vars": env})
         self._source, self._job = ray.put(source), job
