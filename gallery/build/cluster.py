@@ -6,7 +6,10 @@ own bytes, or an application's name and weights), so workers need no shared file
 they return entries' bytes and metadata, and the driver alone writes the cache and the
 site. When a worker dies mid-unit, its units go back to the queue, for the other workers
 and for a new worker started in its place, so the build still completes with every tile.
-A killed driver resumes from the cache, as ever.
+A killed driver resumes from the cache, as ever. When the driver's own node dies (its
+raylet killed, or the cluster marking it dead after missed health checks), Ray ends the
+driver from its native code at its next touch of the node, with no word; a watch on the
+node stops the build first, in one line (:class:`NodeWatch`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -114,6 +118,10 @@ class _Worker:
     def run(self, task: Task) -> Result:
         return self.worker.run(task)
 
+    def ready(self) -> bool:
+        """Answers once the model is loaded: the driver may let go of its copy."""
+        return True
+
 
 JOIN_TIMEOUT = 10.0  # seconds to wait for a cluster's head to answer at all
 
@@ -156,6 +164,118 @@ def _own_sigterm():
         raise
     finally:
         signal.signal(signal.SIGTERM, saved)
+
+
+class NodeDied(GalleryError):
+    """The node the driver runs on died under the build: nothing on it can run again."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"the Ray cluster's node died under the build ({reason}); finished tiles are cached "
+                         "and the next run resumes from them")
+
+
+WATCH_EVERY = 0.25  # seconds between looks at the node's own processes
+ASK_EVERY = 1.0  # seconds between questions to the cluster's GCS about the node
+GCS_SILENCE = 30.0  # seconds the GCS may leave a question unanswered; Ray gives up on it at 60
+
+
+class NodeWatch:
+    """Watches the node the driver runs on, from a thread of its own, and says why it died.
+
+    A driver whose raylet is gone is ended by Ray itself (``_exit(1)``, from native code,
+    no Python exception and no message) the next time it touches the node's object store:
+    starting a worker in place of the dead ones, or fetching a result. The workers on the
+    node die with their raylet at once, but the cluster reports it only when its health
+    checks give up (about 15 s here), and that report is what sends the build to start
+    new workers. So the watch looks at the node's processes where this build started them
+    (a local Ray: its raylet and GCS, every 0.25 s) and asks the GCS whether it still
+    holds the node alive (every second: a node marked dead after missed heartbeats, on any
+    cluster); the driver consults :attr:`died` before every call that touches the node.
+    """
+
+    def __init__(self, ray):
+        self._ray = ray
+        self.node = ray.get_runtime_context().get_node_id()
+        self.processes = _own_processes()
+        self.died: str | None = None
+        self._asking_since: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="ray-node-watch", daemon=True)
+        self._thread.start()
+
+    def check(self) -> None:
+        """Raise :class:`NodeDied` once the node is known dead, or the GCS has gone silent."""
+        asking = self._asking_since
+        if self.died is None and asking is not None and time.monotonic() - asking > GCS_SILENCE:
+            self.died = f"its GCS left a question unanswered for {GCS_SILENCE:.0f} s"
+        if self.died is not None:
+            raise NodeDied(self.died)
+
+    def look(self) -> None:
+        """Look at the node now, not at the watch's next turn, and :meth:`check`."""
+        self.died = self.died or self._ended() or self._ask()
+        self.check()
+
+    def stop(self) -> None:
+        """End the watch before Ray shuts down, so it asks nothing of a Ray that is gone."""
+        self._stop.set()
+        self._thread.join(timeout=ASK_EVERY + 1)
+
+    def end_raylet(self) -> None:
+        """Kill the raylet this build started, if it still runs: the node is dead to the
+        cluster, and nothing it holds can be used again."""
+        raylet = self.processes.get("raylet")
+        if raylet is not None and raylet.poll() is None:
+            raylet.kill()
+            raylet.wait(timeout=30)
+
+    def _watch(self) -> None:
+        asked = 0.0
+        while self.died is None and not self._stop.wait(WATCH_EVERY):
+            self.died = self._ended()
+            if self.died is None and time.monotonic() - asked >= ASK_EVERY:
+                asked = time.monotonic()
+                self.died = self._ask()
+
+    def _ended(self) -> str | None:
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+                return f"its {name}, pid {process.pid}, {how}"
+        return None
+
+    def _ask(self) -> str | None:
+        self._asking_since = time.monotonic()
+        try:
+            nodes = self._ray.nodes()
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is the GCS's silence
+            return f"its GCS did not answer: {_first_line(exc)}"
+        finally:
+            self._asking_since = None
+        mine = [n for n in nodes if n.get("NodeID") == self.node]
+        if mine and not mine[0].get("Alive", True):
+            said = str(mine[0].get("DeathReasonMessage") or "").strip()
+            return "the cluster marked it dead" + (f": {_first_line(said)}" if said else "")
+        return None
+
+
+def _own_processes() -> dict:
+    """``{name: Popen}`` of the raylet and GCS this driver started (a local Ray), or ``{}``
+    where it joined a cluster whose processes belong to others. Ray keeps them on a private
+    object; without it the watch asks the GCS alone."""
+    try:
+        from ray._private import worker
+
+        started = worker._global_node.all_processes
+        return {name: started[name][0].process for name in ("raylet", "gcs_server") if started.get(name)}
+    except Exception:  # noqa: BLE001 - a Ray that keeps them elsewhere
+        return {}
+
+
+def _first_line(value) -> str:
+    text = str(value).strip()
+    return text.splitlines()[0] if text else type(value).__name__
 
 
 def portable(task: Task) -> Task:
@@ -212,8 +332,11 @@ class RayExecutor:
         count = min(count, workers or count)
         # No restarts by Ray: a dead worker's units are requeued here, and a new worker started.
         self._actor = ray.remote(max_restarts=0, **options)(_Worker).options(runtime_env={"env_vars": env})
-        self._source, self._job = ray.put(source), job
+        self._model, self._source, self._job = source, None, job
+        self._loading: set = set()  # workers that may still need the model
+        self._unasked: list = []  # workers started, not yet asked whether they are ready
         self.workers = count
+        self.watch = NodeWatch(ray)
         self.actors = [self._start() for _ in range(count)]
         self._spares = REPLACEMENTS * count
         each = "one GPU" if gpus else f"{self.threads} CPU" + "s" * (self.threads > 1)
@@ -221,39 +344,79 @@ class RayExecutor:
             f"({int(cpus)} CPUs and {gpus} GPUs in the cluster)")
 
     def _start(self):
-        return self._actor.remote([self._source], self._job, self.threads)
+        self.watch.check()  # a new worker's model comes through the node's object store
+        if self._source is None:
+            self._source = self.ray.put(self._model)
+        actor = self._actor.remote([self._source], self._job, self.threads)
+        self._loading.add(actor)
+        self._unasked.append(actor)
+        return actor
+
+    def _loaded(self, actor) -> None:
+        """Let go of the model in the object store once every worker has it. An object the
+        driver put there, lost with a node the cluster marks dead, makes Ray try to restore
+        it and end the driver when it cannot: held no longer than needed, the watch is
+        first to tell."""
+        self._loading.discard(actor)
+        if not self._loading:
+            self._source = None
 
     def run(self, tasks: Iterable[Task], progress) -> Iterator[tuple[Task, Result]]:
         queue = deque(tasks)
-        running: dict = {}  # object ref -> (task, actor)
+        running: dict = {}  # object ref -> (task, actor); a task of None is a worker's ready()
         load = {id(actor): 0 for actor in self.actors}
-        while queue or running:
+        while queue or any(task is not None for task, _ in running.values()):
+            running.update((actor.ready.remote(), (None, actor)) for actor in self._unasked)
+            self._unasked.clear()
             for actor in list(self.actors):
                 while queue and load[id(actor)] < IN_FLIGHT:
+                    self.watch.check()  # a photo unit's bytes go through the node's object store
                     task = queue.popleft()
                     running[actor.run.remote(portable(task))] = (task, actor)
                     load[id(actor)] += 1
-            ready, _ = self.ray.wait(list(running), num_returns=1)
-            task, actor = running.pop(ready[0])
-            load[id(actor)] -= 1
+            ready = self._wait(list(running))
+            task, actor = running.pop(ready)
+            load[id(actor)] -= task is not None
             try:
-                result = self.ray.get(ready[0])
+                self.watch.check()  # a large result is fetched from the node's object store
+                result = self.ray.get(ready)
+                self._loaded(actor)
             except self.ray.exceptions.RayActorError as exc:
-                queue.appendleft(task)  # to the other workers, or to the one that replaces this
+                if task is not None:
+                    queue.appendleft(task)  # to the other workers, or to the one that replaces this
                 self._replace(actor, load, exc)
+                continue
+            except (self.ray.exceptions.ObjectLostError, self.ray.exceptions.NodeDiedError):
+                self.watch.look()  # this node's loss stops the build in one line
+                if task is not None:  # another node's: the unit runs again
+                    queue.appendleft(task)
                 continue
             except self.ray.exceptions.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, GalleryError):  # the user's to fix: one line, as in a local build
                     raise GalleryError(str(cause)) from exc
                 raise RuntimeError(f"{task.unit.name} failed on a Ray worker: {exc}") from exc
+            if task is None:
+                continue
             progress.finish(task.uid, result.seconds)
             yield task, result
 
+    def _wait(self, refs: list):
+        """The first of ``refs`` to finish, looking at the node while none has."""
+        while True:
+            self.watch.check()
+            ready, _ = self.ray.wait(refs, num_returns=1, timeout=WATCH_EVERY)
+            if ready:
+                return ready[0]
+
     def _replace(self, actor, load: dict, exc) -> None:
+        # The cluster reports the workers of a dead node before (or as) it reports the node:
+        # ask now, not at the watch's next turn, before a new worker is started on it.
+        self.watch.look()
         if actor not in self.actors:  # its other unit in flight, failing after it
             return
         self.actors.remove(actor)
+        self._loaded(actor)  # dead: it needs the model no more
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not self._spares:
             if not self.actors:
@@ -267,8 +430,14 @@ class RayExecutor:
         load[id(fresh)] = 0
 
     def close(self) -> None:
-        for actor in self.actors:
-            self.ray.kill(actor)
+        self.watch.stop()
+        if self.watch.died is None:
+            for actor in self.actors:
+                self.ray.kill(actor)
+        else:
+            # Ray's shutdown says goodbye to the raylet and waits for its answer: one that
+            # is stopped rather than dead (a node marked dead while it hung) never answers.
+            self.watch.end_raylet()
         if self.owned:
             self.ray.shutdown()
         sweep_model_copies()  # what workers on this machine killed mid-load left
