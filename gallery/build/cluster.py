@@ -221,13 +221,13 @@ class NodeWatch:
         self._stop.set()
         self._thread.join(timeout=ASK_EVERY + 1)
 
-    def end_raylet(self) -> None:
-        """Kill the raylet this build started, if it still runs: the node is dead to the
-        cluster, and nothing it holds can be used again."""
-        raylet = self.processes.get("raylet")
-        if raylet is not None and raylet.poll() is None:
-            raylet.kill()
-            raylet.wait(timeout=30)
+    def end_processes(self) -> None:
+        """Kill the raylet and GCS this build started, if they still run: the node is dead
+        to the build, and nothing it holds can be used again."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
 
     def _watch(self) -> None:
         asked = 0.0
@@ -435,9 +435,10 @@ class RayExecutor:
             for actor in self.actors:
                 self.ray.kill(actor)
         else:
-            # Ray's shutdown says goodbye to the raylet and waits for its answer: one that
-            # is stopped rather than dead (a node marked dead while it hung) never answers.
-            self.watch.end_raylet()
+            # Ray's shutdown says goodbye to the raylet and the GCS and waits for their
+            # answers: one that is stopped rather than dead (a node marked dead while it
+            # hung, a GCS gone silent) never answers.
+            self.watch.end_processes()
         if self.owned:
             self.ray.shutdown()
         sweep_model_copies()  # what workers on this machine killed mid-load left
