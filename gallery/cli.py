@@ -104,8 +104,9 @@ def _main(argv: list[str] | None = None) -> int:
         with native_quiet(enabled=not args.debug):
             from .model import grad
 
-            if args.executor == "local":  # as many threads as each Ray worker would have: the same bytes
-                grad.limit_threads(worker_threads(args.worker_cpus, os.cpu_count() or 1))
+            # As many threads as each Ray worker has: the same bytes. A Ray driver computes
+            # too (the peaks of tiles cached before they were recorded), so it keeps to them.
+            grad.limit_threads(worker_threads(args.worker_cpus, os.cpu_count() or 1))
             grad.accelerator()  # starts the devices now, under the quiet
 
         config = config_from(args, argv)

@@ -84,11 +84,11 @@ def test_an_efficientnet_photos_figures_do_not_depend_on_the_photos_beside_it():
 
 
 @pytest.mark.parametrize("argv,threads", [(["--worker-cpus", "1"], 1), (["--worker-cpus", "3"], 3),
-                                          (["--worker-cpus", "1", "--executor", "ray"], 0)])
+                                          (["--worker-cpus", "1", "--executor", "ray"], 1)])
 @pytest.mark.slow
 def test_a_local_build_computes_with_the_threads_of_a_ray_worker(classifier_file, argv, threads):
-    """The command line limits a local build to ``--worker-cpus`` threads (at most the
-    machine's) before the backend starts; a Ray build leaves its driver alone."""
+    """The command line limits a build to ``--worker-cpus`` threads (at most the machine's)
+    before the backend starts, a Ray build's driver too: it scores old tiles' peaks."""
     code = ("import sys; from gallery.cli import main; main(sys.argv[1:]); import tensorflow as tf; "
             "print('threads', tf.config.threading.get_intra_op_parallelism_threads())")
     out = subprocess.run([sys.executable, "-c", code, "--model", str(classifier_file), "--list-layers", *argv],
@@ -96,6 +96,23 @@ def test_a_local_build_computes_with_the_threads_of_a_ray_worker(classifier_file
                          env={**os.environ, "KERAS_BACKEND": "tensorflow"})
     wanted = min(threads, os.cpu_count())  # no more than the machine has
     assert f"threads {wanted}" in out.stdout.splitlines()[-1], out.stdout[-1000:] + out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv,eigen", [(["--worker-cpus", "1"], "false"), (["--worker-cpus", "2"], "true"),
+                                        (["--worker-cpus", "1", "--executor", "ray"], "false")])
+@pytest.mark.slow
+def test_a_jax_build_computes_with_the_threads_of_a_ray_worker(classifier_file, argv, eigen):
+    """Under JAX, whose CPU runtime computes on one thread or on all of them, a build's own
+    process takes the setting a Ray worker of ``--worker-cpus`` gets (issue 20, item 20),
+    keeping the flags it was given (the AVX2 limit)."""
+    code = ("import os, sys; from gallery.cli import main; main(sys.argv[1:]); print('flags', os.environ['XLA_FLAGS'])")
+    out = subprocess.run([sys.executable, "-c", code, "--model", str(classifier_file), "--list-layers", *argv],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"})
+    last = out.stdout.splitlines()[-1] if out.stdout.strip() else ""
+    wanted = "false" if os.cpu_count() == 1 else eigen
+    assert last.split()[1:] == ["--xla_cpu_max_isa=AVX2", f"--xla_cpu_multi_thread_eigen={wanted}"], \
+        out.stdout[-1000:] + out.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -1,9 +1,11 @@
-"""Ray's edges (issue 20): an address where nothing listens, a leftover cluster file.
+"""Ray's edges (issue 20): an address where nothing listens, a leftover cluster file, a
+node that dies under the build.
 Each runs the CLI in a subprocess with its own time limit, so a hang fails instead of
 stalling the suite."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -120,3 +122,69 @@ def test_model_copies_left_by_killed_workers_are_swept(tmp_path, monkeypatch, cl
     assert not left.exists() and alive.exists() and other.exists()
     assert sorted(p.name for p in temp.iterdir()) == sorted([alive.name, other.name])  # its own copy gone too
     assert sweep_model_copies(str(temp)) == 0
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """``{pid: command name}`` of every process below ``pid``, from ``ps``."""
+    rows = [line.split(None, 2) for line in
+            subprocess.run(["ps", "-eo", "pid=,ppid=,comm="], capture_output=True, text=True).stdout.splitlines()]
+    children: dict[int, list] = {}
+    for row in rows:
+        if len(row) == 3:
+            children.setdefault(int(row[1]), []).append((int(row[0]), row[2]))
+    found, todo = {}, [pid]
+    while todo:
+        for child, name in children.get(todo.pop(), []):
+            found[child] = name
+            todo.append(child)
+    return found
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("process,signum", [("raylet", signal.SIGKILL), ("raylet", signal.SIGSTOP),
+                                            ("gcs_server", signal.SIGSTOP)],
+                         ids=["raylet-killed", "raylet-unresponsive", "gcs-silent"])
+def test_a_ray_node_that_dies_under_the_build_stops_it_in_one_line(setup, process, signum):
+    """The build's own raylet killed mid-build (issue 20, item 11), or stopped so that the
+    cluster marks the node dead after its health checks fail, as on a loaded machine: Ray
+    would end the driver from native code with status 1 and not a word, or wait on the
+    stopped raylet forever. A GCS that stops answering held the build's end forever too."""
+    tmp, model, photos = setup
+    # Long enough that the cluster (some 60 s to mark a stopped node dead) is first to end it.
+    argv = [*_argv(tmp, model, photos, steps=40000), "--photo-pages", "0", "--executor", "ray", "--worker-cpus", "1"]
+    log = tmp / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "build.py", *map(str, argv)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=err, env={**os.environ, "RAY_ADDRESS": ""})
+    started: dict[int, str] = {}
+    try:
+        end = time.monotonic() + 150
+        while proc.poll() is None and "  Ray: " not in log.read_text() and time.monotonic() < end:
+            time.sleep(0.1)
+        # The workers computing, the model loaded (seconds here): until then the driver holds
+        # the model in the node's object store, and Ray ends a driver whose object is lost
+        # with a node the cluster marks dead, from native code, before any watch can speak.
+        time.sleep(12)
+        started = _descendants(proc.pid)
+        victim = [pid for pid, name in started.items() if name == process]
+        assert proc.poll() is None and victim, f"no {process} to stop: {started}, {log.read_text()[-2000:]}"
+        os.kill(victim[0], signum)
+        code = proc.wait(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid, name in started.items():  # Ray's processes outlive a driver that did not stop them
+            now = subprocess.run(["ps", "-o", "comm=", "-p", str(pid)], capture_output=True, text=True).stdout
+            if now.strip() == name:  # the same process, not a later one given its pid
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    err = log.read_text()
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[-1].startswith("error: the Ray cluster's node died under the build ("), err[-3000:]
+    assert lines[-1].endswith("the next run resumes from them"), lines[-1]
+    assert not [line for line in lines if "Traceback" in line or "WARNING" in line], err[-3000:]
+    # A killed raylet is seen at once. A node the cluster marks dead is told to Ray's own
+    # code at the same moment as to the watch, and Ray may log a line of its own first.
+    if signum == signal.SIGKILL:
+        assert ".cc:" not in err, err[-3000:]

@@ -4,6 +4,7 @@ the site grows while the build runs, every link resolving at every moment."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -210,3 +211,28 @@ def test_the_site_grows_while_it_builds_and_every_snapshot_resolves(tmp_path, ph
     assert not (site / "status.js").exists() and not (site / "tiny" / "status.js").exists()
     manifest = json.loads((site / "tiny" / "manifest.json").read_text())
     assert manifest["status"] is None and not any(f["pending"] for layer in manifest["layers"] for f in layer["filters"])
+
+
+def _figures(manifest: dict) -> dict:
+    """A manifest without the command line that made it (its --out and --cache differ)."""
+    return {key: value for key, value in manifest.items() if key != "command"}
+
+
+def test_a_ray_build_writes_the_figures_a_local_build_writes(tmp_path, photo_dir, processes):
+    """Every peak and mean in ``manifest.json``, to its last written digit, from the command
+    line: a local build and a Ray build, each of one thread (issue 20, item 20: a peak
+    once read 110.4297 from Ray and 110.4296 from a local build)."""
+    model = tmp_path / "tiny.keras"
+    tiny_classifier().save(model)
+    manifests = []
+    for executor in ("local", "ray"):
+        argv = [*_argv(tmp_path / executor, model, photo_dir, 30, executor), "--variants", "negative,diversity"]
+        argv += ["--worker-cpus", "1"] * (executor == "local")
+        done = subprocess.run([sys.executable, "build.py", *argv], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
+        assert done.returncode == 0, done.stderr[-3000:]
+        manifests.append(json.loads((tmp_path / executor / "site" / "tiny" / "manifest.json").read_text()))
+    local, remote = map(_figures, manifests)
+    peaks = [f["peak"] for layer in local["layers"] for f in layer["filters"]]
+    assert len(peaks) == 11 and all(isinstance(p, float) for p in peaks)
+    assert local == remote

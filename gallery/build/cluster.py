@@ -6,7 +6,10 @@ own bytes, or an application's name and weights), so workers need no shared file
 they return entries' bytes and metadata, and the driver alone writes the cache and the
 site. When a worker dies mid-unit, its units go back to the queue, for the other workers
 and for a new worker started in its place, so the build still completes with every tile.
-A killed driver resumes from the cache, as ever.
+A killed driver resumes from the cache, as ever. When the driver's own node dies (its
+raylet killed, or the cluster marking it dead after missed health checks), Ray ends the
+driver from its native code at its next touch of the node, with no word; a watch on the
+node stops the build first, in one line (:class:`NodeWatch`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Iterable, Iterator
 from ..config import worker_threads
 from ..console import log, warn
 from ..errors import GalleryError
+from .nodewatch import WATCH_EVERY, NodeWatch
 from .units import PhotoUnit, Task
 from .work import Result
 
@@ -113,6 +117,10 @@ class _Worker:
 
     def run(self, task: Task) -> Result:
         return self.worker.run(task)
+
+    def ready(self) -> bool:
+        """Answers once the model is loaded: the driver may let go of its copy."""
+        return True
 
 
 JOIN_TIMEOUT = 10.0  # seconds to wait for a cluster's head to answer at all
@@ -210,12 +218,13 @@ class RayExecutor:
             self.threads = worker_threads(worker_cpus, cpus)
             count, options = max(1, cpus // self.threads), {"num_cpus": self.threads}
         count = min(count, workers or count)
-        if backend == "jax" and not gpus:
-            env["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'true' if self.threads > 1 else 'false'}"
         # No restarts by Ray: a dead worker's units are requeued here, and a new worker started.
         self._actor = ray.remote(max_restarts=0, **options)(_Worker).options(runtime_env={"env_vars": env})
-        self._source, self._job = ray.put(source), job
+        self._model, self._source, self._job = source, None, job
+        self._loading: set = set()  # workers that may still need the model
+        self._unasked: list = []  # workers started, not yet asked whether they are ready
         self.workers = count
+        self.watch = NodeWatch(ray)
         self.actors = [self._start() for _ in range(count)]
         self._spares = REPLACEMENTS * count
         each = "one GPU" if gpus else f"{self.threads} CPU" + "s" * (self.threads > 1)
@@ -223,39 +232,79 @@ class RayExecutor:
             f"({int(cpus)} CPUs and {gpus} GPUs in the cluster)")
 
     def _start(self):
-        return self._actor.remote([self._source], self._job, self.threads)
+        self.watch.check()  # a new worker's model comes through the node's object store
+        if self._source is None:
+            self._source = self.ray.put(self._model)
+        actor = self._actor.remote([self._source], self._job, self.threads)
+        self._loading.add(actor)
+        self._unasked.append(actor)
+        return actor
+
+    def _loaded(self, actor) -> None:
+        """Let go of the model in the object store once every worker has it. An object the
+        driver put there, lost with a node the cluster marks dead, makes Ray try to restore
+        it and end the driver when it cannot: held no longer than needed, the watch is
+        first to tell."""
+        self._loading.discard(actor)
+        if not self._loading:
+            self._source = None
 
     def run(self, tasks: Iterable[Task], progress) -> Iterator[tuple[Task, Result]]:
         queue = deque(tasks)
-        running: dict = {}  # object ref -> (task, actor)
+        running: dict = {}  # object ref -> (task, actor); a task of None is a worker's ready()
         load = {id(actor): 0 for actor in self.actors}
-        while queue or running:
+        while queue or any(task is not None for task, _ in running.values()):
+            running.update((actor.ready.remote(), (None, actor)) for actor in self._unasked)
+            self._unasked.clear()
             for actor in list(self.actors):
                 while queue and load[id(actor)] < IN_FLIGHT:
+                    self.watch.check()  # a photo unit's bytes go through the node's object store
                     task = queue.popleft()
                     running[actor.run.remote(portable(task))] = (task, actor)
                     load[id(actor)] += 1
-            ready, _ = self.ray.wait(list(running), num_returns=1)
-            task, actor = running.pop(ready[0])
-            load[id(actor)] -= 1
+            ready = self._wait(list(running))
+            task, actor = running.pop(ready)
+            load[id(actor)] -= task is not None
             try:
-                result = self.ray.get(ready[0])
+                self.watch.check()  # a large result is fetched from the node's object store
+                result = self.ray.get(ready)
+                self._loaded(actor)
             except self.ray.exceptions.RayActorError as exc:
-                queue.appendleft(task)  # to the other workers, or to the one that replaces this
+                if task is not None:
+                    queue.appendleft(task)  # to the other workers, or to the one that replaces this
                 self._replace(actor, load, exc)
+                continue
+            except (self.ray.exceptions.ObjectLostError, self.ray.exceptions.NodeDiedError):
+                self.watch.look()  # this node's loss stops the build in one line
+                if task is not None:  # another node's: the unit runs again
+                    queue.appendleft(task)
                 continue
             except self.ray.exceptions.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, GalleryError):  # the user's to fix: one line, as in a local build
                     raise GalleryError(str(cause)) from exc
                 raise RuntimeError(f"{task.unit.name} failed on a Ray worker: {exc}") from exc
+            if task is None:
+                continue
             progress.finish(task.uid, result.seconds)
             yield task, result
 
+    def _wait(self, refs: list):
+        """The first of ``refs`` to finish, looking at the node while none has."""
+        while True:
+            self.watch.check()
+            ready, _ = self.ray.wait(refs, num_returns=1, timeout=WATCH_EVERY)
+            if ready:
+                return ready[0]
+
     def _replace(self, actor, load: dict, exc) -> None:
+        # The cluster reports the workers of a dead node before (or as) it reports the node:
+        # ask now, not at the watch's next turn, before a new worker is started on it.
+        self.watch.look()
         if actor not in self.actors:  # its other unit in flight, failing after it
             return
         self.actors.remove(actor)
+        self._loaded(actor)  # dead: it needs the model no more
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not self._spares:
             if not self.actors:
@@ -269,8 +318,15 @@ class RayExecutor:
         load[id(fresh)] = 0
 
     def close(self) -> None:
-        for actor in self.actors:
-            self.ray.kill(actor)
+        self.watch.stop()
+        if self.watch.died is None:
+            for actor in self.actors:
+                self.ray.kill(actor)
+        else:
+            # Ray's shutdown says goodbye to the raylet and the GCS and waits for their
+            # answers: one that is stopped rather than dead (a node marked dead while it
+            # hung, a GCS gone silent) never answers.
+            self.watch.end_processes()
         if self.owned:
             self.ray.shutdown()
         sweep_model_copies()  # what workers on this machine killed mid-load left

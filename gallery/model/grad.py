@@ -8,6 +8,7 @@ PyTorch. The backend is whatever Keras chose at import (``KERAS_BACKEND`` or
 from __future__ import annotations
 
 import logging
+import os
 import re
 from functools import lru_cache
 from typing import Callable
@@ -246,10 +247,17 @@ def limit_threads(threads: int) -> None:
     """Compute on at most ``threads`` CPU threads; call before the backend runs anything.
 
     A worker given a slice of a machine's CPUs keeps to it, so workers side by side do not
-    fight over cores. (JAX reads its thread settings from ``XLA_FLAGS`` when it starts, so
-    a worker process is given those in its environment instead.)
+    fight over cores; and every process that computes a figure (a local build, a Ray
+    worker, the driver that scores old tiles) calls this with the same count, so they sum
+    in the same order. JAX reads ``XLA_FLAGS`` when it starts its CPU client, at its first
+    computation: its CPU runtime knows one thread or all of the machine's (Eigen's pool),
+    so more than one thread means all.
     """
-    if BACKEND == "tensorflow":
+    if BACKEND == "jax":
+        kept = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+                if not flag.startswith("--xla_cpu_multi_thread_eigen")]
+        os.environ["XLA_FLAGS"] = " ".join([*kept, f"--xla_cpu_multi_thread_eigen={str(threads > 1).lower()}"])
+    elif BACKEND == "tensorflow":
         import tensorflow as tf
 
         try:
