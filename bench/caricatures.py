@@ -5,7 +5,7 @@
                                 [--size N] [--steps N] [--sheet PATH]
 
 Renders one caricature per sample photo (``../shared/samples``) at each layer (by default
-the build's own choice, :func:`gallery.build.pipeline.caricature_layers`, over every conv
+the build's own choice, :func:`gallery.orchestrate.pipeline.caricature_layers`, over every conv
 layer) with the default preset for this machine's device, as a build does (a photo unit's
 photos in one batch, padded to 8). Prints per layer the seconds per photo of a full batch,
 and the cosine similarity of the layer's responses to each caricature and its photo beside
@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     from PIL import Image
 
     from gallery import imaging, presets
-    from gallery.build.pipeline import caricature_layers
+    from gallery.orchestrate.pipeline import caricature_layers
     from gallery.config import BuildConfig, RenderSettings
     from gallery.model import grad, graph
     from gallery.photos.activations import ROWS

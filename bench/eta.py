@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common import SHARED, machine  # first: it puts the repository on the path
 
-from gallery.build import estimate as estimate_module, pipeline, progress as progress_module  # noqa: E402
+from gallery.orchestrate import estimate as estimate_module, pipeline, progress as progress_module  # noqa: E402
 from gallery.config import BuildConfig, RenderSettings, parse_filter_slice  # noqa: E402
 
 TARGET = 0.25

@@ -32,7 +32,7 @@ from gallery import load_model
 from gallery.photos.activations import Activations  # noqa: E402
 from gallery.photos.explain import explainer  # noqa: E402
 from gallery.imaging import resize  # noqa: E402
-from gallery.build.units import PHOTO_BATCH  # noqa: E402
+from gallery.orchestrate.units import PHOTO_BATCH  # noqa: E402
 from gallery.photos.sources import load_photos  # noqa: E402
 
 

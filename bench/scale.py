@@ -45,9 +45,9 @@ def main():
 
     import ray
 
-    from gallery.build import units
-    from gallery.build.cluster import ModelSource, RayExecutor
-    from gallery.build.progress import Progress
+    from gallery.orchestrate import units
+    from gallery.orchestrate.cluster import ModelSource, RayExecutor
+    from gallery.orchestrate.progress import Progress
     from gallery import presets
     from gallery.config import HALF_THEN_FULL, RenderSettings
     from gallery.model import graph, loading
@@ -94,8 +94,8 @@ def main():
     # The driver's own work per filter image: settling a unit into a cache, thumbnails included.
     import tempfile
 
-    from gallery.build.cache import Cache
-    from gallery.build.state import Gallery
+    from gallery.orchestrate.cache import Cache
+    from gallery.orchestrate.state import Gallery
 
     with tempfile.TemporaryDirectory() as folder:
         cache, gallery = Cache(folder), Gallery(job, [], 0, 5, 8)

@@ -111,7 +111,7 @@ def _main(argv: list[str] | None = None) -> int:
 
         config = config_from(args, argv)
         if args.list_layers:
-            from .build import pipeline
+            from .orchestrate import pipeline
 
             try:
                 log(*pipeline.layer_listing(config), stream=sys.stdout)  # layer names come from the model file
@@ -119,11 +119,11 @@ def _main(argv: list[str] | None = None) -> int:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         if args.cache_info:
-            from .build.cache import Cache
+            from .orchestrate.cache import Cache
 
             log(*Cache(config.cache).report().splitlines(), stream=sys.stdout)  # kinds and models come from records
             return 0
-        from .build import pipeline
+        from .orchestrate import pipeline
 
         pipeline.build(config)
     except GalleryError as exc:

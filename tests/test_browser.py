@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gallery.build import pipeline
+from gallery.orchestrate import pipeline
 from gallery.config import BuildConfig, RenderSettings
 
 from .conftest import tiny_channel_classifier, tiny_classifier

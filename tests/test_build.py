@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from gallery import imaging
-from gallery.build import pipeline
+from gallery.orchestrate import pipeline
 from gallery.site import pages as site
 from gallery.config import BuildConfig, RenderSettings
 

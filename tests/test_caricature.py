@@ -13,7 +13,7 @@ import pytest
 from keras import ops
 from PIL import Image
 
-from gallery.build import pipeline, units
+from gallery.orchestrate import pipeline, units
 from gallery.channels import RGB
 from gallery.cli import main
 from gallery.config import BuildConfig, RenderSettings

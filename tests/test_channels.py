@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from gallery import channels as ch, imaging
-from gallery.build import pipeline, units
+from gallery.orchestrate import pipeline, units
 from gallery.channels import Channels
 from gallery.config import BuildConfig, RenderSettings, parse_preprocess
 from gallery.errors import GalleryError

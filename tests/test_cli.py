@@ -250,7 +250,7 @@ HOSTILE = "\x1b]0;pwned\x07\x1b[2J\u202e\x9b31m"
 
 @pytest.mark.slow
 def test_control_characters_in_names_never_reach_the_terminal(tmp_path, capsys):
-    from gallery.build.progress import Progress
+    from gallery.orchestrate.progress import Progress
 
     screen = _Terminal()
     bar = Progress({0: ([(("conv1", 16), 1.0, 1)], 2, 0)}, cached_images=0, total_images=2, cached_photos=0,

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from gallery.build import pipeline
+from gallery.orchestrate import pipeline
 from gallery.config import RenderSettings
 
 from .test_build import _config

@@ -144,7 +144,7 @@ class _Maps(HTMLParser):
 
 @pytest.mark.slow
 def test_photo_pages_show_each_maps_figure_as_cached(tmp_path, photo_dir):
-    from gallery.build.cache import Cache
+    from gallery.orchestrate.cache import Cache
 
     from .conftest import tiny_classifier
 
@@ -153,7 +153,7 @@ def test_photo_pages_show_each_maps_figure_as_cached(tmp_path, photo_dir):
     # tf scaling keeps the tiny model's probabilities away from 0 and 1, so each share means something.
     config = _config(tmp_path, path, images=(photo_dir,), cam_methods=("gradcam", "scorecam"),
                      layers=("conv2",), filters=slice(0, 1), preprocess="tf")
-    from gallery.build import pipeline
+    from gallery.orchestrate import pipeline
 
     manifest = pipeline.build(config)
     check_site(config.out)

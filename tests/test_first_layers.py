@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from gallery.build import units
-from gallery.build.cache import make_key
+from gallery.orchestrate import units
+from gallery.orchestrate.cache import make_key
 from gallery.config import BuildConfig, RenderSettings
 from gallery.model import graph
 from gallery.render import exact
@@ -195,7 +195,7 @@ def test_real_first_layers_beat_every_photo_and_give_different_kernels_different
 def test_a_build_optimizes_its_first_layer_and_says_so(tmp_path, photo_dir):
     from PIL import Image
 
-    from gallery.build import pipeline
+    from gallery.orchestrate import pipeline
 
     path = tmp_path / "tiny.keras"
     tiny_classifier().save(path)

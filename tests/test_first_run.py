@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from gallery import presets
-from gallery.build import estimate, pipeline, units
-from gallery.build.progress import Progress
+from gallery.orchestrate import estimate, pipeline, units
+from gallery.orchestrate.progress import Progress
 from gallery.config import BuildConfig, RenderSettings
 from gallery.render import cost
 

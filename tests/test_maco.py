@@ -10,7 +10,7 @@ from keras import ops
 from PIL import Image
 
 from gallery import visualize_filters
-from gallery.build import units
+from gallery.orchestrate import units
 from gallery.cli import main
 from gallery.config import RenderSettings
 from gallery.errors import GalleryError

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from gallery.build import pipeline
-from gallery.build.cache import TAG, Cache
+from gallery.orchestrate import pipeline
+from gallery.orchestrate.cache import TAG, Cache
 from gallery.cli import config_from, main, parser
 from gallery.config import BuildConfig, RenderSettings
 from gallery.errors import GalleryError
@@ -58,7 +58,7 @@ def test_every_misspelt_layer_is_named_with_close_guesses_and_the_model_as_pages
 @needs_shared()
 @pytest.mark.shared
 def test_vgg16_typos_get_only_their_close_names(tmp_path):
-    from gallery.build.pipeline import select_targets
+    from gallery.orchestrate.pipeline import select_targets
     from gallery.model import loading
 
     spec = str(SHARED_MODELS / "vgg16_hed_notop.keras")

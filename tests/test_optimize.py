@@ -122,8 +122,8 @@ def test_variants_negative_and_diversity():
 @pytest.mark.parametrize("trajectory,param", [(0, "fourier"), (2, "fourier"), (2, "maco")])
 @pytest.mark.slow
 def test_batches_halve_when_device_memory_runs_out(monkeypatch, trajectory, param):
-    from gallery.build import units
-    from gallery.build.work import Worker
+    from gallery.orchestrate import units
+    from gallery.orchestrate.work import Worker
 
     sizes, maps = [], []
     real = FilterRenderer.images_and_transparency  # what the worker calls: images it then scores itself
@@ -185,8 +185,8 @@ def test_prepared_programs_serve_every_render_call(param):
 @needs_ahead
 @pytest.mark.slow
 def test_compiling_ahead_in_threads_gives_the_same_tiles(tmp_path, monkeypatch):
-    from gallery.build import units
-    from gallery.build.work import Worker
+    from gallery.orchestrate import units
+    from gallery.orchestrate.work import Worker
 
     selection = {"conv1": (0, 1, 2, 3, 4), "conv2": (1, 2)}
     settings = RenderSettings(size=16, steps=4, batch=4, scales=(1.0,))  # conv1: batches of 4 and 1

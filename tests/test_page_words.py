@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gallery.build import pipeline
+from gallery.orchestrate import pipeline
 from gallery.config import BuildConfig, RenderSettings, public_command
 
 from .conftest import _keras

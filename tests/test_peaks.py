@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from gallery import load_model
-from gallery.build import pipeline
-from gallery.build.cache import Cache
+from gallery.orchestrate import pipeline
+from gallery.orchestrate.cache import Cache
 from gallery.config import BuildConfig, RenderSettings
 from gallery.render.optimize import FilterRenderer
 from gallery.site.pages import sig

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from gallery import feature_maps
-from gallery.build import pipeline
+from gallery.orchestrate import pipeline
 from gallery.config import BuildConfig, RenderSettings
 from gallery.photos.examples import TopExamples, peaks
 from gallery.photos.sources import load_photos
@@ -82,7 +82,7 @@ def test_every_photo_ranks_the_filters_but_only_the_first_get_pages(tmp_path):
 _PEAK = """
 import resource, sys, tracemalloc
 from pathlib import Path
-from gallery.build import pipeline
+from gallery.orchestrate import pipeline
 from gallery.config import BuildConfig, RenderSettings
 root, count = Path(sys.argv[1]), int(sys.argv[2])
 config = BuildConfig(model=str(root / "tiny.keras"), preprocess="none", images=(root / "photos",), photo_pages=8,

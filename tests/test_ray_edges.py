@@ -104,7 +104,7 @@ def test_a_ray_build_prints_its_own_lines_and_debug_shows_rays(setup):
 
 
 def test_model_copies_left_by_killed_workers_are_swept(tmp_path, monkeypatch, classifier_file):
-    from gallery.build.cluster import MODEL_COPY, ModelSource, sweep_model_copies
+    from gallery.orchestrate.cluster import MODEL_COPY, ModelSource, sweep_model_copies
 
     temp = tmp_path / "tmp"
     temp.mkdir()

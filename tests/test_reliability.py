@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from gallery.build import pipeline
+from gallery.orchestrate import pipeline
 from gallery.site import pages as site
-from gallery.build.cache import Cache
+from gallery.orchestrate.cache import Cache
 from gallery.cli import main
 from gallery.config import BuildConfig, RenderSettings
 from gallery.errors import GalleryError

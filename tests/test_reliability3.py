@@ -191,7 +191,7 @@ def test_names_from_a_model_or_a_cache_never_reach_the_terminal_raw(tmp_path, ca
     last = err.strip().splitlines()[-1]
     assert not _raw_controls(out + err) and last.startswith("error: --layers names what esc has no conv layer for: 'c\\x1b]0;pwned"), err
 
-    from gallery.build.cache import Cache, make_key
+    from gallery.orchestrate.cache import Cache, make_key
 
     cache = Cache(tmp_path / "c2")
     cache.claim()

@@ -19,7 +19,7 @@ import gallery.site
 for info in pkgutil.iter_modules(gallery.site.__path__, "gallery.site."):
     __import__(info.name)
 rooms = sorted(m for m in sys.modules if m.startswith(("gallery.model", "gallery.photos", "gallery.render",
-                                                        "gallery.build")))
+                                                        "gallery.orchestrate")))
 assert not rooms, f"gallery.site imports {rooms}"
 print("ok", len([m for m in sys.modules if m.startswith("gallery.site.")]))
 """

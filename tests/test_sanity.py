@@ -126,7 +126,7 @@ def checked(tmp_path_factory):
     """A tiny classifier's build with the check at 2 levels, Grad-CAM and saliency, 2 photos."""
     from PIL import Image
 
-    from gallery.build import pipeline
+    from gallery.orchestrate import pipeline
 
     from .conftest import tiny_classifier
     from .test_build import _config
@@ -147,8 +147,8 @@ def checked(tmp_path_factory):
 def test_a_build_shows_and_caches_the_check(checked):
     import json
 
-    from gallery.build import pipeline
-    from gallery.build.cache import Cache
+    from gallery.orchestrate import pipeline
+    from gallery.orchestrate.cache import Cache
 
     from .test_build import check_site
 
@@ -219,7 +219,7 @@ def test_the_check_adds_entries_of_its_own_and_the_curves_key_only_theirs(photo_
     steps recomputes the maps and random orders alone."""
     from dataclasses import replace
 
-    from gallery.build import units
+    from gallery.orchestrate import units
     from gallery.config import RenderSettings
     from gallery.photos.sources import load_photos
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gallery.build import pipeline
-from gallery.build.cache import Cache
+from gallery.orchestrate import pipeline
+from gallery.orchestrate.cache import Cache
 from gallery.cli import main
 from gallery.config import BuildConfig, RenderSettings
 

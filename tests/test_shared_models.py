@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from gallery import load_model
-from gallery.build import pipeline
+from gallery.orchestrate import pipeline
 from gallery.render.optimize import FilterRenderer
 from gallery.config import BuildConfig, RenderSettings
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gallery.build import pipeline
-from gallery.build.progress import Progress
+from gallery.orchestrate import pipeline
+from gallery.orchestrate.progress import Progress
 from gallery.config import BuildConfig, RenderSettings
 from gallery.errors import GalleryError
 

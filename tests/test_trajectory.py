@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from gallery import imaging
-from gallery.build import pipeline
-from gallery.build.cache import Cache
-from gallery.build.units import REQUIRE
+from gallery.orchestrate import pipeline
+from gallery.orchestrate.cache import Cache
+from gallery.orchestrate.units import REQUIRE
 from gallery.config import BuildConfig, RenderSettings
 from gallery.errors import GalleryError
 from gallery.render.optimize import FilterRenderer

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from gallery.build import units
-from gallery.build.progress import Progress, about
+from gallery.orchestrate import units
+from gallery.orchestrate.progress import Progress, about
 from gallery.config import RenderSettings
 from gallery.photos.examples import TopExamples, peaks
 
@@ -185,8 +185,8 @@ class _Null:
 
 
 def test_photo_units_travel_with_their_bytes_not_their_paths(tmp_path, photo_dir):
-    from gallery.build.cluster import portable
-    from gallery.build.work import Worker
+    from gallery.orchestrate.cluster import portable
+    from gallery.orchestrate.work import Worker
     from gallery.photos.sources import load_photos
 
     from .conftest import tiny_classifier

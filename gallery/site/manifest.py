@@ -56,13 +56,13 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
           curve_points: int = attribution.POINTS) -> tuple[dict, dict[str, str]]:
     """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds.
 
-    ``photos`` is a :class:`~gallery.build.state.PhotoResults`. Every photo is in the
+    ``photos`` is a :class:`~gallery.orchestrate.state.PhotoResults`. Every photo is in the
     ``pool`` (filters' top photos point into it by index); paged ones are also in
     ``photos``. A pool photo's image is published only if a page or a top list shows it.
     Filters and photos still pending show :data:`PENDING` and publish no file yet;
     ``status`` (``None`` once the build is done) says how far the build has come.
     ``model_info``, ``table`` and ``versions`` are plain data gathered before the site
-    (:mod:`gallery.build.facts`): nothing here reads the model.
+    (:mod:`gallery.orchestrate.facts`): nothing here reads the model.
     """
     base = model_info["slug"]
     files: dict[str, str] = {}

@@ -8,7 +8,7 @@ coarse-to-fine schedule (a coarse step costs a quarter as many FLOPs, but not a 
 of the time), the running unit included. The first report of each stage is set apart,
 since it carries the compiling of its loop. A first look at every layer comes early, so
 each is measured soon; a stage not measured yet takes the rate the build's calibration
-measured before it started (:mod:`gallery.build.estimate`), or borrows the rate of the
+measured before it started (:mod:`gallery.orchestrate.estimate`), or borrows the rate of the
 measured stage most like it in FLOPs per image-step, and while borrowed rates would carry
 much of the work left the ETA is "estimating…" rather than a wrong figure. Photo units
 report each pass (features, predictions, each method's maps) as it ends, weighed by its
@@ -83,7 +83,7 @@ class Progress:
                  stream=None, interval: float = 10.0, clock_fn=time.monotonic, prior=None):
         """``units``: ``{id: (stages, images, photos[, optimized])}`` of the units that will run
         (see :class:`_Unit`); ``prior``: the calibration's ``(seconds per image-step, seconds
-        per FLOP, seconds to compile a loop, layers it ran)`` (:mod:`gallery.build.estimate`),
+        per FLOP, seconds to compile a loop, layers it ran)`` (:mod:`gallery.orchestrate.estimate`),
         for stages not measured yet."""
         self.units = {uid: _Unit(list(stages), *rest) for uid, (stages, *rest) in units.items()}
         self.prior = prior
@@ -120,7 +120,7 @@ class Progress:
         self.draw()
 
     def passed(self, uid, part: str) -> None:
-        """A photo unit's pass ``part`` is done (see :func:`gallery.build.units.photo_passes`)."""
+        """A photo unit's pass ``part`` is done (see :func:`gallery.orchestrate.units.photo_passes`)."""
         keys = [key for key, _, _ in self.units[uid].stages]
         if ("photos", part) in keys:
             self.steps(uid, keys.index(("photos", part)) + 1)

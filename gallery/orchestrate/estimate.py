@@ -7,7 +7,7 @@ the build's work, run twice through the build's own renderer; the first run is t
 compiling, the second the machine's seconds per FLOP on that layer. Seconds per FLOP
 differ between layers (cheap steps spend more of their time on per-step overhead), so the
 figure is an estimate, said as one ("about"), and the running ETA takes over once each
-layer has been measured (see :mod:`gallery.build.progress`).
+layer has been measured (see :mod:`gallery.orchestrate.progress`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Estimate:
 
     @property
     def prior(self) -> tuple | None:
-        """What :class:`~gallery.build.progress.Progress` starts from for stages not yet run."""
+        """What :class:`~gallery.orchestrate.progress.Progress` starts from for stages not yet run."""
         return None if self.per_flop is None else (self.overhead, self.per_flop, self.compile, self.layers)
 
 

@@ -2,7 +2,7 @@
 
 Ends with 0.2.0 (:data:`UNTIL`; tests/test_cache.py fails once the package reaches it).
 A release that drops it bumps the cache's record format
-(:data:`gallery.build.cache.FORMAT`), so every older entry is recomputed rather than
+(:data:`gallery.orchestrate.cache.FORMAT`), so every older entry is recomputed rather than
 read, deletes this module, and says so in one line of its notes. Until then, two things
 here keep an older cache's work:
 
@@ -53,7 +53,7 @@ class PeakScorer:
     tile as saved, the statistic its top photos are ranked by (see
     :meth:`~gallery.render.optimize.FilterRenderer.scores`). Tiles cached before that have
     only their mean; the peak is added to their records
-    (:meth:`~gallery.build.cache.Cache.amend`), so they are not counted as computed.
+    (:meth:`~gallery.orchestrate.cache.Cache.amend`), so they are not counted as computed.
     """
 
     def __init__(self, model, job):

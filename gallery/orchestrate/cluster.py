@@ -98,7 +98,7 @@ def sweep_model_copies(folder: str | None = None) -> int:
 
 
 class _Worker:
-    """The Ray actor: one model, one :class:`~gallery.build.work.Worker`, many units."""
+    """The Ray actor: one model, one :class:`~gallery.orchestrate.work.Worker`, many units."""
 
     def __init__(self, source: list, job, threads: int | None):
         import ray

@@ -326,7 +326,7 @@ def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Ca
 
 
 def _portable_model(config: BuildConfig, model):
-    """How a remote worker gets the model: see :class:`~gallery.build.cluster.ModelSource`."""
+    """How a remote worker gets the model: see :class:`~gallery.orchestrate.cluster.ModelSource`."""
     if config.executor == "local":
         return None
     from .cluster import ModelSource

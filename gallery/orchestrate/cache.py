@@ -15,7 +15,7 @@ The cache owns only what it names: ``objects/<2 hex>/<40 hex>.bin|json``. Anythi
 found there is left alone, never followed, never counted. Two classes: :class:`CacheFolder`,
 the folder it owns (its mark, claiming and sweeping it, listing and pruning what it holds),
 and :class:`Cache`, the entry store in it. What reads caches older versions left lives in
-:mod:`gallery.build.legacy`, until it ends.
+:mod:`gallery.orchestrate.legacy`, until it ends.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A watch on the node a Ray driver runs on (see :mod:`gallery.build.cluster`).
+"""A watch on the node a Ray driver runs on (see :mod:`gallery.orchestrate.cluster`).
 
 When the driver's own node dies (its raylet killed, or the cluster marking it dead after
 missed health checks), Ray ends the driver from native code at its next touch of the

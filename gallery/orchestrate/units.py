@@ -83,7 +83,7 @@ TRANSPARENCY_PERCENTILE = 80.0
 
 # What the record of each kind of entry must hold before it is used (see Cache.get). A
 # filter's "peak" is not required: tiles cached before it was recorded get it from their
-# saved pixels (gallery.build.legacy), without rendering them again.
+# saved pixels (gallery.orchestrate.legacy), without rendering them again.
 REQUIRE = {
     "filter": {"activation": number},
     "trajectory": {"snapshots": _snapshots},
@@ -336,7 +336,7 @@ def flops(unit, job: Job, costs) -> float:
 
 def photo_passes(unit: PhotoUnit, job: Job, costs, parts=None) -> list[tuple[str, float]]:
     """``[(part, FLOPs)]`` of a photo unit's passes, in the order a worker runs them
-    (:class:`gallery.build.work._PhotoRun`); ``parts``: only those (the ones a task lost)."""
+    (:class:`gallery.orchestrate.work._PhotoRun`); ``parts``: only those (the ones a task lost)."""
     forward = costs.forward_flops(job.input[0])
     paged = sum(unit.paged)
     passes = [("features", len(unit.photos)), ("predictions", paged)]
@@ -374,7 +374,7 @@ def curve_forwards(points: int, classes: int) -> int:
 
 def cost_stages(unit, job: Job, costs, parts=None) -> tuple:
     """``(stages, images, photos, optimized)`` of a unit, as
-    :class:`~gallery.build.progress.Progress` counts it: a filter unit's stages are those of
+    :class:`~gallery.orchestrate.progress.Progress` counts it: a filter unit's stages are those of
     the coarse-to-fine schedule, a photo unit's its passes (``parts``: those that run), one
     step each; ``optimized`` is false for images solved in closed form, which cost almost nothing."""
     if not isinstance(unit, FilterUnit):
