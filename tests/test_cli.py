@@ -211,13 +211,14 @@ def test_presets_fill_what_the_flags_leave_and_differ_on_a_gpu(monkeypatch):
     assert (gpu.render.size, gpu.render.steps, gpu.render.batch) == (224, 512, 128)
     assert gpu.render.precision == "bfloat16" and default.render.precision == "float32"
     assert _config(["--precision", "float32"]).render.precision == "float32"
-    # A CPU with AMX: bf16 and twice the steps, unless the flags say otherwise.
+    # A CPU with AMX: bf16, unless the flags say otherwise.
     monkeypatch.setattr(grad, "accelerator", lambda: None)
     monkeypatch.setattr(grad, "cpu_bf16", lambda: True)
     amx = _config([])
-    assert (amx.render.size, amx.render.steps, amx.render.precision) == (128, 128, "bfloat16")
+    assert (amx.render.size, amx.render.steps, amx.render.precision) == (128, 64, "bfloat16")
     assert amx.render_if_depthwise == RenderSettings()  # bf16 is slower there: the float32 default
     assert _config(["--steps", "32"]).render_if_depthwise == RenderSettings(steps=32)  # the flags still hold
+    assert _config(["--preset", "high"]).render.precision == "bfloat16"
     pinned = _config(["--precision", "float32", "--steps", "64"])
     assert pinned.render == RenderSettings() and pinned.render_if_depthwise is None
     assert _config(["--preset", "preview"]).render.steps == PRESETS["preview"]["cpu"]["steps"]

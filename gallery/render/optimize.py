@@ -330,8 +330,10 @@ def visualize_filters(model, layer: str, filters, *, size: int | None = None, st
     """
     from .. import presets
 
+    # As a build chooses: a model with depthwise convolutions keeps float32 on an AMX CPU.
     chosen = presets.resolve(preset, grad.accelerator(), {"size": size, "steps": steps, "batch": batch,
-                                                          "parameterization": param})
+                                                          "parameterization": param},
+                             bf16_cpu=False if graph.has_depthwise(model) else None)
     chosen = presets.render_part(chosen)
     settings = RenderSettings(seed=seed, **chosen)
     renderer = FilterRenderer(model, layer, settings, preprocess)
