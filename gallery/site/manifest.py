@@ -1,4 +1,5 @@
-"""The whole site as plain data: the only thing templates see.
+"""The whole site as plain data: the only thing templates see. This module makes the
+model's index and each layer's and filter's page data; :mod:`.photo_pages` the photos'.
 
 Paths are relative to the site root; each page adds its own ``root`` prefix, so the
 site opens from ``file://`` and from any static host.
@@ -7,44 +8,11 @@ site opens from ``file://`` and from any static host.
 from __future__ import annotations
 
 from .. import attribution
+from . import photo_pages
 from .slugs import assign
+from .urls import PENDING, Urls
 
 MANIFEST_SCHEMA = 6  # 6: CAMs carry deletion and insertion curves, photos their randomization checks; 5: CAMs carry their faithfulness; 4: pending filters and photos, and the build status; 3: filters carry variant images
-
-
-def _faithfulness(cam: dict, baseline: dict | None, x: list[float]) -> dict:
-    """A map's faithfulness (gallery.photos.faithfulness): the class probability with the
-    whole photo (``p``), and with only the map's top or bottom pixels kept, each also as a
-    share of ``p`` (``None`` where ``p`` is 0: there is nothing to keep a share of); its
-    deletion and insertion curves at the shares ``x``, with their areas, and the same of
-    the random-order baseline of its photo and class (``None`` when not known)."""
-    p = cam["p"]
-    return {"p": p, "top": cam["top"], "bottom": cam["bottom"],
-            "top_share": cam["top"] / p if p > 0 else None, "bottom_share": cam["bottom"] / p if p > 0 else None,
-            "x": x, **_curves(cam, x), "random": _curves(baseline, x) if baseline else None}
-
-
-def _curves(found: dict, x: list[float]) -> dict:
-    return {kind: {"y": found[kind], "auc": attribution.area(x, found[kind])} for kind in ("deletion", "insertion")}
-
-
-def sanity_summary(photos: list[dict]) -> list[dict]:
-    """Per method (and layer), the randomization check over every photo that has one: how
-    many photos' maps failed it, and the mean rank correlation and SSIM at each level."""
-    groups: dict = {}
-    for photo in photos:
-        for check in photo["sanity"]:
-            groups.setdefault((check["layer"], check["method"]), []).append(check)
-    summary = []
-    for (layer, method), checks in groups.items():
-        levels = len(checks[0]["spearman"])
-        mean = {k: [sum(c[k][i] for c in checks) / len(checks) for i in range(levels)] for k in ("spearman", "ssim")}
-        summary.append({"layer": layer, "method": method, "photos": len(checks), "layers": checks[0]["layers"],
-                        "failed": sum(c["fails"] for c in checks), **mean, "fails": attribution.fails(mean)})
-    return summary
-
-
-PENDING = "static/pending.svg"  # what a filter or photo shows until the build settles it
 
 
 def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: dict[str, int],
@@ -64,141 +32,105 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
     ``model_info``, ``table`` and ``versions`` are plain data gathered before the site
     (:mod:`gallery.orchestrate.facts`): nothing here reads the model.
     """
-    base = model_info["slug"]
     files: dict[str, str] = {}
-    curve_x = attribution.fractions(curve_points).tolist()
-    pool_index = {p.position: i for i, p in enumerate(photos.photos)}
-
-    def top(layer: str, index: int) -> list[dict]:
-        return [{**t, "photo": pool_index[t["photo"]]} for t in photos.examples.top(layer, index)]
-
-    ranked = {t["photo"] for name, tiles in filter_tiles.items() for tile in tiles for t in top(name, tile.index)}
+    tops = _tops(filter_tiles, photos)
     photo_slugs = assign(p.name for p in photos.photos)
-    slug = assign([*filter_tiles, *(cam["layer"] for p in photos.photos for cam in p.cams if cam["layer"]),
-                   *(layer for p in photos.photos for layer in p.features)]).__getitem__
-    pool = _pool(base, photos.photos, ranked, photo_slugs)
-    for entry, tiles in zip(pool, photos.photos):
-        if entry["image"] and not tiles.pending:
-            files[entry["image"]] = tiles.image_key
-    circuits = circuits or {}
-    tiles_of = {(name, t.index): t for name, tiles in filter_tiles.items() for t in tiles}
-
-    def link(layer: str | None, index: int) -> dict:
-        """A filter's page and thumbnail, when this build renders it."""
-        tile = tiles_of.get((layer, index))
-        if tile is None:
-            return {"page": None, "thumb": None}
-        stem = f"{base}/layers/{slug(layer)}/{index}"
-        return {"page": f"{stem}.html", "thumb": PENDING if tile.pending else f"{stem}.thumb.jpg"}
-
-    def name_of(index: int) -> str:
-        return class_names[index] if class_names else f"class {index}"
-
-    layers = []
-    for name, tiles in filter_tiles.items():
-        folder = f"{base}/layers/{slug(name)}"
-        source, inputs = circuits.get(name, (None, {}))
-        filters = []
-        for tile in tiles:
-            image, thumb = f"{folder}/{tile.index}.png", f"{folder}/{tile.index}.thumb.jpg"
-            if tile.pending:
-                image = thumb = PENDING
-            else:
-                files[image], files[thumb] = tile.key, tile.thumb
-            best = top(name, tile.index)
-            filters.append({
-                "index": tile.index, "pending": tile.pending,
-                "activation": None if tile.pending else round(tile.activation, 4),
-                "peak": None if tile.peak is None else round(tile.peak, 4),
-                **liveness(tile, best),
-                "image": image, "thumb": thumb, "page": f"{folder}/{tile.index}.html",
-                "inputs": [{"index": i, "strength": w, **link(source, i)}
-                           for i, w in inputs.get(tile.index, [])],
-                "top": best,
-                "variants": [_variant(files, folder, tile.index, variant, images)
-                             for variant, images in tile.variants.items()],
-                "trajectory": _trajectory(files, folder, tile) if tile.trajectory and not tile.pending else None,
-                "transparency": _transparency(files, folder, tile),
-                **_bands(files, folder, tile),
-            })
-        collage = None
-        if (collages or {}).get(name):
-            # Named for the model and layer, since a download leaves the site's folders behind.
-            collage = f"{folder}/{base}-{slug(name)}-filters.jpg"
-            files[collage] = collages[name]
-        sheet = (kernels or {}).get(name)
-        if sheet:
-            files[f"{folder}/kernels.png"] = sheet["key"]
-            sheet = {"image": f"{folder}/kernels.png", **{k: v for k, v in sheet.items() if k != "key"}}
-        layers.append({"name": name, "slug": slug(name), "channels": channels[name], "page": f"{folder}/index.html",
-                       "collage": collage, "kernels": sheet, "activation": (activations or {}).get(name),
-                       "linear": name in linear,
-                       "dir": f"{folder}/", "upstream": source, "filters": filters,
-                       "dead": sum(f["dead"] for f in filters), "sparse": sum(f["sparse"] for f in filters),
-                       "pending": sum(f["pending"] for f in filters),
-                       "map": photos.examples.maps.get(name)})
-
-    photo_entries = []
-    for p, entry in zip(photos.photos, pool):
-        if not p.paged:
-            continue
-        pslug = photo_slugs[p.name]
-        folder = f"{base}/photos/{pslug}"
-        features = []
-        for layer_name, (key, layout) in p.features.items():
-            sheet = f"{folder}/features-{slug(layer_name)}.png"
-            files[sheet] = key
-            layer_dir = f"{base}/layers/{slug(layer_name)}/"
-            features.append({"layer": layer_name, "layer_dir": layer_dir, "layer_page": layer_dir + "index.html",
-                             "image": sheet, **{k: layout[k] for k in ("cols", "rows", "cell", "channels", "map")},
-                             "peak": layout["peak"],
-                             "caricature": _caricature(files, folder, slug(layer_name), p.caricatures.get(layer_name))})
-        cams = []
-        baselines = {b["class"]: b for b in p.baselines}
-        for cam in p.cams:
-            path = (f"{folder}/cam-{slug(cam['layer'])}-{cam['method']}-{cam['class']}.jpg" if cam["layer"]
-                    else f"{folder}/pixels-{cam['method']}-{cam['class']}.jpg")  # layer-free: saliency, SmoothGrad
-            files[path] = cam["key"]
-            cams.append({"layer": cam["layer"], "method": cam["method"], "class": cam["class"], "image": path,
-                         "name": name_of(cam["class"]),
-                         "faithfulness": _faithfulness(cam, baselines.get(cam["class"]), curve_x)})
-        checks = []
-        for check in p.sanity:
-            where = f"cam-{slug(check['layer'])}" if check["layer"] else "pixels"
-            path = f"{folder}/randomized-{where}-{check['method']}.jpg"
-            files[path] = check["key"]
-            checks.append({"layer": check["layer"], "method": check["method"], "image": path,
-                           "class": check["class"], "name": name_of(check["class"]), "layers": check["layers"],
-                           "spearman": check["spearman"], "ssim": check["ssim"],
-                           "fails": attribution.fails(check)})
-        contributions = [
-            {"layer": layer, "source": (cam_sources or {}).get(layer),
-             "channels": [{"index": k, "share": v, **link((cam_sources or {}).get(layer), k)}
-                          for k, v in shares]}
-            for layer, shares in p.contributions.items()
-        ]
-        photo_entries.append({
-            "name": p.name, "slug": pslug, "image": entry["image"], "width": p.size[0], "height": p.size[1],
-            "page": f"{base}/photos/{pslug}.html", "features": features, "cams": cams, "pending": p.pending,
-            "predictions": [{**pr, "name": name_of(pr["index"])} for pr in p.predictions],
-            "contributions": contributions, "sanity": checks,
-        })
-
+    urls = Urls(model_info["slug"],
+                assign([*filter_tiles, *(cam["layer"] for p in photos.photos for cam in p.cams if cam["layer"]),
+                        *(layer for p in photos.photos for layer in p.features)]).__getitem__,
+                {(name, t.index): t for name, tiles in filter_tiles.items() for t in tiles})
+    pool = photo_pages.pool(urls, photos.photos, {t["photo"] for top in tops.values() for t in top},
+                            photo_slugs, files)
+    circuits, collages, kernels, activations = circuits or {}, collages or {}, kernels or {}, activations or {}
+    layers = [_layer(name, tiles, urls, files, tops, channels=channels[name], circuit=circuits.get(name, (None, {})),
+                     collage=collages.get(name), kernels=kernels.get(name), activation=activations.get(name),
+                     linear=name in linear, map_shape=photos.examples.maps.get(name))
+              for name, tiles in filter_tiles.items()]
+    curve_x = attribution.fractions(curve_points).tolist()
+    photo_entries = [photo_pages.page(p, entry, photo_slugs[p.name], urls, files, class_names=class_names,
+                                      curve_x=curve_x, cam_sources=cam_sources or {})
+                     for p, entry in zip(photos.photos, pool) if p.paged]
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "model": model_info,
-        "page": f"{base}/index.html",
+        "page": f"{urls.base}/index.html",
         "layers": layers,
         "table": table,
         "photos": photo_entries,
         "pool": pool,
-        "sanity": sanity_summary(photo_entries),
+        "sanity": photo_pages.sanity_summary(photo_entries),
         "settings": settings,
         "versions": versions or {},
         "command": command,
         "status": status,
     }
     return manifest, files
+
+
+def _tops(filter_tiles: dict, photos) -> dict[tuple[str, int], list[dict]]:
+    """Each filter's top photos, strongest first, each naming its photo by its place in the pool."""
+    pool_index = {p.position: i for i, p in enumerate(photos.photos)}
+    return {(name, tile.index): [{**t, "photo": pool_index[t["photo"]]} for t in photos.examples.top(name, tile.index)]
+            for name, tiles in filter_tiles.items() for tile in tiles}
+
+
+def _layer(name: str, tiles: list, urls: Urls, files: dict, tops: dict, *, channels: int, circuit: tuple,
+           collage: str | None, kernels: dict | None, activation: str | None, linear: bool,
+           map_shape: list[int] | None) -> dict:
+    """A layer's page data: its filters, and the layer's collage and kernel sheet where built.
+    ``circuit`` is ``(source, inputs)``: the layer feeding it, and each filter's strongest
+    inputs there; ``map_shape`` is the layer's feature map's (h, w) on the photos."""
+    folder = urls.layer(name)
+    source, inputs = circuit
+    filters = [_filter(tile, folder, files, tops[(name, tile.index)],
+                       [{"index": i, "strength": w, **urls.link(source, i)} for i, w in inputs.get(tile.index, [])])
+               for tile in tiles]
+    return {"name": name, "slug": urls.slug(name), "channels": channels, "page": f"{folder}/index.html",
+            "collage": _collage(files, folder, f"{urls.base}-{urls.slug(name)}", collage),
+            "kernels": _kernels(files, folder, kernels), "activation": activation, "linear": linear,
+            "dir": f"{folder}/", "upstream": source, "filters": filters,
+            "dead": sum(f["dead"] for f in filters), "sparse": sum(f["sparse"] for f in filters),
+            "pending": sum(f["pending"] for f in filters), "map": map_shape}
+
+
+def _filter(tile, folder: str, files: dict, best: list[dict], inputs: list[dict]) -> dict:
+    """A filter's entry: its image and thumbnail, top photos, inputs, and what else the build drew of it."""
+    image, thumb = f"{folder}/{tile.index}.png", f"{folder}/{tile.index}.thumb.jpg"
+    if tile.pending:
+        image = thumb = PENDING
+    else:
+        files[image], files[thumb] = tile.key, tile.thumb
+    return {
+        "index": tile.index, "pending": tile.pending,
+        "activation": None if tile.pending else round(tile.activation, 4),
+        "peak": None if tile.peak is None else round(tile.peak, 4),
+        **liveness(tile, best),
+        "image": image, "thumb": thumb, "page": f"{folder}/{tile.index}.html",
+        "inputs": inputs,
+        "top": best,
+        "variants": [_variant(files, folder, tile.index, variant, images) for variant, images in tile.variants.items()],
+        "trajectory": _trajectory(files, folder, tile) if tile.trajectory and not tile.pending else None,
+        "transparency": _transparency(files, folder, tile),
+        **_bands(files, folder, tile),
+    }
+
+
+def _collage(files: dict, folder: str, stem: str, key: str | None) -> str | None:
+    """The layer's filters in one image, where the build made one; named ``stem`` (model and
+    layer), since a download leaves the site's folders behind."""
+    if not key:
+        return None
+    path = f"{folder}/{stem}-filters.jpg"
+    files[path] = key
+    return path
+
+
+def _kernels(files: dict, folder: str, sheet: dict | None) -> dict | None:
+    """A first layer's kernels drawn as images, where the build drew them."""
+    if not sheet:
+        return sheet
+    files[f"{folder}/kernels.png"] = sheet["key"]
+    return {"image": f"{folder}/kernels.png", **{k: v for k, v in sheet.items() if k != "key"}}
 
 
 def liveness(tile, top: list[dict]) -> dict:
@@ -261,28 +193,3 @@ def _transparency(files: dict, folder: str, tile) -> dict | None:
     path = f"{folder}/{tile.index}.transparency.png"
     files[path] = tile.transparency.key
     return {"image": path, "percentile": round(tile.transparency.percentile)}
-
-
-def _caricature(files: dict, folder: str, layer_slug: str, found: dict | None) -> dict | None:
-    """A photo's caricature at one layer (gallery.render.caricature), where the build drew one."""
-    if found is None:
-        return None
-    path = f"{folder}/caricature-{layer_slug}.png"
-    files[path] = found["key"]
-    return {"image": path, "cosine": round(found["cosine"], 4)}
-
-
-def _pool(base: str, tiles: list, wanted: set[int], slugs: dict[str, str]) -> list[dict]:
-    """Every photo as ``{name, image, width, height, page}``; ``image`` and ``page`` are
-    ``None`` where nothing shows the photo, and ``image`` is :data:`PENDING` for a paged
-    photo not analysed yet."""
-    pool = []
-    for i, t in enumerate(tiles):
-        pslug = slugs[t.name]
-        published = t.paged or i in wanted
-        folder = f"{base}/photos/{pslug}" if t.paged else f"{base}/photos/pool"
-        image = (f"{folder}/photo.jpg" if t.paged else f"{folder}/{pslug}.jpg") if published else None
-        pool.append({"name": t.name, "width": t.size[0], "height": t.size[1],
-                     "image": PENDING if t.pending and t.paged else image,
-                     "page": f"{base}/photos/{pslug}.html" if t.paged else None})
-    return pool
