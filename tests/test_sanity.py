@@ -188,13 +188,13 @@ def test_a_build_shows_and_caches_the_check(checked):
     assert Cache(config.cache).get(lost) == original
 
 
-@pytest.mark.slow
-@pytest.mark.browser
 # An image's natural width once it has loaded (a lazy one loads when scrolled to).
 LOADED_WIDTH = ("i => i.complete && i.naturalWidth ? i.naturalWidth : "
                 "new Promise(done => i.addEventListener('load', () => done(i.naturalWidth), {once: true}))")
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.parametrize("width", [1280, 390])
 def test_the_check_and_curves_fit_the_photo_page(checked, browser, width):
     config, manifest = checked
