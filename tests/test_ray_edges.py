@@ -140,7 +140,6 @@ def _descendants(pid: int) -> dict[int, str]:
     return found
 
 
-@pytest.mark.timeout(420)
 # A stopped raylet or GCS is noticed only after the cluster's own timeouts, which a loaded
 # 2-core machine can stretch past the build's limit (one such run timed out in a full suite):
 # those two cases run when GALLERY_RAY_STALLS=1 asks for them; a killed raylet always does.
@@ -149,6 +148,7 @@ NODE_DEATHS = [pytest.param("raylet", signal.SIGKILL, id="raylet-killed")] + (
      pytest.param("gcs_server", signal.SIGSTOP, id="gcs-silent")] if os.environ.get("GALLERY_RAY_STALLS") else [])
 
 
+@pytest.mark.timeout(420)
 @pytest.mark.parametrize("process,signum", NODE_DEATHS)
 def test_a_ray_node_that_dies_under_the_build_stops_it_in_one_line(setup, process, signum):
     """The build's own raylet killed mid-build (issue 20, item 11), or stopped so that the
