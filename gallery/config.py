@@ -8,6 +8,7 @@ import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .attribution import POINTS
 from .errors import GalleryError
 
 
@@ -218,7 +219,7 @@ class BuildConfig:
     # Layers that draw a caricature of each paged photo; None or "auto": CARICATURE_LAYERS spread
     # over the selection. The CLI's CPU presets give () (none): see gallery.presets.
     caricatures: tuple[str, ...] | str | None = None
-    curve_points: int = 10  # steps of each map's deletion and insertion curves (gallery.photos.faithfulness.POINTS)
+    curve_points: int = POINTS  # steps of each map's deletion and insertion curves
     randomize: int = 0  # --randomize K: the randomization check over the top K layers (0: off)
 
     def __post_init__(self):

@@ -61,7 +61,7 @@ def snapshots(text: str) -> int:
     return _integer(text, 2, "a number of snapshots, 2 or more")
 
 
-def caricature_layers(text: str) -> tuple[str, ...] | str:
+def caricature_choice(text: str) -> tuple[str, ...] | str:
     choice = text.strip().lower()
     return "auto" if choice == "auto" else () if choice == "none" else layer_names(text)
 
@@ -278,7 +278,8 @@ OPTIONS: tuple[Option, ...] = (
            "places, or a Pillow without animated WebP, is refused in one line"),
     Option("--caricatures", "layers (of those rendered) that draw a caricature of each photo with a page: an "
            "image optimized so that the layer responds to it as to the photo; auto picks "
-           f"{CARICATURE_LAYERS} spread over the layers' depth", "caricatures", type=caricature_layers, metavar="auto|none|a,b", preset=True,
+           f"{CARICATURE_LAYERS} spread over the layers' depth", "caricatures", type=caricature_choice,
+           metavar="auto|none|a,b", preset=True,
            show=lambda v: "auto" if v in (None, "auto") else ",".join(v) or "none",
            readme="; see [Caricatures](#caricatures)"),
     Option("--images", "photo files and/or folders", "images", type=Path, metavar="PATH", several=True,

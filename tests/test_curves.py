@@ -8,7 +8,8 @@ import pytest
 
 from gallery.errors import GalleryError
 from gallery.photos import faithfulness as fm
-from gallery.photos.faithfulness import BOTTOM, FILL, TOP, Curves, Faithfulness, area, fractions, random_map
+from gallery.attribution import area, fractions
+from gallery.photos.faithfulness import BOTTOM, FILL, TOP, Curves, Faithfulness, random_map
 
 from .test_faithfulness import SIDE, _linear_classifier, _softmax_by_hand
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import KW_ONLY, dataclass, field
 
+from .. import attribution
 from ..channels import RGB, Channels
 from ..config import RenderSettings
 from ..photos import cams, faithfulness, saliency, sanity
@@ -119,7 +120,7 @@ class Job:
     channels: Channels = RGB  # the model's input channels and which are shown as RGB
     caricatures: tuple[str, ...] = ()  # layers that draw a caricature of each paged photo
 
-    curve_points: int = faithfulness.POINTS  # steps of each map's deletion and insertion curves
+    curve_points: int = attribution.POINTS  # steps of each map's deletion and insertion curves
     randomize: int = 0  # layers the randomization check re-initializes at its deepest level (0: no check)
 
     def caricature_key(self, digest: str, layer: str) -> str:
@@ -369,7 +370,7 @@ def _own(costs, layer: str | None, method: str, classes: int) -> float:
 
 def curve_forwards(points: int, classes: int) -> int:
     """Forward passes of one photo's deletion and insertion curves for ``classes`` maps."""
-    return 2 + 2 * (len(faithfulness.fractions(points)) - 2) * classes
+    return 2 + 2 * (len(attribution.fractions(points)) - 2) * classes
 
 
 def cost_stages(unit, job: Job, costs, parts=None) -> tuple:

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ..attribution import KEEP, POINTS, area, fractions  # noqa: F401 (area: the curves' own)
+from ..attribution import KEEP, POINTS, fractions
 from ..errors import GalleryError
 from ..imaging import resize
 from ..model import grad, preprocess as prep
