@@ -29,7 +29,8 @@ from gallery import imaging
 from gallery.site import manifest, pages as site
 from gallery.orchestrate.cache import Cache, make_key  # noqa: E402
 from gallery.photos.examples import TopExamples, peaks  # noqa: E402
-from gallery.orchestrate.state import THUMB_SIDE, FilterTile, PhotoResults, PhotoTiles  # noqa: E402
+from gallery.orchestrate.units.filters import THUMB_SIDE, FilterTile  # noqa: E402
+from gallery.orchestrate.units.photos import PhotoResults, PhotoTiles  # noqa: E402
 from gallery.site.folder import SiteFolder  # noqa: E402
 
 # (name, channels, map side at a 224 input)

@@ -155,8 +155,8 @@ def test_first_layer_tiles_are_keyed_apart_from_the_old_flat_fills_and_cost_thei
     assert units.filter_key(after, "conv1", 0, "neuron", 0) == flat_fill_key("neuron")  # still solved, as before
     neuron = units.Job("f" * 32, render, "none", {"conv1": (0,)}, variants=("neuron",), exact=("conv1",))
     main, extra = units.filter_units(neuron)
-    assert [n for *_, n in units.cost_stages(main, neuron, _Flat())[0]] == [8]
-    assert [n for *_, n in units.cost_stages(extra, neuron, _Flat())[0]] == [1]
+    assert [n for *_, n in main.stages(neuron, _Flat())[0]] == [8]
+    assert [n for *_, n in extra.stages(neuron, _Flat())[0]] == [1]
 
 
 class _Flat:

@@ -60,7 +60,7 @@ def test_score_cam_is_weighed_by_the_forward_passes_it_runs(tmp_path, photo_dir)
     from gallery.photos.sources import load_photos
 
     unit = units.photo_units(job, load_photos((photo_dir,)), None, True)[0]
-    passes = dict(units.photo_passes(unit, job, cost.Costs(model)))
+    passes = dict(unit.passes(job, cost.Costs(model)))
     # conv2 has 5 channels: one padded batch of 32 masked photos, and the photo itself; then
     # each method's curves: the photo whole and blank, and 2 × 9 masked copies per class.
     assert passes["cam:conv2:scorecam"] / passes["cam:conv2:gradcam"] == (33 + 2 + 36) / (2 + 2 + 36)

@@ -13,7 +13,7 @@ from PIL import Image
 from gallery import imaging
 from gallery.orchestrate import pipeline
 from gallery.orchestrate.cache import Cache
-from gallery.orchestrate.units import REQUIRE
+from gallery.orchestrate.units.filters import TRAJECTORY
 from gallery.config import BuildConfig, RenderSettings
 from gallery.errors import GalleryError
 from gallery.render.optimize import FilterRenderer
@@ -154,10 +154,10 @@ def test_a_trajectory_record_that_does_not_add_up_is_damaged(tmp_path, classifie
     key = path.stem
     payload = path.with_suffix(".bin").read_bytes()
     good = record["meta"]["snapshots"]
-    assert cache.get(key, require=REQUIRE["trajectory"]) is not None
+    assert cache.get(key, require=TRAJECTORY.require) is not None
     for bad in (good[:1], [{**good[0], "peak": None}, good[1]], [{**good[0], "step": -8}, good[1]]):
         cache._write_record(key, payload, {"snapshots": bad}, record["about"])
-        assert cache.get(key, require=REQUIRE["trajectory"]) is None
+        assert cache.get(key, require=TRAJECTORY.require) is None
         cache.put(key, payload, record["meta"], record["about"])
     capsys.readouterr()
 

@@ -30,8 +30,7 @@ from ..config import worker_threads
 from ..console import log, warn
 from ..errors import GalleryError
 from .nodewatch import WATCH_EVERY, NodeWatch
-from .units import PhotoUnit, Task
-from .work import Result
+from .units import Result, Task
 
 IN_FLIGHT = 2  # units queued on each worker, so the next starts the moment one ends
 REPLACEMENTS = 4  # workers the driver starts in place of dead ones, per worker it began with
@@ -168,9 +167,7 @@ def _own_sigterm():
 
 def portable(task: Task) -> Task:
     """``task`` as it travels to a worker: photos carry their files' bytes, not local paths."""
-    if not isinstance(task.unit, PhotoUnit):
-        return task
-    return replace(task, unit=replace(task.unit, photos=tuple(p.portable() for p in task.unit.photos)))
+    return replace(task, unit=task.unit.portable())
 
 
 class RayExecutor:

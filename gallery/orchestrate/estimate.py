@@ -20,8 +20,6 @@ from ..render import cost
 from ..render.optimize import FilterRenderer
 from ..render.schedule import stages
 from .progress import about
-from . import units
-from .units import FilterUnit, flops
 
 CALIBRATION_STEPS = 2
 # Below this much work a build takes seconds; calibrating would cost more than it tells.
@@ -64,9 +62,9 @@ def calibrate(model, job, costs, tasks) -> Estimate:
     """Time the build's tasks would take here, from short runs of two of its layers: the one
     that carries most of the work and the one with the cheapest steps. Between them a step
     costs a fixed overhead plus its FLOPs at one rate (a line through the two points)."""
-    work = {id(t): flops(t.unit, job, costs) for t in tasks}
+    work = {id(t): t.unit.flops(job, costs) for t in tasks}
     total = sum(work.values())
-    optimized = [t for t in tasks if isinstance(t.unit, FilterUnit) and not job.solved(t.unit.layer, t.unit.variant)]
+    optimized = [t for t in tasks if t.unit.optimizes(job)]
     if total < SMALL or not optimized:
         return Estimate(None, total)
     by_layer: dict[str, float] = {}
@@ -84,7 +82,7 @@ def calibrate(model, job, costs, tasks) -> Estimate:
             overhead, per_flop = s_cheap - slope * f_cheap, slope
     seconds = 0.0
     for t in tasks:
-        stages_, images, _, optimized_ = units.cost_stages(t.unit, job, costs, t.parts)
+        stages_, images, _, optimized_ = t.unit.stages(job, costs, t.parts)
         for _, step_flops, n in stages_:
             seconds += n * step_flops * per_flop + (n * images * overhead if optimized_ else 0.0)
     # Each layer's loops compile once per stage of the schedule, as the calibrated one did.
@@ -96,9 +94,9 @@ def calibrate(model, job, costs, tasks) -> Estimate:
 
 def plan_lines(job, tasks, photos: int, estimate: Estimate, executor: str) -> list[str]:
     """What the build will do, in words, with its time here; how to get a quick look instead."""
-    images = sum(t.unit.images for t in tasks if isinstance(t.unit, FilterUnit))
-    layers = len({t.unit.layer for t in tasks if isinstance(t.unit, FilterUnit)})
-    photo_units = [t for t in tasks if not isinstance(t.unit, FilterUnit)]
+    images = sum(t.unit.images for t in tasks)
+    layers = len({t.unit.layer for t in tasks if t.unit.images})
+    photo_units = [t for t in tasks if t.unit.photos]
     r = job.render
     parts = []
     if images:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from .units import FilterUnit, Task
-from .work import Result, Worker
+from .units import Result, Task
+from .work import Worker
 
 
 class LocalExecutor:
@@ -24,26 +24,12 @@ class LocalExecutor:
     def run(self, tasks: Iterable[Task], progress) -> Iterator[tuple[Task, Result]]:
         for task in tasks:
             progress.start(task.uid, task.unit.name)
-            result = self.worker.run(task, on_step=_stepper(task, progress))
+            result = self.worker.run(task, on_step=task.unit.stepper(task.uid, progress))
             progress.finish(task.uid, result.seconds)
             yield task, result
 
     def close(self) -> None:
         self.worker.close()
-
-
-def _stepper(task: Task, progress):
-    """``on_step(image_steps)`` for a filter unit: the steps its images have taken so far;
-    ``on_step(part)`` for a photo unit: a pass it has finished."""
-    if not isinstance(task.unit, FilterUnit):
-        return lambda part: progress.passed(task.uid, part)
-    done = [0]
-
-    def on_step(image_steps: int) -> None:
-        done[0] += image_steps
-        progress.steps(task.uid, done[0] // task.unit.images)
-
-    return on_step
 
 
 def executor(name: str, model, job, source=None, address: str | None = None, worker_cpus: int | None = None,

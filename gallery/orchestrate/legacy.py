@@ -67,19 +67,15 @@ class PeakScorer:
         """Amend ``found`` (``{key: (payload, meta)}``, from :func:`units.lookup`) in place."""
         # Deferred: the cache reads this module and stays free of Keras.
         from ..render.optimize import FilterRenderer
-        from .units import MAIN, FilterUnit
 
-        if not isinstance(unit, FilterUnit) or unit.variant != MAIN:
-            return
-        lacking = [e for e in unit.entries
-                   if e.about["kind"] == "filter" and e.key in found and "peak" not in found[e.key][1]]
+        lacking = unit.unscored(found)
         # Peaks were recorded before models of other channels than RGB were built: theirs all have one.
         if not lacking or not self.job.channels.plain:
             return
         if unit.layer not in self._renderers:
             self._renderers[unit.layer] = FilterRenderer(self.model, unit.layer, self.settings, self.job.preprocess)
         images = np.stack([imaging.decode(found[e.key][0]) for e in lacking])
-        _, peaks = self._renderers[unit.layer].scores(images, [e.slot[0] for e in lacking])
+        _, peaks = self._renderers[unit.layer].scores(images, [e.slot.index for e in lacking])
         for entry, peak in zip(lacking, peaks):
             found[entry.key] = (found[entry.key][0], cache.amend(entry.key, {"peak": float(peak)}))
         self.scored += len(lacking)

@@ -219,7 +219,7 @@ def _settle_cached(plan: list, model, job, costs, gallery: Gallery, cache: Cache
             tasks.append(units.Task(uid, unit, frozenset(e.key for e in unit.entries) - set(entries)))
             found[uid] = entries
     log(f"  {len(plan)} units: {len(plan) - len(tasks)} settled from the cache, {len(tasks)} to run "
-        f"({cost.describe(sum(units.flops(t.unit, job, costs) for t in tasks))})")
+        f"({cost.describe(sum(t.unit.flops(job, costs) for t in tasks))})")
     if cache.outdated:
         log(f"  {cache.outdated} cache entries written by an older cnn-gallery are recomputed: their records "
             "did not bind them to the key they are stored under")
@@ -242,9 +242,9 @@ def _estimate(model, config: BuildConfig, job, costs, tasks: list, photos: int):
 def _run(config: BuildConfig, model, job, costs, tasks, found, estimated, gallery: Gallery, cache: Cache,
          site: Publisher, photos: int) -> None:
     """Run the tasks on the executor, settling each into the cache and the site as it ends."""
-    progress = Progress({t.uid: units.cost_stages(t.unit, job, costs, t.parts) for t in tasks},
-                        cached_images=len(gallery.images), total_images=gallery.images_total,
-                        cached_photos=len(gallery.tiles) + len(gallery.broken), total_photos=photos,
+    progress = Progress({t.uid: t.unit.stages(job, costs, t.parts) for t in tasks},
+                        cached_images=gallery.images, total_images=gallery.filters.total,
+                        cached_photos=gallery.photos_done, total_photos=photos,
                         prior=estimated.prior)
     site.refresh(progress.status(), force=True)  # the whole site at once, pending parts shown so
     log(f"• run ({config.executor})")
@@ -257,7 +257,7 @@ def _run(config: BuildConfig, model, job, costs, tasks, found, estimated, galler
         for task, result in runner.run(tasks, progress):
             settled = units.store(task, result.produced, found.pop(task.uid), cache, result.skipped)
             gallery.absorb(task.unit, settled, cache, result.skipped)
-            if gallery.photos_settled and not gallery.tiles:
+            if gallery.photos.settled and not gallery.photos.tiles:
                 raise GalleryError("none of the photos could be read")
             progress.tail = site.spent  # what the final writing will take, about
             site.refresh(progress.status())
@@ -311,7 +311,7 @@ def _check_trajectory(config: BuildConfig) -> None:
 
 def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Cache, status: dict | None):
     """The manifest of what the build knows now, and the files it publishes."""
-    results = gallery.photo_results()
+    results = gallery.photos.results()
     settings = {"preset": config.preset, **job.render.key(), "filters": _describe(config.filters),
                 "variants": ", ".join(config.variants) or "none",
                 "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
@@ -320,8 +320,8 @@ def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Ca
                 "caricatures": ", ".join(job.caricatures) or "none",
                 "curve points": job.curve_points,
                 "randomization check": f"top {job.randomize} layers" if job.randomize else "off"}
-    return manifest.build(**fixed, filter_tiles=gallery.filter_tiles(), photos=results, settings=settings,
-                          command=config.command, status=status, collages=gallery.collages(cache),
+    return manifest.build(**fixed, filter_tiles=gallery.filters.tiles(), photos=results, settings=settings,
+                          command=config.command, status=status, collages=gallery.filters.collages(cache),
                           linear=job.exact, curve_points=job.curve_points)
 
 
