@@ -57,6 +57,25 @@ def test_a_unit_that_lost_one_entry_runs_and_writes_only_that_one():
     assert settled[unit.entries[1].key] == (b"old", {"activation": 1.0})
 
 
+def test_every_entry_has_a_slot_of_its_own_named_for_its_kind(photo_dir):
+    """Slots address a unit's results between its run, the cache and the build's state: two
+    entries of one unit at one slot would overwrite each other (a photo's peaks and its feature
+    sheet at a layer have the same fields), and a slot's kind is the one its record states."""
+    from gallery.channels import Channels
+    from gallery.photos.sources import load_photos
+
+    render = RenderSettings(size=16, steps=4, batch=4, parameterization="maco")
+    job = units.Job("f" * 32, render, "none", {"conv1": (0, 1), "conv2": (0,)}, variants=("diversity",),
+                    cam_layers=("conv2",), methods=("gradcam", "saliency"), ranks=2, input=(8, 8), trajectory=2,
+                    channels=Channels.of(4), caricatures=("conv2",), randomize=1)
+    plan = [*units.photo_units(job, load_photos([photo_dir]), None, classify=True), *units.filter_units(job)]
+    for unit in plan:
+        assert len({e.slot for e in unit.entries}) == len(unit.entries), unit.name
+    assert all(e.slot.kind == e.about["kind"] for unit in plan for e in unit.entries)
+    assert {e.slot.kind for unit in plan for e in unit.entries} == {  # every kind of entry there is
+        "filter", "transparency", "bands", "trajectory", "photo", "peaks", "features", "caricature", "predictions",
+        "baseline", "cam", "contributions", "sanity"}
+
 @settings(max_examples=60, deadline=None)
 @given(st.permutations(range(12)), st.integers(1, 5))
 def test_top_photos_merge_exactly_in_any_order(order, k):

@@ -53,48 +53,64 @@ def _size(value) -> bool:
 
 
 # Where each entry goes: a slot per kind of entry, each with what its record must hold
-# before it is used (see Cache.get; None: nothing beyond its seal).
+# before it is used (see Cache.get; None: nothing beyond its seal). Slots of one shape
+# share it, and still differ by kind: a photo's peaks are not its feature sheet.
 
 @dataclass(frozen=True)
-class Shown:
+class _OfPhoto:
+    position: int  # in the build's photo list
+
+
+@dataclass(frozen=True)
+class _AtLayer:
+    position: int
+    layer: str
+
+
+@dataclass(frozen=True)
+class _OfGroup:
+    """Of one group of maps: a method at a layer (``None`` for the layer-free methods)."""
+
+    position: int
+    layer: str | None
+    method: str
+
+
+class Shown(_OfPhoto):
     """The photo as published."""
 
-    position: int  # in the build's photo list
-    kind: ClassVar[str] = "photo"
-    require: ClassVar[dict] = {"size": _size}
+    kind, require = "photo", {"size": _size}
 
 
-@dataclass(frozen=True)
-class Peaks:
-    position: int
-    layer: str
-    kind: ClassVar[str] = "peaks"
-    require: ClassVar[dict | None] = None
+class Predictions(_OfPhoto):
+    kind, require = "predictions", None
 
 
-@dataclass(frozen=True)
-class Sheet:
+class Peaks(_AtLayer):
+    kind, require = "peaks", None
+
+
+class Sheet(_AtLayer):
     """A paged photo's feature maps at one layer."""
 
-    position: int
-    layer: str
-    kind: ClassVar[str] = "features"
-    require: ClassVar[dict] = {name: count for name in ("cols", "rows", "cell", "channels")}
+    kind, require = "features", {name: count for name in ("cols", "rows", "cell", "channels")}
 
 
-@dataclass(frozen=True)
-class Caricature:
-    position: int
-    layer: str
-    kind: ClassVar[str] = "caricature"
-    require: ClassVar[dict] = {"cosine": number}
+class Caricature(_AtLayer):
+    kind, require = "caricature", {"cosine": number}
 
 
-@dataclass(frozen=True)
-class Predictions:
-    position: int
-    kind: ClassVar[str] = "predictions"
-    require: ClassVar[dict | None] = None
+class Shares(_OfGroup):
+    """The top class's channel contributions, for the methods that weigh channels."""
+
+    kind, require = "contributions", {"class": count}
+
+
+class Sanity(_OfGroup):
+    """The randomization check of the group's top-class map."""
+
+    kind = "sanity"
+    require = {"class": count, "spearman": _figures, "ssim": _figures, "layers": lambda v: isinstance(v, list)}
 
 
 @dataclass(frozen=True)
@@ -109,7 +125,7 @@ class Baseline:
 
 @dataclass(frozen=True)
 class Map:
-    """One class's map by one method (at one layer; ``None`` for the layer-free methods)."""
+    """One class's map by one group's method."""
 
     position: int
     layer: str | None
@@ -118,29 +134,6 @@ class Map:
     kind: ClassVar[str] = "cam"
     require: ClassVar[dict] = {"class": count, "p": _probability, "top": _probability, "bottom": _probability,
                                "deletion": _curve, "insertion": _curve}
-
-
-@dataclass(frozen=True)
-class Shares:
-    """The top class's channel contributions, for the methods that weigh channels."""
-
-    position: int
-    layer: str | None
-    method: str
-    kind: ClassVar[str] = "contributions"
-    require: ClassVar[dict] = {"class": count}
-
-
-@dataclass(frozen=True)
-class Sanity:
-    """The randomization check of one group's top-class map."""
-
-    position: int
-    layer: str | None
-    method: str
-    kind: ClassVar[str] = "sanity"
-    require: ClassVar[dict] = {"class": count, "spearman": _figures, "ssim": _figures,
-                               "layers": lambda v: isinstance(v, list)}
 
 
 # The unit --------------------------------------------------------------------------------
@@ -418,8 +411,7 @@ class _PhotoRun:
         digests = [self.unit.photos[p - self.unit.start].digest for p in rows]
         images, cosines = self.worker.caricaturist(layer).caricatures([self.pixels(p) for p in rows], digests)
         for position, image, cos in zip(rows, images, cosines):
-            self.put(Caricature(position, layer), imaging.encode_png(image),
-                     {"cosine": float(cos)})
+            self.put(Caricature(position, layer), imaging.encode_png(image), {"cosine": float(cos)})
 
     def _cams(self, layer: str | None, method: str, classes: dict[int, list[int]]) -> None:
         part = attribution_part(layer, method)
