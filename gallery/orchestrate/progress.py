@@ -120,7 +120,7 @@ class Progress:
         self.draw()
 
     def passed(self, uid, part: str) -> None:
-        """A photo unit's pass ``part`` is done (see :func:`gallery.orchestrate.units.photo_passes`)."""
+        """A photo unit's pass ``part`` is done (see :meth:`gallery.orchestrate.units.photos.PhotoUnit.passes`)."""
         keys = [key for key, _, _ in self.units[uid].stages]
         if ("photos", part) in keys:
             self.steps(uid, keys.index(("photos", part)) + 1)
