@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from . import presets
+from . import presets, stopping
 from .config import BuildConfig, RenderSettings, public_command, worker_threads
 from .console import clean, log, native_quiet
 from .errors import GalleryError
@@ -67,22 +67,10 @@ def _fields(args: argparse.Namespace, chosen: dict, part: str) -> dict:
     return found
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the build is, so it stops as Ctrl-C stops it: pages say so."""
-
-
-_TERMINATED = threading.Event()  # Ray's waits re-raise a signal's exception as a plain KeyboardInterrupt
-
-
-def _terminate(signum, frame):
-    _TERMINATED.set()
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
     on_main = threading.current_thread() is threading.main_thread()
-    _TERMINATED.clear()
-    previous = signal.signal(signal.SIGTERM, _terminate) if on_main else None
+    stopping.REQUESTED.clear()
+    previous = signal.signal(signal.SIGTERM, stopping.on_sigterm) if on_main else None
     try:
         return _main(argv)
     finally:
@@ -132,7 +120,7 @@ def _main(argv: list[str] | None = None) -> int:
         log(f"error: {exc}")  # names a layer, photo or path: made safe for the terminal
         return 2
     except KeyboardInterrupt:
-        terminated = _TERMINATED.is_set()  # set before Terminated is raised, whatever Ray made of it
+        terminated = stopping.REQUESTED.is_set()  # set before Terminated is raised, whatever Ray made of it
         print(f"{'terminated' if terminated else 'interrupted'}; finished tiles are cached and the next run resumes "
               "from them", file=sys.stderr)
         return 143 if terminated else 130

@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from .. import stopping
 from ..console import clean
 
 # An ETA is shown once no more than this share of the work left is timed at a borrowed rate.
@@ -107,6 +108,7 @@ class Progress:
     # events ------------------------------------------------------------------------------
 
     def start(self, uid, note: str = "") -> None:
+        stopping.check()  # a SIGTERM whose exception was dropped is heard here (gallery.stopping)
         now = self.now()
         unit = self.units[uid]
         unit.started = unit.last = now
@@ -116,6 +118,7 @@ class Progress:
 
     def steps(self, uid, done: int) -> None:
         """``done`` optimization steps of a filter unit have run (as its loop reports)."""
+        stopping.check()
         self._measure(self.units[uid], min(done, self.units[uid].steps), self.now())
         self.draw()
 
