@@ -89,7 +89,8 @@ _DROP = object()
     (("layers", 0, "filters", 1, "peak"), "high",
      "manifest.layers[0].filters[1].peak: expected a number, got 'high'"),
     (("layers", 1, "channels"), True, "manifest.layers[1].channels: expected a whole number, got True"),
-    (("layers", 0, "filters", 0, "index"), None, "manifest.layers[0].filters[0].index: expected a whole number, got None"),
+    (("layers", 0, "filters", 0, "index"), None,
+     "manifest.layers[0].filters[0].index: expected a whole number, got None"),
     (("photos", 0, "cams", 0, "class"), "0", "manifest.photos[0].cams[0].class: expected a whole number, got '0'"),
     (("model", "name"), ["tiny"], "manifest.model.name: expected a string, got ['tiny']"),
     (("layers",), {"conv1": []}, "manifest.layers: expected a list, got {'conv1': []}"),
@@ -129,7 +130,8 @@ def test_an_older_manifest_without_the_keys_added_since_still_reads():
     del photo["cams"][1]["faithfulness"]  # schema 4: none
     manifest = read(data)
     f = manifest.layers[0].filters[0]
-    assert (manifest.sanity, manifest.status, manifest.model.identity, manifest.layers[0].kernels) == ((), None, None, None)
+    assert (manifest.sanity, manifest.status, manifest.model.identity) == ((), None, None)
+    assert manifest.layers[0].kernels is None and manifest.layers[0].linear is False
     assert (f.sparse, f.fires_on, f.variants, f.trajectory, f.transparency) == (False, None, (), None, None)
     assert manifest.photos[0].cams[0].faithfulness.deletion is None and manifest.photos[0].cams[1].faithfulness is None
     assert plain(manifest)["layers"][0]["filters"][0]["variants"] == []

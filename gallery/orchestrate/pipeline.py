@@ -104,7 +104,8 @@ def layer_listing(config: BuildConfig) -> list[str]:
 
 
 def build(config: BuildConfig) -> dict:
-    """Run every stage; return the manifest as plain data (what ``manifest.json`` holds). Raises :class:`GalleryError` for user errors.
+    """Run every stage; return the manifest as plain data (what ``manifest.json`` holds).
+    Raises :class:`GalleryError` for user errors.
 
     The build writes only into folders it owns (see :mod:`gallery.folders`); both are
     claimed and locked for the whole build before the model loads, and the files a killed
