@@ -170,6 +170,21 @@ def test_a_malformed_neighbour_is_left_out_of_the_index_and_said_once(tmp_path, 
                     "expected a number, got 'high'"]
 
 
+def test_a_neighbour_is_parsed_once_per_version_of_its_file(tmp_path, monkeypatch):
+    from gallery.site import folder as module
+
+    parsed = []
+    monkeypatch.setattr(module, "read", lambda data, where: parsed.append(where) or read(data, where))
+    folder = _folder(tmp_path, {"other": _dump(_renamed("other"))})
+    for _ in range(3):
+        folder.manifests(read(_data()))
+    changed = _renamed("other")
+    changed["model"]["name"] = "Other, rebuilt"
+    (tmp_path / "other" / "manifest.json").write_text(_dump(changed), encoding="utf-8")
+    assert [m.model.name for m in folder.manifests(read(_data()))] == ["Other, rebuilt", "tiny"]
+    assert parsed == ["other/manifest.json"] * 2
+
+
 class _NoTiles:
     def get(self, key):
         raise AssertionError(f"no tile was asked for, yet {key} was")

@@ -54,6 +54,7 @@ class SiteFolder:
         # link, anything below a linked folder): never written, never removed.
         self.foreign: set[str] = set()
         self._told: set[Path] = set()
+        self._parsed: dict[str, tuple[str, Manifest]] = {}  # model -> (digest of its manifest.json, parsed)
 
     # ownership ---------------------------------------------------------------------
 
@@ -168,8 +169,12 @@ class SiteFolder:
         none that reads as one."""
         path = self.root / model / "manifest.json"
         try:
-            return read(json.loads(read_regular(path, MAX_MANIFEST)), f"{model}/manifest.json")
-        except ManifestError as exc:  # said once: refreshes read it again and again
+            data = read_regular(path, MAX_MANIFEST)
+            digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+            if self._parsed.get(model, (None,))[0] != digest:  # every refresh asks; parse each version once
+                self._parsed[model] = digest, read(json.loads(data), f"{model}/manifest.json")
+            return self._parsed[model][1]
+        except ManifestError as exc:  # said once, however many refreshes read it
             if path not in self._told:
                 self._told.add(path)
                 log(f"left {model!r} out of the index: {exc}")

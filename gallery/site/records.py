@@ -356,14 +356,21 @@ class Manifest:
 
 def plain(value):
     """``value`` as plain data: records as dicts in their fields' order, sequences as lists."""
-    if dataclasses.is_dataclass(value):
-        return {f.metadata.get("key", f.name): plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not (f.metadata.get("omit") and getattr(value, f.name) is None)}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value):
+        found = ((key, getattr(value, name), omit) for name, key, omit in _fields(type(value)))
+        return {key: plain(v) for key, v, omit in found if not (omit and v is None)}
     return value
+
+
+@functools.cache
+def _fields(kind) -> tuple[tuple[str, str, bool], ...]:
+    """``(name, key in the file, left out while None)`` of each field, in order: looked up
+    once per record type, since a large site's manifest holds some hundred thousand records."""
+    return tuple((f.name, f.metadata.get("key", f.name), bool(f.metadata.get("omit"))) for f in dataclasses.fields(kind))
 
 
 class ManifestError(GalleryError, ValueError):
@@ -403,21 +410,23 @@ def parse(kind, value, where: str):
 
 def _record(kind, value, where: str):
     _expect(isinstance(value, dict), f"an object ({kind.__name__})", value, where)
-    hints = _hints(kind)
     found = {}
-    for f in dataclasses.fields(kind):
-        name = f.metadata.get("key", f.name)
-        if name in value:
-            found[f.name] = parse(hints[f.name], value[name], f"{where}.{name}")
-        elif f.default is dataclasses.MISSING:
-            raise ManifestError(f"{where}: expected a key {name!r}, got an object with keys "
+    for name, key, hint, required in _schema(kind):
+        if key in value:
+            found[name] = parse(hint, value[key], f"{where}.{key}")
+        elif required:
+            raise ManifestError(f"{where}: expected a key {key!r}, got an object with keys "
                                 f"{', '.join(map(repr, value)) or 'none'}")
     return kind(**found)
 
 
 @functools.cache
-def _hints(kind) -> dict:
-    return typing.get_type_hints(kind)
+def _schema(kind) -> tuple:
+    """``(name, key in the file, type, required)`` of each field of a record type."""
+    hints = typing.get_type_hints(kind)
+    return tuple((f.name, f.metadata.get("key", f.name), hints[f.name],
+                  f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+                 for f in dataclasses.fields(kind))
 
 
 def _expect(ok: bool, what: str, value, where: str) -> None:
