@@ -356,6 +356,8 @@ class Manifest:
 
 def plain(value):
     """``value`` as plain data: records as dicts in their fields' order, sequences as lists."""
+    if value is None or type(value) in _SCALARS:  # most values: tested first
+        return value
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     if isinstance(value, dict):
@@ -364,6 +366,9 @@ def plain(value):
         found = ((key, getattr(value, name), omit) for name, key, omit in _fields(type(value)))
         return {key: plain(v) for key, v, omit in found if not (omit and v is None)}
     return value
+
+
+_SCALARS = {str, int, float, bool}
 
 
 @functools.cache
