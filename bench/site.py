@@ -32,6 +32,7 @@ from gallery.photos.examples import TopExamples, peaks  # noqa: E402
 from gallery.orchestrate.units.filters import THUMB_SIDE, FilterTile  # noqa: E402
 from gallery.orchestrate.units.photos import PhotoResults, PhotoTiles  # noqa: E402
 from gallery.site.folder import SiteFolder  # noqa: E402
+from gallery.site.records import plain  # noqa: E402
 
 # (name, channels, map side at a 224 input)
 VGG16 = [("block1_conv1", 64, 224), ("block1_conv2", 64, 224), ("block2_conv1", 128, 112),
@@ -70,7 +71,7 @@ def synthetic(cache: Cache, photos: int, size: int, extra: int = 0):
     for p in range(photos + extra):
         photo_key = make_key(b="photo", p=p)
         cache.put(photo_key, images[p % len(images)])
-        result = PhotoTiles(f"photo {p}", photo_key, (480, 480), paged=p < photos)
+        result = PhotoTiles(f"photo {p}", photo_key, (480, 480), paged=p < photos, position=p)
         for name, channels, side in VGG16:
             maps = np.maximum(rng.normal(size=(side, side, channels)).astype("float32"), 0)
             found, layout, key = peaks(maps), {}, None
@@ -125,10 +126,11 @@ def main():
     print(f"synthetic tiles made in {time.perf_counter() - start:.1f}s (not part of the budget)")
     folder = SiteFolder(out)
     folder.claim()
-    info = {"name": "VGG16", "slug": "vgg16", "identity": "synthetic", "source": "synthetic", "keras_name": "vgg16", "fingerprint": "0" * 32,
-            "params": 138357544, "input_shape": "224×224×3", "preprocess": "caffe", "classes": None,
-            "labels_source": None, "cam_note": "synthetic benchmark"}
-    table = [{"name": n, "type": "Conv2D", "shape": f"{s}×{s}×{c}", "params": 0, "conv": True} for n, c, s in VGG16]
+    info = {"name": "VGG16", "slug": "vgg16", "identity": "synthetic", "source": "synthetic", "keras_name": "vgg16",
+            "fingerprint": "0" * 32, "params": 138357544, "input_shape": "224×224×3", "output_shape": "7×7×512",
+            "preprocess": "caffe", "classes": None, "labels_source": None, "cam_note": "synthetic benchmark"}
+    table = [{"name": n, "type": "Conv2D", "shape": f"{s}×{s}×{c}", "params": 0, "conv": True, "minor": False,
+              "then": []} for n, c, s in VGG16]
     settings = {"size": args.size, "steps": 128, "seed": 0}
     timings = []
     for label in ("first render", "unchanged rebuild"):
@@ -143,6 +145,7 @@ def main():
     print(f"rebuild / first render: {timings[1] / timings[0]:.2f}x")
     env = site.environment()
     start = time.perf_counter()
+    data = plain(data)
     pages = site.pages(data, [data])
     for path, template, context in pages:
         env.get_template(template).render(root=site._root(path), page=path, **context)

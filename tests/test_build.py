@@ -17,6 +17,7 @@ from PIL import Image
 from gallery import imaging
 from gallery.orchestrate import pipeline
 from gallery.site import pages as site
+from gallery.site.records import plain, read
 from gallery.config import BuildConfig, RenderSettings
 
 from .conftest import tiny_backbone, tiny_transfer
@@ -36,7 +37,8 @@ class Links(HTMLParser):
 
 
 def check_site(out: Path) -> dict:
-    """Every link and image resolves inside the site; every image decodes; nothing external."""
+    """Every link and image resolves inside the site; every image decodes; nothing external;
+    every manifest.json round-trips through gallery.site.records byte for byte."""
     pages = sorted(out.rglob("*.html"))
     assert pages, "no pages written"
     images = set()
@@ -57,6 +59,9 @@ def check_site(out: Path) -> dict:
     for image in images:
         with Image.open(image) as img:
             img.load()
+    for manifest in out.glob("*/manifest.json"):  # every build's manifest reads into the site's types, and back
+        text = manifest.read_text(encoding="utf-8")
+        assert json.dumps(plain(read(json.loads(text))), indent=1) == text, manifest
     return {"pages": len(pages), "images": len(images)}
 
 

@@ -28,6 +28,7 @@ from ..render import cost, exact, params
 from ..render.optimize import channel_count
 from ..render.schedule import snapshot_steps
 from ..site import manifest
+from ..site.records import plain
 from ..site.pages import TEMPLATES, SiteWriter
 from ..site.folder import INVENTORY, SiteFolder
 from . import estimate, facts, units
@@ -103,7 +104,8 @@ def layer_listing(config: BuildConfig) -> list[str]:
 
 
 def build(config: BuildConfig) -> dict:
-    """Run every stage; return the manifest. Raises :class:`GalleryError` for user errors.
+    """Run every stage; return the manifest as plain data (what ``manifest.json`` holds).
+    Raises :class:`GalleryError` for user errors.
 
     The build writes only into folders it owns (see :mod:`gallery.folders`); both are
     claimed and locked for the whole build before the model loads, and the files a killed
@@ -182,7 +184,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     log("• pages")
     data, _ = site.refresh(None, force=True)
     _report(config, cache, site, started)
-    return data
+    return plain(data)
 
 
 def _load(config: BuildConfig):

@@ -18,7 +18,8 @@ SHARE = 0.05  # of the build's time that refreshes may take
 
 class Publisher:
     def __init__(self, writer, make):
-        """``make(status)`` returns ``(manifest, files)``; ``status`` is ``None`` once done."""
+        """``make(status)`` returns ``(manifest, files)``, the manifest a
+        :class:`~gallery.site.records.Manifest`; ``status`` is ``None`` once done."""
         self.writer, self.make = writer, make
         self._next = 0.0
         self.spent = 0.0  # seconds the last refresh took: what the final one will take, about
@@ -33,7 +34,7 @@ class Publisher:
             return None
         data, files = self.make(status)
         written = self.writer.write(data, files)
-        self.model = data["model"]["slug"]
+        self.model = data.model.slug
         spent = self.spent = time.monotonic() - start
         self._next = time.monotonic() + max(MIN_INTERVAL, spent / SHARE)
         self.refreshes += 1

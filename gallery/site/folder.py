@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from ..console import log
 from ..errors import GalleryError
 from ..folders import LEGACY_LOCK, check_claimable, claim, folder_error, linked_folder, read_regular, remove, sweep, write_atomic
+from .records import Manifest, ManifestError, read
 from .slugs import slug
 
 INVENTORY = ".cnn-gallery-site.json"
@@ -53,6 +54,7 @@ class SiteFolder:
         # link, anything below a linked folder): never written, never removed.
         self.foreign: set[str] = set()
         self._told: set[Path] = set()
+        self._parsed: dict[str, tuple[str, Manifest]] = {}  # model -> (digest of its manifest.json, parsed)
 
     # ownership ---------------------------------------------------------------------
 
@@ -151,19 +153,34 @@ class SiteFolder:
                 return name
         raise GalleryError(f"cannot find a folder name for model {title!r} in {str(self.root)!r}")
 
-    def manifests(self, current: dict) -> list[dict]:
-        """Every model published here, with ``current`` in its place, by name."""
-        found = {current["model"]["slug"]: current}
+    def manifests(self, current: Manifest) -> list[Manifest]:
+        """Every model published here, with ``current`` in its place, by name. Another
+        model's ``manifest.json`` that cannot be read as one is left out of the index."""
+        found = {current.model.slug: current}
         for name in self.models:
-            if name in found:
-                continue
-            try:
-                other = json.loads(read_regular(self.root / name / "manifest.json", MAX_MANIFEST))
-                if other["model"]["slug"] == name:
+            if name not in found:
+                other = self.manifest(name)
+                if other is not None and other.model.slug == name:
                     found[name] = other
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-        return sorted(found.values(), key=lambda m: m["model"]["name"].lower())
+        return sorted(found.values(), key=lambda m: m.model.name.lower())
+
+    def manifest(self, model: str) -> Manifest | None:
+        """The manifest published for ``model``, parsed and checked; ``None`` where there is
+        none that reads as one."""
+        path = self.root / model / "manifest.json"
+        try:
+            data = read_regular(path, MAX_MANIFEST)
+            digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+            if self._parsed.get(model, (None,))[0] != digest:  # every refresh asks; parse each version once
+                self._parsed[model] = digest, read(json.loads(data), f"{model}/manifest.json")
+            return self._parsed[model][1]
+        except ManifestError as exc:  # said once, however many refreshes read it
+            if path not in self._told:
+                self._told.add(path)
+                log(f"left {model!r} out of the index: {exc}")
+        except (OSError, ValueError):
+            pass
+        return None
 
     # writing ---------------------------------------------------------------------------
 

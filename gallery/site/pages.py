@@ -18,6 +18,7 @@ from markupsafe import Markup, escape
 from ..attribution import FAIL_AT, KEEP, SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES
 from ..errors import GalleryError
 from .folder import SiteFolder
+from .records import Manifest, plain
 
 # How photo pages name each method (gallery.photos.explain.METHODS), and what their maps
 # show: for the CAM family, what weighs the layer's channels; for the pixel attributions,
@@ -356,16 +357,22 @@ class SiteWriter:
         self._published: dict[str, str] = {}  # tile path -> key written
         self._contexts: dict[str, str] = {}  # page -> digest of the context it was rendered from
 
-    def write(self, manifest: dict, files: dict[str, str]) -> dict[str, int]:
-        """Publish ``manifest``; return counts of tiles and pages written and left unchanged."""
-        model = manifest["model"]["slug"]
-        final = manifest["status"] is None
-        manifests = self.folder.manifests(manifest)
+    def write(self, typed: Manifest, files: dict[str, str]) -> dict[str, int]:
+        """Publish ``typed``; return counts of tiles and pages written and left unchanged.
+
+        Pages are made from the manifests as plain data, what ``manifest.json`` holds: a
+        template reads what a reader of the file reads (Jinja's ``.get`` for a key older
+        manifests lack), calls no method of a record, and a page's context compares as JSON.
+        """
+        model = typed.model.slug
+        final = typed.status is None
+        manifest = plain(typed)
+        manifests = [manifest if m is typed else plain(m) for m in self.folder.manifests(typed)]
         plan = pages(manifest, manifests)
         owned = {*files, *(path for path, _, _ in plan if path != "index.html"), f"{model}/manifest.json",
                  *(() if final else (status_path(model),))}
         shared = {"index.html", "search.js", *self.static}
-        self.folder.begin(model, manifest["model"]["identity"], owned, shared)
+        self.folder.begin(model, typed.model.identity, owned, shared)
         written = {"tiles": 0, "pages": 0, "unchanged": 0}
         for site_path, key in files.items():
             if self._published.get(site_path) == key:
@@ -404,7 +411,7 @@ class SiteWriter:
         return self.env.get_template("_stub.html").render(root=_root(site_path)).encode("utf-8")
 
 
-def render(manifest: dict, files: dict[str, str], cache, folder: SiteFolder,
+def render(manifest: Manifest, files: dict[str, str], cache, folder: SiteFolder,
            templates: Path | None = None) -> dict[str, int]:
     """Write the whole site of a finished build at once (see :class:`SiteWriter`)."""
     return SiteWriter(folder, cache, templates).write(manifest, files)
