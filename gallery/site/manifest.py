@@ -27,7 +27,7 @@ def build(*, model_info: dict, table: list[dict], filter_tiles: dict, channels: 
           curve_points: int = attribution.POINTS) -> tuple[Manifest, dict[str, str]]:
     """``(manifest, files)`` where ``files`` maps each site path to the cache key it holds.
 
-    ``photos`` is a :class:`~gallery.orchestrate.state.PhotoResults`. Every photo is in the
+    ``photos`` is a :class:`~gallery.orchestrate.units.photos.PhotoResults`. Every photo is in the
     ``pool`` (filters' top photos point into it by index); paged ones are also in
     ``photos``. A pool photo's image is published only if a page or a top list shows it.
     Filters and photos still pending show :data:`PENDING` and publish no file yet;
