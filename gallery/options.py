@@ -15,6 +15,7 @@ Adding a flag is one :class:`Option` in :data:`OPTIONS` (and the field it fills)
 from __future__ import annotations
 
 import argparse
+import math
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,16 @@ def curve_steps(text: str) -> int:
 
 def snapshots(text: str) -> int:
     return _integer(text, 2, "a number of snapshots, 2 or more")
+
+
+def slope(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number such as 1.5, got {text!r}")
+    return value
 
 
 def caricature_choice(text: str) -> tuple[str, ...] | str:
@@ -252,6 +263,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--scales", "coarse-to-fine schedule: canvas sizes as fractions of the tile, ending with 1, each given an "
            "equal share of the steps; 1 is full size throughout", "render.scales", type=scales, metavar="0.5,1",
            preset=True, show=scales_text),
+    Option("--decay", "slope of the Fourier image's amplitude spectrum, 1/f^X (Lucid's is 1): steeper favours large "
+           "forms, shallower fine detail; presets of hundreds of steps take a steeper one, since long runs grow the "
+           "finest frequencies into a 2-pixel grating", "render.decay", type=slope, metavar="X", preset=True,
+           show=lambda v: str(RenderSettings.decay if v is None else v)),
     Option("--seed", "random seed", "render.seed", type=seed, metavar="N"),
     Option("--batch", "images per optimization batch, halved automatically when memory runs out", "render.batch",
            type=positive, metavar="N", preset=True),

@@ -18,6 +18,16 @@ from .errors import GalleryError
 
 BF16 = "bfloat16"  # GPUs' tensor cores and CPUs' AMX units; tiles are still scored in float32
 
+# Runs of hundreds of Adam steps grow the finest frequencies: 512 steps at 1/f^1.5 (the
+# 64-step runs' slope) left a 2-pixel grating on VGG16-HED block2_conv2 (checker 0.038 half
+# then full size, 0.064 at full size, over 4 filters at 224 px; the limit is 0.02). A steeper
+# spectrum holds them back (0.010 and 0.006) at 0.94-1.0x the robust activation on VGG16-HED,
+# MobileNetV2 and EfficientNet-Lite0 (README, Filter images as pictures). 128 steps keep 1/f^1.5
+# (0.014); 1,024 full-size steps at 1/f^1.75 came to 0.019 (and 0.016 at half the step), at
+# 1/f^2 to 0.001, with block3_conv1 as strong as 512 steps at 1/f^1.5.
+LONG_RUN_DECAY = 1.75
+LONGEST_RUN_DECAY = 2.0
+
 # Caricatures (gallery.render.caricature) are optimized like tiles, a batch of 8 photos per
 # layer: on a CPU, 3 layers of VGG16 cost minutes before the first tile of a first look, so
 # the CPU presets draw none unless asked (--caricatures auto); GPUs and the high preset do.
@@ -28,12 +38,14 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     "default": {
         "cpu": {"size": 128, "steps": 64, "scales": FULL, "batch": 16, "caricatures": ()},
-        "gpu": {"size": 224, "steps": 512, "scales": HALF_THEN_FULL, "batch": 128, "precision": BF16},
+        "gpu": {"size": 224, "steps": 512, "scales": HALF_THEN_FULL, "batch": 128, "precision": BF16,
+                "decay": LONG_RUN_DECAY},
     },
     "high": {
-        "cpu": {"size": 224, "steps": 512, "scales": FULL, "batch": 8, "variants": ("negative", "diversity")},
+        "cpu": {"size": 224, "steps": 512, "scales": FULL, "batch": 8, "variants": ("negative", "diversity"),
+                "decay": LONG_RUN_DECAY},
         "gpu": {"size": 224, "steps": 1024, "scales": FULL, "batch": 64, "variants": ("negative", "diversity"),
-                "precision": BF16},
+                "precision": BF16, "decay": LONGEST_RUN_DECAY},
     },
 }
 

@@ -41,6 +41,8 @@ def _run(argv, capsys):
     (["--steps", "0"], "--steps: expected a positive integer, got '0'"),
     (["--size", "-4"], "--size: expected a positive integer, got '-4'"),
     (["--size", "8"], "size must be at least 16 pixels, got 8"),
+    (["--decay", "-1"], "--decay: expected a positive number such as 1.5, got '-1'"),
+    (["--decay", "nan"], "--decay: expected a positive number such as 1.5, got 'nan'"),
     (["--scales", "0.5"], "--scales: expected fractions in (0, 1] ending with 1, such as 0.5,1, got '0.5'"),
     (["--scales", "0,1"], "--scales: expected fractions in (0, 1] ending with 1"),
     (["--variants", "negative,blurry"], "--variants: expected 'none' or names from negative, diversity, neuron"),
@@ -211,6 +213,9 @@ def test_presets_fill_what_the_flags_leave_and_differ_on_a_gpu(monkeypatch):
     assert (gpu.render.size, gpu.render.steps, gpu.render.batch) == (224, 512, 128)
     assert gpu.render.precision == "bfloat16" and default.render.precision == "float32"
     assert _config(["--precision", "float32"]).render.precision == "float32"
+    # Long runs take a steeper spectrum (presets.LONG_RUN_DECAY); --decay overrides it.
+    assert (gpu.render.decay, _config(["--decay", "1.25"]).render.decay) == (1.75, 1.25)
+    assert _config(["--preset", "high"]).render.decay == 2.0 and _config(["--preset", "preview"]).render.decay == 1.5
     # A CPU with AMX: bf16, unless the flags say otherwise.
     monkeypatch.setattr(grad, "accelerator", lambda: None)
     monkeypatch.setattr(grad, "cpu_bf16", lambda: True)
@@ -219,6 +224,7 @@ def test_presets_fill_what_the_flags_leave_and_differ_on_a_gpu(monkeypatch):
     assert amx.render_if_depthwise == RenderSettings()  # bf16 is slower there: the float32 default
     assert _config(["--steps", "32"]).render_if_depthwise == RenderSettings(steps=32)  # the flags still hold
     assert _config(["--preset", "high"]).render.precision == "bfloat16"
+    assert _config(["--preset", "high"]).render.decay == 1.75 and amx.render.decay == 1.5
     pinned = _config(["--precision", "float32", "--steps", "64"])
     assert pinned.render == RenderSettings() and pinned.render_if_depthwise is None
     assert _config(["--preset", "preview"]).render.steps == PRESETS["preview"]["cpu"]["steps"]
