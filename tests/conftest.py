@@ -22,7 +22,8 @@ from gallery.model import grad  # noqa: E402 - after the constant it reads
 
 grad.limit_threads(THREADS)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: build.py, pyproject.toml, README.md
+SHARED = ROOT.parent / "shared"
 SHARED_MODELS = SHARED / "models"
 SHARED_SAMPLES = SHARED / "samples"
 

@@ -11,13 +11,13 @@ import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from .conftest import ROOT
+
 pytestmark = pytest.mark.slow  # re-runs tests under JAX
 
-ROOT = Path(__file__).resolve().parents[1]
 NEUTRAL = ["tests/test_params.py", "tests/test_transforms.py", "tests/test_objectives.py",
            "tests/test_optimize.py", "tests/test_precision.py", "tests/test_cams.py", "tests/test_faithfulness.py",
            "tests/test_saliency.py", "tests/test_curves.py",

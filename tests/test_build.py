@@ -6,9 +6,7 @@ import json
 import math
 import re
 import shutil
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
@@ -17,64 +15,15 @@ from PIL import Image
 from gallery import imaging
 from gallery.orchestrate import pipeline
 from gallery.site import pages as site
-from gallery.site.records import plain, read
-from gallery.config import BuildConfig, RenderSettings
+from gallery.config import RenderSettings
 
 from .conftest import tiny_backbone, tiny_transfer
-
-
-class Links(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.refs: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        for name, value in attrs:
-            if name in ("href", "src") and value:
-                self.refs.append(value)
-            if name == "style" and value:
-                self.refs += re.findall(r"url\('([^']+)'\)", value)
-
-
-def check_site(out: Path) -> dict:
-    """Every link and image resolves inside the site; every image decodes; nothing external;
-    every manifest.json round-trips through gallery.site.records byte for byte."""
-    pages = sorted(out.rglob("*.html"))
-    assert pages, "no pages written"
-    images = set()
-    for page in pages:
-        parser = Links()
-        parser.feed(page.read_text(encoding="utf-8"))
-        for ref in parser.refs:
-            parts = urlsplit(ref)
-            assert not parts.scheme and not parts.netloc, f"{page}: external reference {ref}"
-            assert not ref.startswith("/"), f"{page}: absolute path {ref}"
-            if not parts.path:
-                continue
-            target = (page.parent / unquote(parts.path)).resolve()
-            assert target.is_relative_to(out.resolve()), f"{page}: {ref} leaves the site"
-            assert target.is_file(), f"{page}: broken link {ref}"
-            if target.suffix in (".png", ".jpg"):
-                images.add(target)
-    for image in images:
-        with Image.open(image) as img:
-            img.load()
-    for manifest in out.glob("*/manifest.json"):  # every build's manifest reads into the site's types, and back
-        text = manifest.read_text(encoding="utf-8")
-        assert json.dumps(plain(read(json.loads(text))), indent=1) == text, manifest
-    return {"pages": len(pages), "images": len(images)}
-
-
-def _config(tmp_path, model_path, **overrides) -> BuildConfig:
-    base = dict(model=str(model_path), preprocess="none", render=RenderSettings(size=16, steps=3, batch=4),
-                out=tmp_path / "site", cache=tmp_path / "cache", command="python build.py --test")
-    base.update(overrides)
-    return BuildConfig(**base)
+from .helpers.builds import build_config, check_site
 
 
 @pytest.mark.slow
 def test_build_writes_a_complete_site(tmp_path, classifier_file, photo_dir, labels_file):
-    config = _config(tmp_path, classifier_file, images=(photo_dir,), labels=labels_file)
+    config = build_config(tmp_path, classifier_file, images=(photo_dir,), labels=labels_file)
     manifest = pipeline.build(config)
     out = config.out
     counts = check_site(out)
@@ -101,7 +50,7 @@ def test_build_writes_a_complete_site(tmp_path, classifier_file, photo_dir, labe
 
 @pytest.mark.slow
 def test_every_layer_page_offers_its_filters_as_one_labelled_image(tmp_path, classifier_file):
-    config = _config(tmp_path, classifier_file, images=())
+    config = build_config(tmp_path, classifier_file, images=())
     manifest = pipeline.build(config)
     check_site(config.out)
     for layer in manifest["layers"]:
@@ -125,7 +74,7 @@ def test_every_layer_page_offers_its_filters_as_one_labelled_image(tmp_path, cla
 
 @pytest.mark.slow
 def test_each_cam_method_is_named_and_explained_on_photo_pages(tmp_path, classifier_file, photo_dir):
-    config = _config(tmp_path, classifier_file, images=(photo_dir,), cam_methods=("cam", "scorecam"),
+    config = build_config(tmp_path, classifier_file, images=(photo_dir,), cam_methods=("cam", "scorecam"),
                      layers=("conv2",), filters=slice(0, 1))
     manifest = pipeline.build(config)
     check_site(config.out)
@@ -143,7 +92,7 @@ def test_pixel_attributions_get_their_own_groups_once_per_photo(tmp_path, classi
     """Saliency and SmoothGrad are computed once per photo and class whatever the CAM layers;
     Guided Grad-CAM once per layer; none of them has channels, so no "Channels behind"."""
     methods = ("saliency", "smoothgrad", "guided-gradcam")
-    config = _config(tmp_path, classifier_file, images=(photo_dir,), cam_methods=methods, cam_layers=("conv1", "conv2"),
+    config = build_config(tmp_path, classifier_file, images=(photo_dir,), cam_methods=methods, cam_layers=("conv1", "conv2"),
                      layers=("conv2",), filters=slice(0, 1), top_k=2)
     manifest = pipeline.build(config)
     check_site(config.out)
@@ -192,7 +141,7 @@ def test_guided_gradcam_is_refused_before_any_work_for_non_relu_models(tmp_path,
     outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
     path = tmp_path / "swish.keras"
     keras.Model(inputs, outputs, name="swishy").save(path)
-    config = _config(tmp_path, path, images=(photo_dir,), cam_methods=("gradcam", "guided-gradcam"))
+    config = build_config(tmp_path, path, images=(photo_dir,), cam_methods=("gradcam", "guided-gradcam"))
     # Named as its pages name it, by the file's stem, not by the name Keras keeps inside it.
     with pytest.raises(GalleryError, match=r"model 'swish' has other activations: silu \(1 layer, such as 'c1'\)"):
         pipeline.build(config)
@@ -221,13 +170,13 @@ def test_published_files_do_not_reveal_local_folders(tmp_path, classifier_file, 
 @pytest.mark.slow
 def test_rerun_recomputes_nothing_and_steps_only_touch_filters(tmp_path, classifier_file, photo_dir, capsys):
     # Without caricatures, which are optimized like tiles: their steps redraw them (tests/test_caricature.py).
-    config = _config(tmp_path, classifier_file, images=(photo_dir,), caricatures=())
+    config = build_config(tmp_path, classifier_file, images=(photo_dir,), caricatures=())
     pipeline.build(config)
     capsys.readouterr()
     pipeline.build(config)
     err = capsys.readouterr().err
     assert "0 tiles computed" in err and "0 pages and 0 tiles written" in err
-    more_steps = _config(tmp_path, classifier_file, images=(photo_dir,),
+    more_steps = build_config(tmp_path, classifier_file, images=(photo_dir,),
                          render=RenderSettings(size=16, steps=4, batch=4), caricatures=())
     pipeline.build(more_steps)
     err = capsys.readouterr().err
@@ -237,7 +186,7 @@ def test_rerun_recomputes_nothing_and_steps_only_touch_filters(tmp_path, classif
 
 @pytest.mark.slow
 def test_template_change_rerenders_pages_only(tmp_path, classifier_file, photo_dir, capsys, monkeypatch):
-    config = _config(tmp_path, classifier_file, images=(photo_dir,))
+    config = build_config(tmp_path, classifier_file, images=(photo_dir,))
     pipeline.build(config)
     templates = tmp_path / "templates"
     shutil.copytree(site.TEMPLATES, templates)
@@ -255,7 +204,7 @@ def test_template_change_rerenders_pages_only(tmp_path, classifier_file, photo_d
 def test_headless_model_explains_why_there_is_no_gradcam(tmp_path, photo_dir):
     path = tmp_path / "headless_net.keras"  # the site names it so; Keras calls it "backbone"
     tiny_backbone().save(path)
-    config = _config(tmp_path, path, images=(photo_dir,), filters=slice(0, 2))
+    config = build_config(tmp_path, path, images=(photo_dir,), filters=slice(0, 2))
     manifest = pipeline.build(config)
     check_site(config.out)
     page = (config.out / manifest["photos"][0]["page"]).read_text()
@@ -273,7 +222,7 @@ def test_headless_model_explains_why_there_is_no_gradcam(tmp_path, photo_dir):
 def test_nested_transfer_model_builds(tmp_path, photo_dir):
     path = tmp_path / "transfer.keras"
     tiny_transfer().save(path)
-    config = _config(tmp_path, path, images=(photo_dir,), layers=("inner/sep",))
+    config = build_config(tmp_path, path, images=(photo_dir,), layers=("inner/sep",))
     manifest = pipeline.build(config)
     check_site(config.out)
     assert manifest["layers"][0]["name"] == "inner/sep"
@@ -282,10 +231,10 @@ def test_nested_transfer_model_builds(tmp_path, photo_dir):
 
 @pytest.mark.slow
 def test_second_model_joins_the_index(tmp_path, classifier_file, photo_dir):
-    pipeline.build(_config(tmp_path, classifier_file, images=(photo_dir,), filters=slice(0, 1)))
+    pipeline.build(build_config(tmp_path, classifier_file, images=(photo_dir,), filters=slice(0, 1)))
     other = tmp_path / "other.keras"
     tiny_backbone().save(other)
-    pipeline.build(_config(tmp_path, other, images=(photo_dir,), filters=slice(0, 1)))
+    pipeline.build(build_config(tmp_path, other, images=(photo_dir,), filters=slice(0, 1)))
     index = (tmp_path / "site" / "index.html").read_text()
     assert "tiny/index.html" in index and "other/index.html" in index
     check_site(tmp_path / "site")
@@ -293,7 +242,7 @@ def test_second_model_joins_the_index(tmp_path, classifier_file, photo_dir):
 
 @pytest.mark.slow
 def test_variant_images_appear_on_filter_pages(tmp_path, classifier_file, photo_dir):
-    config = _config(tmp_path, classifier_file, images=(photo_dir,), layers=("conv2",), filters=slice(0, 2),
+    config = build_config(tmp_path, classifier_file, images=(photo_dir,), layers=("conv2",), filters=slice(0, 2),
                      variants=("negative", "diversity"))
     manifest = pipeline.build(config)
     check_site(config.out)
@@ -320,7 +269,7 @@ def test_the_first_layer_shows_each_filters_kernel_exactly(tmp_path, classifier_
 
     from gallery.model import circuits
 
-    config = _config(tmp_path, classifier_file, images=(), filters=slice(0, 2))
+    config = build_config(tmp_path, classifier_file, images=(), filters=slice(0, 2))
     manifest = pipeline.build(config)
     check_site(config.out)
     by_name = {layer["name"]: layer for layer in manifest["layers"]}
@@ -370,7 +319,7 @@ def test_a_model_with_depthwise_convolutions_takes_the_settings_made_for_it(tmp_
     model = tiny_transfer() if depthwise else tiny_classifier()
     path = tmp_path / "m.keras"
     model.save(path)
-    config = _config(tmp_path, path, render=RenderSettings(size=16, steps=4, batch=4, precision="bfloat16"),
+    config = build_config(tmp_path, path, render=RenderSettings(size=16, steps=4, batch=4, precision="bfloat16"),
                      render_if_depthwise=RenderSettings(size=16, steps=2, batch=4), filters=slice(0, 1),
                      caricatures=(), cam_methods=("gradcam",))
     data = pipeline.build(config)

@@ -4,12 +4,13 @@ import os
 import shutil
 import threading
 import tomllib
-from pathlib import Path
 
 import pytest
 
 from gallery.orchestrate import legacy
 from gallery.orchestrate.cache import MAX_RECORD, Cache, digest, make_key, number, seal, write_atomic
+
+from .conftest import ROOT
 
 
 def test_roundtrip_and_keys(tmp_path):
@@ -268,7 +269,7 @@ def test_an_entry_behind_a_linked_shard_is_never_read(tmp_path, capsys):
 
 def test_the_code_for_older_caches_ends_with_its_release():
     """gallery/orchestrate/legacy.py has an end: the release it names drops it (issue 22, item 6)."""
-    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     version = tuple(int(part) for part in project["version"].split(".")[:3])
     assert version < legacy.UNTIL, (f"cnn-gallery {project['version']} has reached the end of gallery/orchestrate/legacy.py: "
                                     "bump gallery.orchestrate.cache.FORMAT, delete the module and say so in the notes")

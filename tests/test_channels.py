@@ -19,7 +19,7 @@ from gallery.photos import sources
 from gallery.render import params
 
 from .conftest import tiny_channel_classifier
-from .test_build import check_site
+from .helpers.builds import check_site
 
 ALL_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam", "cam", "saliency", "smoothgrad", "guided-gradcam")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from .conftest import ROOT
+
 pytestmark = pytest.mark.slow  # runs a pytest session of its own, which loads Keras again
 
-ROOT = Path(__file__).resolve().parents[1]
 PROBE = '''
 import pytest
 

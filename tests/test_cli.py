@@ -7,16 +7,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from gallery.cli import main
 from gallery.config import RenderSettings
 
-from .conftest import online, tiny_classifier
-
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import ROOT, online, tiny_classifier
 
 
 @pytest.fixture

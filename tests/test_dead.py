@@ -12,7 +12,7 @@ import pytest
 from gallery.orchestrate import pipeline
 from gallery.config import RenderSettings
 
-from .test_build import _config
+from .helpers.builds import build_config
 
 pytestmark = pytest.mark.slow  # builds a whole gallery
 
@@ -54,7 +54,7 @@ def test_a_sparse_filter_is_not_dead_and_a_dead_one_is(tmp_path):
     night[40:42, 60:62] = night[150:152, 100:102] = 255
     Image.fromarray(night).save(photos / "night.png")
     Image.fromarray(np.full((224, 224, 3), 90, "uint8")).save(photos / "fog.png")
-    config = _config(tmp_path, path, images=(photos,), layers=("spots",),
+    config = build_config(tmp_path, path, images=(photos,), layers=("spots",),
                      render=RenderSettings(size=16, steps=16, batch=4))
     manifest = pipeline.build(config)
     (layer,) = manifest["layers"]

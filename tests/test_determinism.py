@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +21,8 @@ from gallery.photos.activations import ROWS, Activations
 from gallery.photos.explain import explainer
 from gallery.photos.faithfulness import Faithfulness
 
-from .conftest import SHARED_MODELS, needs_shared, tiny_classifier
+from .conftest import ROOT, SHARED_MODELS, needs_shared, tiny_classifier
 
-ROOT = Path(__file__).resolve().parents[1]
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from .conftest import ROOT
+
 pytestmark = pytest.mark.slow  # runs a pytest session of its own, which loads Keras again
 
-ROOT = Path(__file__).resolve().parents[1]
 
 FAILING = '''
 import time

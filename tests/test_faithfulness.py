@@ -15,7 +15,7 @@ from gallery.photos.faithfulness import BOTTOM, FILL, FULL, TOP, Faithfulness, k
 from gallery.site.pages import FAITHFUL_FLOOR
 
 from .conftest import _keras
-from .test_build import _config, check_site
+from .helpers.builds import build_config, check_site
 
 SIDE, CLASSES = 4, 6
 
@@ -151,7 +151,7 @@ def test_photo_pages_show_each_maps_figure_as_cached(tmp_path, photo_dir):
     path = tmp_path / "tiny.keras"
     tiny_classifier().save(path)
     # tf scaling keeps the tiny model's probabilities away from 0 and 1, so each share means something.
-    config = _config(tmp_path, path, images=(photo_dir,), cam_methods=("gradcam", "scorecam"),
+    config = build_config(tmp_path, path, images=(photo_dir,), cam_methods=("gradcam", "scorecam"),
                      layers=("conv2",), filters=slice(0, 1), preprocess="tf")
     from gallery.orchestrate import pipeline
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,9 +17,7 @@ from gallery.orchestrate.progress import Progress
 from gallery.config import BuildConfig, RenderSettings
 from gallery.render import cost
 
-from .conftest import SHARED_MODELS, needs_shared, tiny_classifier
-
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import ROOT, SHARED_MODELS, needs_shared, tiny_classifier
 
 
 def _config(tmp_path, model, photos, **extra):

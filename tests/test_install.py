@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import tiny_classifier
-
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import ROOT, tiny_classifier
 
 
 def test_the_listed_packages_are_every_package_of_the_source_tree():

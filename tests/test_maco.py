@@ -18,7 +18,7 @@ from gallery.render import params
 from gallery.render.optimize import FilterRenderer
 
 from .conftest import _keras, tiny_classifier
-from .test_build import check_site
+from .helpers.builds import check_site
 
 
 def _field(p, size):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import ROOT
+
 # Parse results of CASES as main's code at 7140cc3 (before the option table) gave them:
 # `python -m tests.test_options` wrote this file there, from the repository root. Fields
 # added to the configs since are not in it, and do not count as changes.

@@ -16,8 +16,7 @@ from gallery.cli import main
 from gallery.site.folder import INVENTORY
 
 from .conftest import tiny_backbone, tiny_classifier
-from .test_build import check_site
-from .test_reliability import _argv
+from .helpers.builds import check_site, cli_argv
 
 pytestmark = pytest.mark.slow  # every test builds a whole gallery
 
@@ -49,7 +48,7 @@ def test_a_folder_the_build_did_not_make_is_refused_untouched(setup, flag, capsy
     tmp, model, photos = setup
     person = _persons_folder(tmp / "home")
     before = _tree(person)
-    argv = _argv(tmp, model, photos, steps=2) + [flag, person]
+    argv = cli_argv(tmp, model, photos, steps=2) + [flag, person]
     code, err = _run(argv, capsys)
     assert code == 2 and "Traceback" not in err
     last = err.strip().splitlines()[-1]
@@ -60,7 +59,7 @@ def test_a_folder_the_build_did_not_make_is_refused_untouched(setup, flag, capsy
 
 def test_a_site_folder_keeps_a_persons_files_and_ships_no_lock(setup, capsys):
     tmp, model, photos = setup
-    argv = _argv(tmp, model, photos, steps=2)
+    argv = cli_argv(tmp, model, photos, steps=2)
     assert main(argv) == 0
     site = tmp / "site"
     (site / "notes.txt").write_text("mine")
@@ -79,7 +78,7 @@ def test_a_site_folder_keeps_a_persons_files_and_ships_no_lock(setup, capsys):
 
 def test_only_the_builds_own_temporaries_are_swept_and_only_where_it_writes(setup, capsys):
     tmp, model, photos = setup
-    argv = _argv(tmp, model, photos, steps=2)
+    argv = cli_argv(tmp, model, photos, steps=2)
     assert main(argv) == 0
     page_dir = tmp / "site" / "tiny" / "layers" / "conv1"
     ours = page_dir / f".0.html.k2j3h4{folders.TEMP_SUFFIX}"
@@ -95,7 +94,7 @@ def test_only_the_builds_own_temporaries_are_swept_and_only_where_it_writes(setu
 
 def test_a_site_from_before_inventories_is_adopted_and_its_lock_removed(setup, capsys):
     tmp, model, photos = setup
-    argv = _argv(tmp, model, photos, steps=2)
+    argv = cli_argv(tmp, model, photos, steps=2)
     assert main(argv) == 0
     site = tmp / "site"
     (site / INVENTORY).unlink()
@@ -142,7 +141,7 @@ def _two_photo_folder(folder: Path, names) -> Path:
 def test_removed_photos_and_filters_are_unpublished_and_nothing_else(setup, capsys):
     tmp, model, photos = setup
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(photos / "b.png")
-    argv = _argv(tmp, model, photos, steps=2)
+    argv = cli_argv(tmp, model, photos, steps=2)
     assert main(argv) == 0
     site = tmp / "site"
     (site / "tiny" / "keep.txt").write_text("a person's file inside a model folder")
@@ -253,7 +252,7 @@ def test_a_folder_that_refuses_writes_is_one_line(setup, capsys, monkeypatch, fl
 
     target.mkdir()
     monkeypatch.setattr(folders.tempfile, "mkstemp", refuse)
-    code_, err = _run(_argv(tmp, model, photos, steps=2), capsys)
+    code_, err = _run(cli_argv(tmp, model, photos, steps=2), capsys)
     assert code_ == 2 and "Traceback" not in err
     assert f"error: {flag} {str(target)!r} is not writable" in err.strip().splitlines()[-1]
     assert not any(target.iterdir())

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shlex
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,13 +17,9 @@ from gallery.orchestrate import pipeline
 from gallery.config import BuildConfig, RenderSettings, public_command
 
 from .conftest import _keras
+from .helpers.chromium import browser, needs_chromium, shot  # noqa: F401  (browser: a fixture)
 
 pytestmark = pytest.mark.slow  # every test builds a whole gallery, most drive a browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(os.environ.get("GALLERY_SHOTS", "/nonexistent"))
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists() and shutil.which("chromium") is None,
-                                    reason="Debian's chromium is not installed (apt-get install chromium)")
 
 
 def _named_model():
@@ -69,21 +63,6 @@ def site(tmp_path_factory):
     return tmp / "site"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
-                                     args=["--no-sandbox", "--disable-gpu"])
-        yield instance
-        instance.close()
-
-
-def _shot(page, name: str) -> None:
-    if SHOTS.is_dir():
-        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
 # Where each line of an element's text starts, by character: a word cut in two shows here.
 LINE_STARTS = """el => {
   const starts = [], text = [];
@@ -116,7 +95,7 @@ def test_the_model_page_cuts_no_word_in_two_on_a_phone(site, browser, width):
         assert not code.evaluate(LINE_STARTS)[1], code.inner_text()  # --layers is never cut
     text, starts = page.locator(".fingerprint").evaluate(LINE_STARTS)
     assert starts in ([], [16]), (text, starts)
-    _shot(page, f"model-{width}")
+    shot(page, f"model-{width}")
     page.close()
 
 
@@ -131,7 +110,7 @@ def test_not_rendered_means_outside_the_selection_when_the_layer_was_rendered(si
                                  "this build's selection (it rendered filters 0\u20132 of that layer); widen "
                                  "--filters to see their images.")
     assert "a layer this build did not render" not in page.content()
-    _shot(page, f"photo-{width}")
+    shot(page, f"photo-{width}")
     page.close()
 
 
@@ -163,7 +142,7 @@ def test_covers_show_each_layers_strongest_filter_and_tiles_are_labelled_by_peak
     covers = page.eval_on_selector_all(".card .thumbs img", "is => is.map(i => i.getAttribute('src'))")
     assert covers == strongest, (covers, strongest)
     assert any(not thumb.endswith("/0.png") for thumb in covers)  # not filter 0 of each layer
-    _shot(page, f"index-{width}")
+    shot(page, f"index-{width}")
     layer = manifest["layers"][1]
     page.goto((site / layer["page"]).as_uri())
     labels = page.eval_on_selector_all("#tiles li > a > span", "ss => ss.map(s => s.textContent.trim())")
@@ -171,7 +150,7 @@ def test_covers_show_each_layers_strongest_filter_and_tiles_are_labelled_by_peak
 
     assert labels == [f"#{f['index']} {sig(f['peak'])}" + (" dead" if f["dead"] else "") for f in layer["filters"]]
     assert "The number under each tile is its peak" in page.locator("main p.muted").first.inner_text()
-    _shot(page, f"layer-{width}")
+    shot(page, f"layer-{width}")
     page.close()
 
 
@@ -245,7 +224,7 @@ def test_the_photo_page_leads_with_classes_and_maps_and_folds_the_rest(photo_sit
     figures = page.eval_on_selector_all("details.method:first-of-type .faith", "fs => fs.map(f => f.textContent)")
     assert "keeps" in figures[0] and all("no figures" in f for f in figures[1:]), figures
     assert "get no figures: a share of so small a probability swings by hundreds of percent on noise" in text
-    _shot(page, f"photo-order-{width}")
+    shot(page, f"photo-order-{width}")
     page.close()
 
 

@@ -22,7 +22,7 @@ from gallery.render.optimize import FilterRenderer
 from gallery.site.pages import sig
 
 from .conftest import SHARED_MODELS, needs_shared, tiny_classifier
-from .test_build import _config
+from .helpers.builds import build_config
 
 pytestmark = pytest.mark.slow  # every test builds a whole gallery
 
@@ -52,7 +52,7 @@ def test_tiles_record_the_peak_photos_are_ranked_by(tmp_path, photo_dir):
     conv = model.get_layer("conv2")
     conv.bias.assign(np.where(np.arange(5) == 1, -1e4, conv.bias.numpy()))  # filter 1: below zero everywhere
     model.save(tmp_path / "tiny.keras")
-    config = _config(tmp_path, tmp_path / "tiny.keras", images=(photo_dir,),
+    config = build_config(tmp_path, tmp_path / "tiny.keras", images=(photo_dir,),
                      render=RenderSettings(size=16, steps=8, batch=4))
     manifest = pipeline.build(config)
     records = _records(config.cache)
@@ -79,7 +79,7 @@ def test_tiles_record_the_peak_photos_are_ranked_by(tmp_path, photo_dir):
 
 
 def test_old_tiles_get_their_peak_from_their_pixels_without_rendering(tmp_path, classifier_file, monkeypatch, capsys):
-    config = _config(tmp_path, classifier_file)
+    config = build_config(tmp_path, classifier_file)
     first = pipeline.build(config)
     cache = Cache(config.cache)
     payloads = {}

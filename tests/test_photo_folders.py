@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ from gallery.photos.examples import TopExamples, peaks
 from gallery.photos.sources import load_photos
 from gallery.site.slugs import slug
 
-from .conftest import tiny_classifier
-from .test_build import check_site
+from .conftest import ROOT, tiny_classifier
+from .helpers.builds import check_site
 
 
 def _folder(path, count, seed=0, side=24):
@@ -103,7 +102,7 @@ def _peak_mb(tmp_path, count) -> tuple[float, float]:
     tiny_classifier().save(tmp_path / "tiny.keras")
     _folder(tmp_path / "photos", count, side=256)  # 500 of them decoded at once would be 100 MB
     run = subprocess.run([sys.executable, "-c", _PEAK, str(tmp_path), str(count)], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], timeout=600)
+                         cwd=ROOT, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     traced, resident = map(float, run.stdout.strip().splitlines()[-1].split())
     return traced, resident

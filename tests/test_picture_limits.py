@@ -14,7 +14,7 @@ from gallery.render.optimize import FilterRenderer
 
 from . import picture_scores
 from .conftest import SHARED_MODELS, SHARED_SAMPLES, needs_shared
-from .test_precision import needs_bf16
+from .helpers.bf16 import needs_bf16
 from .tile_scores import Scorer
 
 pytestmark = [needs_shared(), pytest.mark.shared, pytest.mark.slow]  # full-size models

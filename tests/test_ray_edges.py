@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from .test_reliability import ROOT, _argv
+from .conftest import ROOT
+from .helpers.builds import cli_argv
 
 pytestmark = pytest.mark.slow  # every test builds a whole gallery on a Ray cluster
 
@@ -36,7 +37,7 @@ def _build(argv, env=None, timeout=90):
 
 def test_an_address_where_nothing_listens_fails_fast_in_one_line(setup):
     tmp, model, photos = setup
-    done, seconds = _build([*_argv(tmp, model, photos, steps=2), "--executor", "ray", "--ray-address", "127.0.0.1:1"])
+    done, seconds = _build([*cli_argv(tmp, model, photos, steps=2), "--executor", "ray", "--ray-address", "127.0.0.1:1"])
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and lines[-1].startswith("error: cannot join Ray at '127.0.0.1:1': nothing answers"), \
         done.stderr[-2000:]
@@ -52,7 +53,7 @@ def test_a_leftover_cluster_file_does_not_stop_a_local_ray_build(setup):
     try:
         (temp / "ray").mkdir()
         (temp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
-        done, _ = _build([*_argv(tmp, model, photos, steps=2), "--filters", "0:2", "--photo-pages", "0",
+        done, _ = _build([*cli_argv(tmp, model, photos, steps=2), "--filters", "0:2", "--photo-pages", "0",
                           "--executor", "ray", "--worker-cpus", "1"],
                          env={"RAY_TMPDIR": str(temp), "RAY_ADDRESS": ""}, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -84,7 +85,7 @@ def _stop_with_sigterm(argv, tmp: Path, marker: str):
 
 def test_sigterm_stops_a_ray_build_as_it_stops_a_local_one(setup):
     tmp, model, photos = setup
-    argv = [*_argv(tmp, model, photos, steps=4000), "--photo-pages", "0", "--executor", "ray", "--worker-cpus", "1"]
+    argv = [*cli_argv(tmp, model, photos, steps=4000), "--photo-pages", "0", "--executor", "ray", "--worker-cpus", "1"]
     code, err = _stop_with_sigterm(argv, tmp, "  Ray: ")
     assert code in (-signal.SIGTERM, 128 + signal.SIGTERM), (code, err[-3000:])
     assert "SIGTERM received" not in err and "PC:" not in err, err[-3000:]
@@ -92,7 +93,7 @@ def test_sigterm_stops_a_ray_build_as_it_stops_a_local_one(setup):
 
 def test_a_ray_build_prints_its_own_lines_and_debug_shows_rays(setup):
     tmp, model, photos = setup
-    argv = [*_argv(tmp, model, photos, steps=2), "--filters", "0:2", "--photo-pages", "0", "--executor", "ray",
+    argv = [*cli_argv(tmp, model, photos, steps=2), "--filters", "0:2", "--photo-pages", "0", "--executor", "ray",
             "--worker-cpus", "1"]
     done, _ = _build(argv, env={"RAY_ADDRESS": ""}, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -157,7 +158,7 @@ def test_a_ray_node_that_dies_under_the_build_stops_it_in_one_line(setup, proces
     stopped raylet forever. A GCS that stops answering held the build's end forever too."""
     tmp, model, photos = setup
     # Long enough that the cluster (some 60 s to mark a stopped node dead) is first to end it.
-    argv = [*_argv(tmp, model, photos, steps=40000), "--photo-pages", "0", "--executor", "ray", "--worker-cpus", "1"]
+    argv = [*cli_argv(tmp, model, photos, steps=40000), "--photo-pages", "0", "--executor", "ray", "--worker-cpus", "1"]
     log = tmp / "stderr.txt"
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, "build.py", *map(str, argv)], cwd=ROOT, stdout=subprocess.DEVNULL,

@@ -28,19 +28,13 @@ from gallery.errors import GalleryError
 from gallery.folders import FolderLock, _holder
 from gallery.photos.sources import load_photos
 
-from .conftest import tiny_classifier
-from .test_build import check_site
+from .conftest import ROOT, tiny_classifier
+from .helpers.builds import check_site, cli_argv
 
-ROOT = Path(__file__).resolve().parents[1]
 # filters and their thumbnails, the two layers' collages, the first layer's kernel sheet,
 # the photo, two layers' peaks and feature sheets, predictions, four CAMs, contributions,
 # and the random-order curves of the four classes
 TILES_PER_BUILD = 11 + 11 + 2 + 1 + 1 + 2 + 2 + 1 + 4 + 1 + 4
-
-
-def _argv(tmp, model, photos, steps=60):
-    return ["--model", str(model), "--preprocess", "none", "--size", "16", "--steps", str(steps), "--batch", "2",
-            "--images", str(photos), "--out", str(tmp / "site"), "--cache", str(tmp / "cache")]
 
 
 def _start(argv):
@@ -77,7 +71,7 @@ def _every_entry_verifies(cache_dir: Path):
 @pytest.mark.slow
 def test_kill_9_then_rerun_finishes_without_redoing_work(setup, moment, capsys):
     tmp, model, photos = setup
-    argv = _argv(tmp, model, photos)
+    argv = cli_argv(tmp, model, photos)
     proc = _start(argv)
     triggers = {
         "filters": lambda: len(_records(tmp / "cache")) >= 3,
@@ -103,7 +97,7 @@ def test_kill_9_then_rerun_finishes_without_redoing_work(setup, moment, capsys):
 @pytest.mark.slow
 def test_truncated_cache_entries_are_recomputed_not_published(setup, capsys):
     tmp, model, photos = setup
-    argv = _argv(tmp, model, photos, steps=2)
+    argv = cli_argv(tmp, model, photos, steps=2)
     assert main(argv) == 0
     # Entries that hold one tile each (a photo entry can stand for a whole batch).
     single = sorted(key for key, record in Cache(tmp / "cache").records()
@@ -122,7 +116,7 @@ def test_truncated_cache_entries_are_recomputed_not_published(setup, capsys):
 @pytest.mark.slow
 def test_a_second_build_on_the_same_folders_is_refused(setup, capsys):
     tmp, model, photos = setup
-    argv = _argv(tmp, model, photos, steps=100000)
+    argv = cli_argv(tmp, model, photos, steps=100000)
     proc = _start(argv)
     try:
         _wait(lambda: _holder(tmp / "site") == str(proc.pid), proc)
@@ -142,13 +136,13 @@ def test_a_second_build_on_the_same_folders_is_refused(setup, capsys):
 @pytest.mark.slow
 def test_cache_info_and_prune(setup, capsys):
     tmp, model, photos = setup
-    assert main(_argv(tmp, model, photos, steps=2)) == 0
-    assert main(_argv(tmp, model, photos, steps=3)) == 0
+    assert main(cli_argv(tmp, model, photos, steps=2)) == 0
+    assert main(cli_argv(tmp, model, photos, steps=3)) == 0
     capsys.readouterr()
     assert main(["--cache-info", "--cache", str(tmp / "cache")]) == 0
     out = capsys.readouterr().out
     assert re.search(r"filter\s+22 entries", out) and re.search(r"cam\s+4 entries", out)
-    assert main([*_argv(tmp, model, photos, steps=3), "--prune"]) == 0
+    assert main([*cli_argv(tmp, model, photos, steps=3), "--prune"]) == 0
     assert "pruned 24 cache entries" in capsys.readouterr().err  # 2-step filters, thumbnails, collages
     assert len(_records(tmp / "cache")) == TILES_PER_BUILD
 
@@ -352,7 +346,7 @@ def test_losing_part_of_a_shared_computation_rewrites_only_that_part(setup, lost
     # but rewrite (and count) only the entry that was lost, so "tiles computed" stays honest.
     # A thumbnail is made from its filter image read back: still one entry reused, not two.
     tmp, model, photos = setup
-    argv = _argv(tmp, model, photos, steps=2)
+    argv = cli_argv(tmp, model, photos, steps=2)
     assert main(argv) == 0
     cache = Cache(tmp / "cache")
     victims = [next(key for key, record in cache.records() if record.get("about", {}).get("kind") == kind)
@@ -377,7 +371,7 @@ def test_losing_one_diversity_copy_keeps_its_siblings_and_their_activations(setu
     # Diversity copies are rendered together, so losing one renders all four again. The three
     # still cached must keep their images and the activations recorded for those images.
     tmp, model, photos = setup
-    argv = _argv(tmp, model, photos, steps=2) + ["--variants", "diversity"]
+    argv = cli_argv(tmp, model, photos, steps=2) + ["--variants", "diversity"]
     assert main(argv) == 0
     manifest = tmp / "site" / "tiny" / "manifest.json"
 

@@ -19,9 +19,8 @@ from gallery.cli import main
 from gallery.site.folder import INVENTORY
 from gallery.site.pages import TEMPLATES
 
-from .conftest import tiny_classifier
-from .test_build import check_site
-from .test_reliability import ROOT, _argv
+from .conftest import ROOT, tiny_classifier
+from .helpers.builds import check_site, cli_argv
 
 FILTER_PAGE = Path("tiny") / "layers" / "conv1" / "3.html"
 
@@ -33,7 +32,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_a_persons_file_at_a_path_a_later_build_wants_is_never_overwritten_or_removed(setup, capsys):
     tmp, model, photos = setup
-    argv = _argv(tmp, model, photos, steps=2)
+    argv = cli_argv(tmp, model, photos, steps=2)
     site = tmp / "site"
     assert main([*argv, "--filters", "0:2"]) == 0
     (site / FILTER_PAGE).write_text("my notes on filter 3")
@@ -52,7 +51,7 @@ def test_a_persons_file_at_a_path_a_later_build_wants_is_never_overwritten_or_re
 @pytest.mark.slow
 def test_a_linked_folder_in_the_site_is_never_written_or_removed_through(setup, capsys):
     tmp, model, photos = setup
-    argv = _argv(tmp, model, photos, steps=2)
+    argv = cli_argv(tmp, model, photos, steps=2)
     site = tmp / "site"
     assert main([*argv, "--filters", "0:2"]) == 0
     outside = tmp / "elsewhere"
@@ -75,7 +74,7 @@ def test_swapped_entries_are_recomputed_not_published(setup, capsys):
     """Two entries of each kind swapped, payload and record together: filter tiles,
     thumbnails, feature-map sheets, CAMs. Each is caught and the site comes out the same."""
     tmp, model, photos = setup
-    argv = _argv(tmp, model, photos, steps=2)
+    argv = cli_argv(tmp, model, photos, steps=2)
     assert main(argv) == 0
     site = _tree(tmp / "site")
     by_kind: dict[str, list[Path]] = {}
@@ -102,8 +101,8 @@ def test_a_fifo_in_the_site_never_blocks_the_build(setup):
     tmp, model, photos = setup
     other = tmp / "other.keras"
     tiny_classifier(name="other").save(other)
-    argv = _argv(tmp, model, photos, steps=2)
-    assert main(_argv(tmp, other, photos, steps=2)) == 0
+    argv = cli_argv(tmp, model, photos, steps=2)
+    assert main(cli_argv(tmp, other, photos, steps=2)) == 0
     assert main(argv) == 0
     fifos = [tmp / "site" / "other" / "manifest.json", tmp / "site" / "tiny" / "layers" / "conv1" / "0.html"]
     for fifo in fifos:
@@ -125,7 +124,7 @@ def test_out_or_cache_inside_cnn_gallerys_own_files_is_refused(setup, capsys, fl
     tmp, model, photos = setup
     where = {"templates": TEMPLATES / "static", "package": Path(gallery.__file__).parent}[inside]
     target = where / "nested-site-from-a-test"
-    argv = [*_argv(tmp, model, photos, steps=2), flag, target]
+    argv = [*cli_argv(tmp, model, photos, steps=2), flag, target]
     code = main([str(a) for a in argv])
     err = capsys.readouterr().err
     assert code == 2 and err.strip().splitlines()[-1].startswith(f"error: {flag} {str(target)!r} is inside "
@@ -139,12 +138,12 @@ def test_a_refused_out_leaves_no_new_cache_and_a_dangling_link_is_named(setup, c
     person = tmp / "home"
     person.mkdir()
     (person / "notes.txt").write_text("mine")
-    assert main([str(a) for a in _argv(tmp, model, photos, steps=2)] + ["--out", str(person)]) == 2
+    assert main([str(a) for a in cli_argv(tmp, model, photos, steps=2)] + ["--out", str(person)]) == 2
     assert "is not empty and was not made by cnn-gallery" in capsys.readouterr().err
     assert not (tmp / "cache").exists()
     link = tmp / "gone"
     link.symlink_to(tmp / "nowhere")
-    assert main([str(a) for a in _argv(tmp, model, photos, steps=2)] + ["--out", str(link)]) == 2
+    assert main([str(a) for a in cli_argv(tmp, model, photos, steps=2)] + ["--out", str(link)]) == 2
     err = capsys.readouterr().err
     assert f"--out {str(link)!r} is a link to" in err and "does not exist" in err and "Errno" not in err, err
     assert not (tmp / "cache").exists() and not (tmp / "nowhere").exists()
@@ -208,7 +207,7 @@ def test_photo_file_names_that_are_not_utf8_build(setup, capsys):
     for raw in (b"caf\xe9.png", b"caf\xe8.png", b"\xff\xfe.png"):  # Latin-1 names on a UTF-8 system
         Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
             os.fsdecode(os.path.join(os.fsencode(photos), raw)))
-    assert main(_argv(tmp, model, photos, steps=2)) == 0
+    assert main(cli_argv(tmp, model, photos, steps=2)) == 0
     names = [p["name"] for p in json.loads((tmp / "site" / "tiny" / "manifest.json").read_text())["photos"]]
     assert len(names) == len(set(names)) == 4 and "caf\ufffd" in names, names
     check_site(tmp / "site")
@@ -217,7 +216,7 @@ def test_photo_file_names_that_are_not_utf8_build(setup, capsys):
 @pytest.mark.slow
 def test_cam_layers_naming_a_layer_without_maps_is_refused_before_the_build(setup, capsys):
     tmp, model, photos = setup
-    code = main([*_argv(tmp, model, photos, steps=2), "--cam-layers", "gap"])
+    code = main([*cli_argv(tmp, model, photos, steps=2), "--cam-layers", "gap"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == ("error: --cam-layers: 'gap' is a GlobalAveragePooling2D with no spatial "
@@ -253,7 +252,7 @@ def test_a_model_file_name_that_is_not_utf8_builds(setup, capsys):
     tmp, model, photos = setup
     odd = Path(os.fsdecode(os.path.join(os.fsencode(tmp), b"m\xe9.keras")))
     shutil.copy(model, odd)
-    argv = _argv(tmp, model, photos, steps=2)
+    argv = cli_argv(tmp, model, photos, steps=2)
     argv[argv.index(str(model))] = str(odd)
     assert main(argv) == 0
     (manifest,) = (tmp / "site").glob("*/manifest.json")
@@ -264,7 +263,7 @@ def test_a_model_file_name_that_is_not_utf8_builds(setup, capsys):
 @pytest.mark.slow
 def test_a_persons_folder_where_a_page_was_is_left_and_sweeping_never_follows_a_link(setup, capsys):
     tmp, model, photos = setup
-    argv = _argv(tmp, model, photos, steps=2)
+    argv = cli_argv(tmp, model, photos, steps=2)
     site = tmp / "site"
     assert main([*argv, "--filters", "0:2"]) == 0
     page = site / "tiny" / "layers" / "conv1" / "1.html"

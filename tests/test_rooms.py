@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import ROOT
+
 
 # Run in a fresh interpreter: this one has long imported Keras. ``None`` in sys.modules
 # makes any import of these names fail at once, however deep.

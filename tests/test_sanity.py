@@ -12,7 +12,7 @@ from gallery.photos.cams import unit_scaled
 from gallery.photos.sanity import FAIL_AT, Randomization, random_weights, randomized_copy, spearman, top_layers
 
 from .conftest import _keras
-from .test_page_words import _shot, browser  # noqa: F401  (browser: the same Chromium fixture)
+from .helpers.chromium import browser, shot  # noqa: F401  (browser: the same Chromium fixture)
 
 SIDE, CLASSES = 8, 5
 
@@ -129,7 +129,7 @@ def checked(tmp_path_factory):
     from gallery.orchestrate import pipeline
 
     from .conftest import tiny_classifier
-    from .test_build import _config
+    from .helpers.builds import build_config
 
     tmp = tmp_path_factory.mktemp("sanity")
     (tmp / "photos").mkdir()
@@ -138,7 +138,7 @@ def checked(tmp_path_factory):
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp / "photos" / f"{name}.png")
     path = tmp / "tiny.keras"
     tiny_classifier().save(path)
-    config = _config(tmp, path, images=(tmp / "photos",), cam_methods=("gradcam", "saliency"), layers=("conv2",),
+    config = build_config(tmp, path, images=(tmp / "photos",), cam_methods=("gradcam", "saliency"), layers=("conv2",),
                      filters=slice(0, 1), preprocess="tf", randomize=2, top_k=2)
     return config, pipeline.build(config)
 
@@ -150,7 +150,7 @@ def test_a_build_shows_and_caches_the_check(checked):
     from gallery.orchestrate import pipeline
     from gallery.orchestrate.cache import Cache
 
-    from .test_build import check_site
+    from .helpers.builds import check_site
 
     config, manifest = checked
     check_site(config.out)
@@ -216,7 +216,7 @@ def test_the_check_and_curves_fit_the_photo_page(checked, browser, width):
         assert strip.evaluate(LOADED_WIDTH) > 0
         assert strip.evaluate("img => img.getBoundingClientRect().right") <= width
     assert page.evaluate("document.documentElement.scrollWidth") <= width
-    _shot(page, f"photo-sanity-{width}")
+    shot(page, f"photo-sanity-{width}")
     page.close()
 
 

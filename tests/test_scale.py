@@ -20,11 +20,10 @@ from gallery.orchestrate.cache import Cache
 from gallery.cli import main
 from gallery.config import BuildConfig, RenderSettings
 
-from .conftest import SHARED_MODELS, SHARED_SAMPLES, THREADS, needs_shared, tiny_classifier
-from .test_build import check_site
+from .conftest import ROOT, SHARED_MODELS, SHARED_SAMPLES, THREADS, needs_shared, tiny_classifier
+from .helpers.builds import check_site
 
 ray = pytest.importorskip("ray")
-ROOT = Path(__file__).resolve().parents[1]
 IMAGES = (".png", ".jpg")
 # Each test here takes under two minutes on two shared cores; one that hangs fails at this
 # limit instead of holding the run, and its Ray and processes are stopped by the finalizers.

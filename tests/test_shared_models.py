@@ -12,7 +12,7 @@ from gallery.render.optimize import FilterRenderer
 from gallery.config import BuildConfig, RenderSettings
 
 from .conftest import SHARED_MODELS, SHARED_SAMPLES, needs_shared
-from .test_build import check_site
+from .helpers.builds import check_site
 
 pytestmark = [needs_shared(), pytest.mark.shared, pytest.mark.slow]  # full-size models
 

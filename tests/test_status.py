@@ -21,12 +21,11 @@ from gallery.orchestrate.progress import Progress
 from gallery.config import BuildConfig, RenderSettings
 from gallery.errors import GalleryError
 
-from .conftest import tiny_backbone, tiny_classifier
-from .test_build import check_site
+from .conftest import ROOT, tiny_backbone, tiny_classifier
+from .helpers.builds import check_site
 
 pytestmark = pytest.mark.slow  # every test builds a whole gallery
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 
 

@@ -21,7 +21,7 @@ from gallery.render.schedule import snapshot_steps
 from gallery.site.pages import sig
 
 from .conftest import tiny_classifier
-from .test_build import _config, check_site
+from .helpers.builds import build_config, check_site
 
 
 @pytest.mark.parametrize("steps,scales,count,expected", [
@@ -89,10 +89,10 @@ def _records(cache_dir, kind):
 @pytest.mark.slow
 def test_a_build_records_trajectories_without_changing_its_tiles(tmp_path, classifier_file, photo_dir, capsys):
     render = RenderSettings(size=16, steps=24, batch=4)
-    plain = _config(tmp_path / "a", classifier_file, images=(photo_dir,), render=render)
+    plain = build_config(tmp_path / "a", classifier_file, images=(photo_dir,), render=render)
     pipeline.build(plain)
     plain_err = capsys.readouterr().err
-    traced = _config(tmp_path / "b", classifier_file, images=(photo_dir,), render=render, trajectory=3)
+    traced = build_config(tmp_path / "b", classifier_file, images=(photo_dir,), render=render, trajectory=3)
     manifest = pipeline.build(traced)
     err = capsys.readouterr().err
     check_site(traced.out)
@@ -130,24 +130,24 @@ def test_a_build_records_trajectories_without_changing_its_tiles(tmp_path, class
 @pytest.mark.slow
 def test_turning_it_on_later_adds_trajectories_and_rewrites_no_tile(tmp_path, classifier_file, capsys):
     render = RenderSettings(size=16, steps=24, batch=4)
-    pipeline.build(_config(tmp_path, classifier_file, render=render))
+    pipeline.build(build_config(tmp_path, classifier_file, render=render))
     tiles = {p: (p.stat().st_mtime_ns, p.with_suffix(".bin").stat().st_mtime_ns)
              for p in _records(tmp_path / "cache", "filter")}
     capsys.readouterr()
-    pipeline.build(_config(tmp_path, classifier_file, render=render, trajectory=2))
+    pipeline.build(build_config(tmp_path, classifier_file, render=render, trajectory=2))
     err = capsys.readouterr().err
     assert "22 tiles computed" in err, err  # 11 animations and 11 rows of frames, nothing else
     assert len(_records(tmp_path / "cache", "trajectory")) == 11
     assert {p: (p.stat().st_mtime_ns, p.with_suffix(".bin").stat().st_mtime_ns) for p in tiles} == tiles
-    pipeline.build(_config(tmp_path, classifier_file, render=render, trajectory=2))
+    pipeline.build(build_config(tmp_path, classifier_file, render=render, trajectory=2))
     assert "0 tiles computed" in capsys.readouterr().err
-    pipeline.build(_config(tmp_path, classifier_file, render=render, trajectory=3))  # another N: other entries
+    pipeline.build(build_config(tmp_path, classifier_file, render=render, trajectory=3))  # another N: other entries
     assert "22 tiles computed" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_a_trajectory_record_that_does_not_add_up_is_damaged(tmp_path, classifier_file, capsys):
-    config = _config(tmp_path, classifier_file, render=RenderSettings(size=16, steps=16, batch=4), trajectory=2)
+    config = build_config(tmp_path, classifier_file, render=RenderSettings(size=16, steps=16, batch=4), trajectory=2)
     pipeline.build(config)
     cache = Cache(config.cache)
     path, record = next(iter(_records(config.cache, "trajectory").items()))
