@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, dict]] = {
 # bf16: the same steps, 2.8-3.7x faster on VGG16-HED (README, Presets). Twice the steps in
 # about half the float32 time raised the tiles' activation 1.26-1.38x at 128 px, but at 64
 # px broke the checker limit on block2_conv2 (0.023) and the corner limit on its grey tiles
-# (0.011) (tests/test_picture_limits.py), so the steps stay the float32 preset's.
+# (0.011) (tests/render/test_picture_limits.py), so the steps stay the float32 preset's.
 BF16_CPU: dict[str, dict] = {
     "preview": {"precision": BF16},
     "default": {"precision": BF16},

@@ -24,6 +24,7 @@ grad.limit_threads(THREADS)
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: build.py, pyproject.toml, README.md
 SHARED = ROOT.parent / "shared"
+DATA = ROOT / "tests" / "data"  # fixtures the tests keep: a parsed-options record, a real manifest
 SHARED_MODELS = SHARED / "models"
 SHARED_SAMPLES = SHARED / "samples"
 
