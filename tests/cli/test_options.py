@@ -157,6 +157,21 @@ def test_every_option_fills_a_field_of_its_settings_and_presets_set_only_options
     assert preset_keys == {option.key for option in OPTIONS if option.preset}
 
 
+def test_the_build_keys_of_presets_are_the_option_tables_build_fields_and_leave_the_image_settings():
+    """Which preset keys are the build's is declared once, by the dataclasses: the presets'
+    split and the option table's agree, and a key the build gains never reaches RenderSettings."""
+    from gallery import presets
+    from gallery.config import RenderSettings
+    from gallery.options import OPTIONS
+
+    assert set(presets.BUILD_KEYS) == {o.key for o in OPTIONS if o.preset and o.part == "build"} != set()
+    assert {o.key for o in OPTIONS if o.preset and o.part == "render"}.isdisjoint(presets.BUILD_KEYS)
+    for name in presets.PRESETS:
+        chosen = {**presets.preset(name, "gpu"), "examples": 4, "top_k": 3}  # build fields no preset sets yet
+        assert RenderSettings(**presets.render_part(chosen)).size == chosen["size"]
+        assert not set(presets.render_part(chosen)) & {"variants", "caricatures", "examples", "top_k"}
+
+
 def test_every_table_of_methods_preprocessing_and_backends_names_the_same():
     from gallery import names
     from gallery.model import grad, preprocess
