@@ -20,7 +20,7 @@ from ..config import CARICATURE_LAYERS, BuildConfig, RenderSettings, parse_prepr
 from ..console import log, warn
 from ..errors import GalleryError
 from ..folders import FolderLock, check_layout, empty, first_missing, undo_created
-from ..model import grad, graph, loading, preprocess as prep
+from ..model import grad, graph, loading, precision, preprocess as prep
 from ..model.table import layer_table
 from ..photos import sanity, sources
 from ..photos.activations import input_size
@@ -141,9 +141,8 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     selection = select_targets(model, config)
     grad.check_names(graph.all_layer_names(model))
     costs = cost.Costs(model)
-    render = config.render
-    if config.render_if_depthwise is not None and graph.has_depthwise(model):
-        render = config.render_if_depthwise
+    render = precision.settings_for(model, config.render, config.render_if_depthwise)
+    if render is not config.render:
         log(f"  {render.precision} steps, {render.steps} of them: this CPU's bf16 units are slower for "
             "depthwise convolutions than float32")
     render = _fitted(costs, selection, facts.small_tiles(model, render))

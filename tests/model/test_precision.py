@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 from keras import ops
 
+from gallery import presets
 from gallery.model import precision
 from gallery.config import RenderSettings
 from gallery.errors import GalleryError
 from gallery.render.optimize import FilterRenderer
 
-from ..conftest import tiny_classifier, tiny_transfer
+from ..conftest import tiny_backbone, tiny_classifier, tiny_transfer
 from ..helpers.bf16 import needs_bf16
 
 
@@ -60,3 +61,31 @@ def test_bf16_loop_raises_the_objective_as_float32_does():
     assert np.all(bf16 > start + 0.05), (start, bf16)
     # Scored through the float32 model, so the figures compare: bf16 gets as far.
     assert np.all(bf16 > f32 - 0.1 * np.abs(f32) - 0.05), (bf16, f32)
+
+
+def test_a_model_with_depthwise_convolutions_keeps_float32_in_builds_and_in_the_api(monkeypatch):
+    """One rule for both callers (precision.settings_for): on a CPU with bf16 units, a model
+    with depthwise convolutions takes the settings made without them."""
+    from gallery.model import grad
+    from gallery.render import optimize
+
+    bf16, plain = RenderSettings(precision="bfloat16"), RenderSettings()
+    assert precision.settings_for(tiny_backbone(), bf16, plain) is plain
+    assert precision.settings_for(tiny_classifier(), bf16, plain) is bf16
+    assert precision.settings_for(tiny_backbone(), bf16, None) is bf16  # none made: a GPU, or --precision given
+
+    class Chosen(Exception):
+        pass
+
+    def renderer(model, layer, settings, preprocess=None):
+        raise Chosen(settings)
+
+    monkeypatch.setattr(grad, "accelerator", lambda: None)
+    monkeypatch.setattr(grad, "cpu_bf16", lambda: True)  # an AMX CPU
+    monkeypatch.setattr(optimize, "FilterRenderer", renderer)
+    for model, layer, amx in ((tiny_classifier(), "conv1", True), (tiny_backbone(), "c1", False)):
+        with pytest.raises(Chosen) as chosen:
+            optimize.visualize_filters(model, layer, [0], seed=3)
+        settings = chosen.value.args[0]
+        assert settings == RenderSettings(seed=3, **presets.render_part(presets.preset("default", None, amx)))
+        assert settings.precision == ("bfloat16" if amx else "float32")
