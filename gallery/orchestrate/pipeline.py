@@ -145,7 +145,8 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     if render is not config.render:
         log(f"  {render.precision} steps, {render.steps} of them: this CPU's bf16 units are slower for "
             "depthwise convolutions than float32")
-    render = _fitted(costs, selection, facts.small_tiles(model, render))
+    render, tile_side = facts.small_tiles(model, render)
+    render = _fitted(costs, selection, render)
     fingerprint = loading.fingerprint(model)
     log(f"  {title}: {len(selection)} conv layers, "
         f"{sum(map(len, selection.values()))} filters, preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
@@ -175,7 +176,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     tasks, found = _settle_cached(plan, model, job, costs, gallery, cache)
     estimated = _estimate(model, config, job, costs, tasks, len(photos)) if tasks else None
 
-    fixed = facts.gather(model, config, job, about, out, cache)
+    fixed = facts.gather(model, config, job, about, out, cache, tile_side)
     site = Publisher(SiteWriter(out, cache), lambda status: _manifest(fixed, config, job, gallery, cache, status))
     if tasks:
         _run(config, model, job, costs, tasks, found, estimated, gallery, cache, site, len(photos))
