@@ -3,7 +3,7 @@
 Keras-free, so the command line, ``--help`` and the pages can name them without loading a
 backend. The modules that implement them (:mod:`gallery.photos.cams`,
 :mod:`gallery.photos.saliency`, :mod:`gallery.model.preprocess`) key their own tables by
-these names, and tests/test_options.py checks that every table names exactly these.
+these names, and tests/cli/test_options.py checks that every table names exactly these.
 """
 
 from __future__ import annotations

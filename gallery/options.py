@@ -4,7 +4,7 @@ a CPU and on a GPU, its help, and the config field it fills.
 The parser (:func:`gallery.cli.parser`), the config a command line becomes
 (:func:`gallery.cli.config_from`), the defaults ``--help`` states and the README's options
 table (:func:`markdown`; ``python -m gallery.options`` prints it) all come from
-:data:`OPTIONS`, and tests/test_options.py fails when the README's table drifts from it.
+:data:`OPTIONS`, and tests/cli/test_options.py fails when the README's table drifts from it.
 Defaults are not restated here: a preset's come from :data:`gallery.presets.PRESETS`, the
 others from the fields of :class:`~gallery.config.BuildConfig` and
 :class:`~gallery.config.RenderSettings`. Keras-free, so ``--help`` answers instantly.

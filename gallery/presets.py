@@ -13,7 +13,9 @@ Costs on reference machines are in the README.
 
 from __future__ import annotations
 
-from .config import FULL, HALF_THEN_FULL
+import dataclasses
+
+from .config import FULL, HALF_THEN_FULL, BuildConfig
 from .errors import GalleryError
 
 BF16 = "bfloat16"  # GPUs' tensor cores and CPUs' AMX units; tiles are still scored in float32
@@ -53,7 +55,7 @@ PRESETS: dict[str, dict[str, dict]] = {
 # bf16: the same steps, 2.8-3.7x faster on VGG16-HED (README, Presets). Twice the steps in
 # about half the float32 time raised the tiles' activation 1.26-1.38x at 128 px, but at 64
 # px broke the checker limit on block2_conv2 (0.023) and the corner limit on its grey tiles
-# (0.011) (tests/test_picture_limits.py), so the steps stay the float32 preset's.
+# (0.011) (tests/render/test_picture_limits.py), so the steps stay the float32 preset's.
 BF16_CPU: dict[str, dict] = {
     "preview": {"precision": BF16},
     "default": {"precision": BF16},
@@ -80,9 +82,14 @@ def resolve(name: str, device: str | None, given: dict, bf16_cpu: bool | None = 
     return {**preset(name, device, bf16_cpu), **{k: v for k, v in given.items() if v is not None}}
 
 
-BUILD_KEYS = ("variants", "caricatures")  # what a preset sets of the build, not of each image
+# A preset key belongs to the build when BuildConfig has a field of that name, and to each
+# image (RenderSettings) otherwise: the dataclasses are its one home, as they are for the
+# option table, whose fields name them ("variants", "render.size").
+_BUILD_FIELDS = frozenset(f.name for f in dataclasses.fields(BuildConfig))
+BUILD_KEYS = tuple(sorted({key for devices in PRESETS.values() for settings in devices.values() for key in settings}
+                          & _BUILD_FIELDS))  # what a preset sets of the build, not of each image
 
 
 def render_part(chosen: dict) -> dict:
-    """The RenderSettings fields of resolved preset settings (without :data:`BUILD_KEYS`)."""
-    return {k: v for k, v in chosen.items() if k not in BUILD_KEYS}
+    """The RenderSettings fields of resolved preset settings: those that are not the build's."""
+    return {k: v for k, v in chosen.items() if k not in _BUILD_FIELDS}

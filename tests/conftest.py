@@ -22,7 +22,9 @@ from gallery.model import grad  # noqa: E402 - after the constant it reads
 
 grad.limit_threads(THREADS)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: build.py, pyproject.toml, README.md
+SHARED = ROOT.parent / "shared"
+DATA = ROOT / "tests" / "data"  # fixtures the tests keep: a parsed-options record, a real manifest
 SHARED_MODELS = SHARED / "models"
 SHARED_SAMPLES = SHARED / "samples"
 

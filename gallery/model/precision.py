@@ -42,6 +42,14 @@ def compute_copy(model: keras.Model, precision: str) -> keras.Model:
     return made[precision]
 
 
+def settings_for(model: keras.Model, render, if_depthwise):
+    """The render settings ``model`` takes: ``if_depthwise`` (those made without this CPU's
+    bf16 units, where given) for a model with depthwise convolutions, which those units run
+    slower than float32 (README, Presets); ``render`` otherwise. Builds and
+    :func:`gallery.render.optimize.visualize_filters` both choose here."""
+    return if_depthwise if if_depthwise is not None and graph.has_depthwise(model) else render
+
+
 def _copy(model: keras.Model, precision: str, policy: str) -> keras.Model:
     def recast(layer):
         if isinstance(layer, keras.layers.InputLayer):

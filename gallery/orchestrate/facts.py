@@ -117,16 +117,18 @@ def model_entry(model, *, title: str, slug: str, identity: str, source: str, fin
     }
 
 
-def gather(model, config: BuildConfig, job, about: dict, out: SiteFolder, cache: Cache) -> dict:
+def gather(model, config: BuildConfig, job, about: dict, out: SiteFolder, cache: Cache,
+           tile_side: int | None) -> dict:
     """What the manifest says of the model, the same on every refresh: worked out once,
-    as the keyword arguments of :func:`gallery.site.manifest.build` that do not change."""
+    as the keyword arguments of :func:`gallery.site.manifest.build` that do not change.
+    ``tile_side``: as :func:`small_tiles` decided."""
     title = loading.title(config.model, model)
     source = identity(loading.source(config.model, config.weights))
     info = model_entry(model, title=title, slug=out.model_slug(title, source), identity=source,
                        source=public_path(config.model), fingerprint=job.fingerprint,
                        preprocess=job.preprocess, classes=about["classes"],
                        labels_source=about["labels_source"], cam_note=about["cam_note"], size=job.input,
-                       channels=job.channels, tile_side=tile_side(model, job))
+                       channels=job.channels, tile_side=tile_side)
     return {"model_info": info, "table": layer_table(model, job.input), "class_names": about["names"],
             "channels": {layer: channel_count(model, layer) for layer in job.selection},
             "circuits": {layer: circuits.strongest_inputs(model, layer) for layer in job.selection},
@@ -140,24 +142,20 @@ def gather(model, config: BuildConfig, job, about: dict, out: SiteFolder, cache:
 SMALL_INPUT = 64
 
 
-def small_tiles(model, render: RenderSettings) -> RenderSettings:
+def small_tiles(model, render: RenderSettings) -> tuple[RenderSettings, int | None]:
     """``render`` at the model's own input size where it fixes a small one (16 to 63 pixels a
     side, such as 28×28 digits or 32×32 CIFAR) smaller than the tiles asked for: a tile the
     size of what the model was made to see, shown enlarged on the pages. Below 16 pixels
-    (tiles' least size) and from :data:`SMALL_INPUT` on, tiles keep the size asked for."""
+    (tiles' least size) and from :data:`SMALL_INPUT` on, tiles keep the size asked for.
+
+    Also the tiles' side where it is then the model's own small input (made so here, or
+    asked for), which the pages say and show every tile enlarged crisp; ``None`` otherwise."""
     h, w = model.inputs[0].shape[1:3]
     side = min(h or 0, w or 0)
     if 16 <= side < SMALL_INPUT and side < render.size:
         log(f"  tiles of {side}×{side} px (not {render.size}): the model takes {h}×{w} images")
-        return replace(render, size=side)
-    return render
-
-
-def tile_side(model, job) -> int | None:
-    """The tiles' side where it is the model's own small input (:func:`small_tiles`): pages
-    then say so and show every tile enlarged crisp."""
-    h, w = model.inputs[0].shape[1:3]
-    return job.render.size if job.render.size == min(h or 0, w or 0) < SMALL_INPUT else None
+        render = replace(render, size=side)
+    return render, (side if render.size == side < SMALL_INPUT else None)
 
 
 def kernel_sheets(model, job, cache: Cache) -> dict[str, dict]:

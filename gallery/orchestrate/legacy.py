@@ -1,6 +1,6 @@
 """Reading the caches that earlier versions of cnn-gallery left: the one home of that code.
 
-Ends with 0.2.0 (:data:`UNTIL`; tests/test_cache.py fails once the package reaches it).
+Ends with 0.2.0 (:data:`UNTIL`; tests/orchestrate/test_cache.py fails once the package reaches it).
 A release that drops it bumps the cache's record format
 (:data:`gallery.orchestrate.cache.FORMAT`), so every older entry is recomputed rather than
 read, deletes this module, and says so in one line of its notes. Until then, two things

@@ -20,7 +20,7 @@ from ..config import CARICATURE_LAYERS, BuildConfig, RenderSettings, parse_prepr
 from ..console import log, warn
 from ..errors import GalleryError
 from ..folders import FolderLock, check_layout, empty, first_missing, undo_created
-from ..model import grad, graph, loading, preprocess as prep
+from ..model import grad, graph, loading, precision, preprocess as prep
 from ..model.table import layer_table
 from ..photos import sanity, sources
 from ..photos.activations import input_size
@@ -141,12 +141,12 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     selection = select_targets(model, config)
     grad.check_names(graph.all_layer_names(model))
     costs = cost.Costs(model)
-    render = config.render
-    if config.render_if_depthwise is not None and graph.has_depthwise(model):
-        render = config.render_if_depthwise
+    render = precision.settings_for(model, config.render, config.render_if_depthwise)
+    if render is not config.render:
         log(f"  {render.precision} steps, {render.steps} of them: this CPU's bf16 units are slower for "
             "depthwise convolutions than float32")
-    render = _fitted(costs, selection, facts.small_tiles(model, render))
+    render, tile_side = facts.small_tiles(model, render)
+    render = _fitted(costs, selection, render)
     fingerprint = loading.fingerprint(model)
     log(f"  {title}: {len(selection)} conv layers, "
         f"{sum(map(len, selection.values()))} filters, preprocessing {preprocess!r}, fingerprint {fingerprint[:12]}")
@@ -176,7 +176,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
     tasks, found = _settle_cached(plan, model, job, costs, gallery, cache)
     estimated = _estimate(model, config, job, costs, tasks, len(photos)) if tasks else None
 
-    fixed = facts.gather(model, config, job, about, out, cache)
+    fixed = facts.gather(model, config, job, about, out, cache, tile_side)
     site = Publisher(SiteWriter(out, cache), lambda status: _manifest(fixed, config, job, gallery, cache, status))
     if tasks:
         _run(config, model, job, costs, tasks, found, estimated, gallery, cache, site, len(photos))

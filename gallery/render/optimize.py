@@ -330,12 +330,12 @@ def visualize_filters(model, layer: str, filters, *, size: int | None = None, st
     """
     from .. import presets
 
+    given = {"size": size, "steps": steps, "batch": batch, "parameterization": param}
+    device = grad.accelerator()
     # As a build chooses: a model with depthwise convolutions keeps float32 on an AMX CPU.
-    chosen = presets.resolve(preset, grad.accelerator(), {"size": size, "steps": steps, "batch": batch,
-                                                          "parameterization": param},
-                             bf16_cpu=False if graph.has_depthwise(model) else None)
-    chosen = presets.render_part(chosen)
-    settings = RenderSettings(seed=seed, **chosen)
+    render, plain = (RenderSettings(seed=seed, **presets.render_part(presets.resolve(preset, device, given, bf16)))
+                     for bf16 in (None, False))
+    settings = precision.settings_for(model, render, plain)
     renderer = FilterRenderer(model, layer, settings, preprocess)
     if transparency and settings.parameterization not in params.TRANSPARENT:
         raise GalleryError(f"transparency=True needs param='maco' (its maps come from MACO's optimization), "

@@ -88,7 +88,7 @@ def to_channels(x, channels: Channels, decorrelated: bool = True, contrast: floa
     channel by :data:`GREY_GAIN`, so the grey ball's radius is ``GREY_GAIN · contrast``. At
     the whole RGB budget spent on luminance instead (√3 times that), VGG16-HED's
     block2_conv2 grey tiles clipped 4.3% of their pixels to black or white, past the picture
-    limits (tests/test_picture_limits.py; 0.1% at this radius).
+    limits (tests/render/test_picture_limits.py; 0.1% at this radius).
     """
     if channels.plain:
         return to_rgb(x, decorrelated, contrast)

@@ -1,0 +1,1 @@
+"""Tests of gallery/model: the graph walk and the bf16 copy."""
