@@ -21,7 +21,8 @@ the tests' own paths, independent of the renderer:
 
 Recipes: ``default`` (the preset for this machine), ``old`` (the CPU default before the
 contrast bound: Adam 0.2, 1/f^1.5, 64 full-size steps, unbounded), ``lucid`` (Lucid's
-recipe: Adam 0.05, 1/f, Lucid's padded transforms, unbounded) at ``lucid@N`` steps or at
+recipe: Adam 0.05, 1/f, Lucid's padded transforms, unbounded; in the preset's precision, so
+bf16 where the default is, unless ``:precision=float32`` says otherwise) at ``lucid@N`` steps or at
 ``lucid@time``, as many steps as fit in the first recipe's time (measured per step in this run),
 and any ``name:key=value;key=value`` over RenderSettings fields (``lr``, ``decay``,
 ``steps``, ``contrast`` (``none`` for unbounded), ``transforms``, ``param``). Absolute times
