@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if on_main:
             signal.signal(signal.SIGTERM, previous)
+        stopping.REQUESTED.clear()  # heard: a later build in this process (an API caller, a test) runs
 
 
 def _main(argv: list[str] | None = None) -> int:

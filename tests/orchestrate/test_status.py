@@ -139,6 +139,7 @@ def test_a_sigterm_whose_exception_python_dropped_still_stops_the_build(setup, c
     assert fired and dropped == [stopping.Terminated], dropped  # the handler's exception was dropped...
     assert code == 143 and "terminated; finished tiles are cached" in err, err[-2000:]  # ...and still heard
     assert _status(tmp_path / "site", "tiny")["stopped"]
+    assert not stopping.REQUESTED.is_set()  # heard once: the next build in this process runs
 
 
 @pytest.mark.browser
