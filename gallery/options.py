@@ -15,8 +15,8 @@ Adding a flag is one :class:`Option` in :data:`OPTIONS` (and the field it fills)
 from __future__ import annotations
 
 import argparse
-import math
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -199,7 +199,9 @@ class Option:
         """The field's default on ``device`` ("cpu", "amx": a CPU with AMX, or "gpu"), from
         its one home."""
         if self.preset:
-            return presets.preset("default", None if device != "gpu" else "gpu", device == "amx").get(self.key)
+            chosen = presets.preset("default", None if device != "gpu" else "gpu", device == "amx")
+            if self.key in chosen:
+                return chosen[self.key]  # else the field's own default, as gallery.cli fills it
         owner = RenderSettings if self.part == "render" else BuildConfig
         found = {f.name: f for f in dataclasses.fields(owner)}[self.key]
         return found.default_factory() if found.default is dataclasses.MISSING else found.default
@@ -265,8 +267,7 @@ OPTIONS: tuple[Option, ...] = (
            preset=True, show=scales_text),
     Option("--decay", "slope of the Fourier image's amplitude spectrum, 1/f^X (Lucid's is 1): steeper favours large "
            "forms, shallower fine detail; presets of hundreds of steps take a steeper one, since long runs grow the "
-           "finest frequencies into a 2-pixel grating", "render.decay", type=slope, metavar="X", preset=True,
-           show=lambda v: str(RenderSettings.decay if v is None else v)),
+           "finest frequencies into a 2-pixel grating", "render.decay", type=slope, metavar="X", preset=True),
     Option("--seed", "random seed", "render.seed", type=seed, metavar="N"),
     Option("--batch", "images per optimization batch, halved automatically when memory runs out", "render.batch",
            type=positive, metavar="N", preset=True),
@@ -283,7 +284,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--precision", "compute dtype of the optimization loop: bfloat16 runs on GPU tensor cores at twice TF32's "
            "speed and on CPUs with AMX (under TensorFlow) several times faster than float32, but is emulated "
            "(slower) on other CPUs; tiles are still scored in float32", "render.precision",
-           choices=PRECISIONS, preset=True, show=lambda v: v or "float32"),
+           choices=PRECISIONS, preset=True),
     Option("--trajectory", "record N snapshots of each filter image's optimization, from its starting noise (step 0) "
            "to its final image, geometrically spaced steps of the same run (no extra steps), and show them on its page "
            "with an animation: 2 up to the start and one per 8-step compiled loop, 9 for 64 steps; needs a Pillow "

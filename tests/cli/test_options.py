@@ -127,14 +127,20 @@ def test_the_readmes_options_table_is_the_option_tables_own():
 
 
 def test_help_states_each_presets_defaults_on_a_cpu_and_a_gpu():
+    import dataclasses
+
     from gallery.cli import parser
+    from gallery.config import BuildConfig, RenderSettings
     from gallery.options import OPTIONS
     from gallery.presets import preset
 
     shown = " ".join(parser().format_help().split())
     for option in OPTIONS:
         if option.preset:
-            cpu, amx, gpu = (option.show(preset("default", device, bf16).get(option.key))
+            # A preset without the key leaves the field's own default (gallery.cli._fields).
+            owner = RenderSettings if option.part == "render" else BuildConfig
+            unset = {f.name: f.default for f in dataclasses.fields(owner)}[option.key]
+            cpu, amx, gpu = (option.show(preset("default", device, bf16).get(option.key, unset))
                              for device, bf16 in ((None, False), (None, True), ("gpu", None)))
             said = (f"(default: {cpu})" if cpu == gpu == amx else
                     f"(default: {cpu} on a CPU{'' if amx == cpu else f' ({amx} with AMX)'}, {gpu} on a GPU)")
