@@ -143,7 +143,7 @@ def main():
     import keras
 
     from gallery import load_model, presets
-    from gallery.model import grad, graph
+    from gallery.model import grad, precision
     from tests import picture_scores
     from tests.tile_scores import Scorer
     from gallery.render.schedule import CHUNK
@@ -151,10 +151,10 @@ def main():
     preprocess = args.preprocess or ("caffe" if "vgg16" in args.model.name else "none")
     device = grad.accelerator() if args.device is None else (None if args.device == "cpu" else "gpu")
     model = load_model(str(args.model))
-    # As a build does: a model with depthwise convolutions keeps float32 on an AMX CPU (bf16 is slower there).
-    bf16_cpu = False if device is None and graph.has_depthwise(model) else None
-    base = presets.resolve(args.preset, device, {"size": args.size, "steps": args.steps}, bf16_cpu)
-    base = presets.render_part(base)
+    given = {"size": args.size, "steps": args.steps}
+    # As a build chooses: a model with depthwise convolutions keeps float32 on an AMX CPU (bf16 is slower there).
+    base = precision.settings_for(model, *(presets.render_part(presets.resolve(args.preset, device, given, bf16))
+                                           for bf16 in (None, False)))
     base.pop("batch", None)
     filters = list(range(args.first, args.first + args.filters))
     photos = picture_scores.photos_at(sorted(p for p in SAMPLES.iterdir() if p.suffix in (".png", ".jpg")),
