@@ -69,7 +69,6 @@ def _fields(args: argparse.Namespace, chosen: dict, part: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     on_main = threading.current_thread() is threading.main_thread()
-    stopping.REQUESTED.clear()
     previous = signal.signal(signal.SIGTERM, stopping.on_sigterm) if on_main else None
     try:
         return _main(argv)
