@@ -69,13 +69,14 @@ def _fields(args: argparse.Namespace, chosen: dict, part: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     on_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, stopping.on_sigterm) if on_main else None
+    handlers = {signal.SIGTERM: stopping.on_sigterm, signal.SIGINT: stopping.on_sigint}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()} if on_main else {}
     try:
         return _main(argv)
     finally:
-        if on_main:
-            signal.signal(signal.SIGTERM, previous)
-        stopping.REQUESTED.clear()  # heard: a later build in this process (an API caller, a test) runs
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        stopping.clear()  # heard: a later build in this process (an API caller, a test) runs
 
 
 def _main(argv: list[str] | None = None) -> int:
