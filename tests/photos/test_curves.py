@@ -76,9 +76,12 @@ def test_the_curves_pass_through_todays_30_percent_figures():
     for points in (10, 4, 7):  # on the grid, and added to grids that miss 30% and 70%
         judge = Curves(model, "tf", points=points)
         top, bottom = list(judge.x).index(fm.KEEP), list(judge.x).index(round(1 - fm.KEEP, 9))
+        # Equal to float32's last bits, not bit for bit: the curves batch more images than
+        # the figures do, and on an AMD EPYC (AVX2) oneDNN picks its GEMM by the row count,
+        # which moved one value by one ulp (0.18854040 against 0.18854037).
         for figures, curves in zip(today, judge(photos, classes, heats)):
-            np.testing.assert_array_equal(curves["insertion"][:, top], figures[:, TOP])
-            np.testing.assert_array_equal(curves["deletion"][:, bottom], figures[:, BOTTOM])
+            np.testing.assert_allclose(curves["insertion"][:, top], figures[:, TOP], rtol=1e-6, atol=0)
+            np.testing.assert_allclose(curves["deletion"][:, bottom], figures[:, BOTTOM], rtol=1e-6, atol=0)
 
 
 def test_a_photo_has_the_same_curves_whatever_shares_its_passes():
