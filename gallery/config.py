@@ -131,6 +131,10 @@ class RenderSettings:
     # filters already darken blobs to black (corner share 0.017 of 16 tiles); at 2 none
     # (bench/quality.py). Layers linear in the pixels are not bounded: see for_layer.
     contrast: float | None = 2.0
+    # The ball's radius for a coarse layer (gallery.render.kinds; None: ``contrast`` there
+    # too). At 3 VGG16-HED block3_conv1 to block5_conv3 reach about a third more activation
+    # at 64 steps, every picture limit still met (README, Filter images as pictures).
+    coarse_contrast: float | None = 3.0
 
     def __post_init__(self):
         for name in ("size", "steps", "batch"):
@@ -150,22 +154,37 @@ class RenderSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise GalleryError(f"{name} must be a finite number of at least 0, got {value!r}")
-        if self.contrast is not None and (isinstance(self.contrast, bool) or not isinstance(self.contrast, (int, float))
-                                          or not math.isfinite(self.contrast) or self.contrast <= 0):
-            raise GalleryError(f"contrast must be a positive number or None, got {self.contrast!r}")
+        for name in ("contrast", "coarse_contrast"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value <= 0):
+                raise GalleryError(f"{name} must be a positive number or None, got {value!r}")
         if self.precision not in PRECISIONS:
             raise GalleryError(f"precision must be {' or '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
 
-    def for_layer(self, linear: bool) -> "RenderSettings":
-        """The settings a layer renders with. A layer linear in the pixels is not bounded:
-        its tile must beat the photos' peak, the strongest single unit, and the patch that
-        drives a linear unit hardest is saturated (each weight's sign at full scale), which a
-        ball that spreads its budget over the whole tile cannot reach (bench/first_layers.py:
-        at contrast 3, 8 of 15 of EfficientNet's stem filters fell short of a photo)."""
-        return replace(self, contrast=None) if linear and self.contrast is not None else self
+    def for_layer(self, linear: bool, coarse: bool = False) -> "RenderSettings":
+        """The settings a layer renders with: its ``contrast`` is the one bound it takes
+        (``coarse_contrast`` is folded in and cleared, so the key names what was used).
+
+        A layer linear in the pixels is not bounded: its tile must beat the photos' peak,
+        the strongest single unit, and the patch that drives a linear unit hardest is
+        saturated (each weight's sign at full scale), which a ball that spreads its budget
+        over the whole tile cannot reach (bench/first_layers.py: at contrast 3, 8 of 15 of
+        EfficientNet's stem filters fell short of a photo). A coarse layer
+        (:func:`gallery.render.kinds.coarse`) takes ``coarse_contrast`` where one is set."""
+        if linear:
+            contrast = None
+        elif coarse and self.coarse_contrast is not None and self.contrast is not None:
+            contrast = self.coarse_contrast
+        else:
+            contrast = self.contrast
+        if contrast == self.contrast and self.coarse_contrast is None:
+            return self
+        return replace(self, contrast=contrast, coarse_contrast=None)
 
     def key(self) -> dict:
-        """The settings that affect the pixels; ``batch`` does not, so it is left out."""
+        """The settings that affect the pixels; ``batch`` does not, so it is left out, and
+        neither is ``coarse_contrast``: a tile's settings (:meth:`for_layer`) fold it into ``contrast``."""
         return {
             "size": self.size,
             "steps": self.steps,

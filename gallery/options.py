@@ -268,6 +268,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("--decay", "slope of the Fourier image's amplitude spectrum, 1/f^X (Lucid's is 1): steeper favours large "
            "forms, shallower fine detail; presets of hundreds of steps take a steeper one, since long runs grow the "
            "finest frequencies into a 2-pixel grating", "render.decay", type=slope, metavar="X", preset=True),
+    Option("--contrast", "how far a filter image may stray from mid-grey: the largest root mean square of its "
+           "decorrelated colour coordinates before the sigmoid, a ball that shades where the sigmoid's box alone "
+           "posterizes; wider gives more contrast and activation, and past about 2.5 the sparse filters of fine layers "
+           "go black (layers linear in the pixels are never bounded)", "render.contrast", type=slope, metavar="X"),
+    Option("--coarse-contrast", "--contrast for the coarse layers (output stride 4 or more) of a model without "
+           "depthwise convolutions, whose patterns spread over the tile and stay unclipped at 3",
+           "render.coarse_contrast", type=slope, metavar="X", preset=True,
+           show=lambda value: "--contrast's" if value is None else str(value)),
     Option("--seed", "random seed", "render.seed", type=seed, metavar="N"),
     Option("--batch", "images per optimization batch, halved automatically when memory runs out", "render.batch",
            type=positive, metavar="N", preset=True),

@@ -30,24 +30,29 @@ BF16 = "bfloat16"  # GPUs' tensor cores and CPUs' AMX units; tiles are still sco
 LONG_RUN_DECAY = 1.75
 LONGEST_RUN_DECAY = 2.0
 
+# The CPU default's coarse layers (gallery.render.kinds) take a wider contrast bound
+# (RenderSettings.coarse_contrast); presets of other lengths and sizes are not measured with
+# it, so they keep one bound for every layer.
+ONE_BOUND = {"coarse_contrast": None}
+
 # Caricatures (gallery.render.caricature) are optimized like tiles, a batch of 8 photos per
 # layer: on a CPU, 3 layers of VGG16 cost minutes before the first tile of a first look, so
 # the CPU presets draw none unless asked (--caricatures auto); GPUs and the high preset do.
 PRESETS: dict[str, dict[str, dict]] = {
     "preview": {
-        "cpu": {"size": 96, "steps": 24, "scales": FULL, "batch": 16, "caricatures": ()},
-        "gpu": {"size": 128, "steps": 128, "scales": HALF_THEN_FULL, "batch": 128, "precision": BF16},
+        "cpu": {"size": 96, "steps": 24, "scales": FULL, "batch": 16, "caricatures": (), **ONE_BOUND},
+        "gpu": {"size": 128, "steps": 128, "scales": HALF_THEN_FULL, "batch": 128, "precision": BF16, **ONE_BOUND},
     },
     "default": {
         "cpu": {"size": 128, "steps": 64, "scales": FULL, "batch": 16, "caricatures": ()},
         "gpu": {"size": 224, "steps": 512, "scales": HALF_THEN_FULL, "batch": 128, "precision": BF16,
-                "decay": LONG_RUN_DECAY},
+                "decay": LONG_RUN_DECAY, **ONE_BOUND},
     },
     "high": {
         "cpu": {"size": 224, "steps": 512, "scales": FULL, "batch": 8, "variants": ("negative", "diversity"),
-                "decay": LONG_RUN_DECAY},
+                "decay": LONG_RUN_DECAY, **ONE_BOUND},
         "gpu": {"size": 224, "steps": 1024, "scales": FULL, "batch": 64, "variants": ("negative", "diversity"),
-                "precision": BF16, "decay": LONGEST_RUN_DECAY},
+                "precision": BF16, "decay": LONGEST_RUN_DECAY, **ONE_BOUND},
     },
 }
 

@@ -24,7 +24,7 @@ from ..model import grad, graph, loading, precision, preprocess as prep
 from ..model.table import layer_table
 from ..photos import sanity, sources
 from ..photos.activations import input_size
-from ..render import cost, exact, params
+from ..render import cost, exact, kinds, params
 from ..render.optimize import channel_count
 from ..render.schedule import snapshot_steps
 from ..site import manifest
@@ -158,6 +158,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                     cam_layers=tuple(about["cam_layers"]), methods=config.cam_methods,
                     ranks=min(config.top_k, about["classes"] or 0), input=size,
                     exact=tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
+                    coarse=kinds.coarse(model, graph.conv_layers(model)),
                     trajectory=config.trajectory, channels=channels,
                     caricatures=caricature_layers(model, config, selection, channels),
                     curve_points=config.curve_points, randomize=config.randomize)
@@ -314,7 +315,9 @@ def _check_trajectory(config: BuildConfig) -> None:
 def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Cache, status: dict | None):
     """The manifest of what the build knows now, and the files it publishes."""
     results = gallery.photos.results()
-    settings = {"preset": config.preset, **job.render.key(), "filters": _describe(config.filters),
+    coarse = job.render.coarse_contrast if job.coarse and job.render.contrast is not None else None
+    settings = {"preset": config.preset, **job.render.key(), **({"coarse contrast": coarse} if coarse else {}),
+                "filters": _describe(config.filters),
                 "variants": ", ".join(config.variants) or "none",
                 "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",
                 "cam layers": ", ".join(job.cam_layers) or "none", "cam methods": ", ".join(config.cam_methods),

@@ -21,7 +21,7 @@ from ..channels import Channels
 from ..config import RenderSettings
 from ..errors import GalleryError
 from ..model import grad, graph, precision, preprocess as prep
-from . import exact, params, transforms
+from . import exact, kinds, params, transforms
 from .objectives import LINEAR_VARIANTS, VARIANTS, channel, own_preactivation
 from .schedule import CHUNK, spans, stages
 
@@ -45,7 +45,7 @@ class FilterRenderer:
         self.layer_name = self.path.name
         # A layer linear in the pixels maximizes rectified means: its plain mean is degenerate.
         self.linear = exact.linear(model, layer, preprocess)
-        self.settings = settings = settings.for_layer(self.linear)
+        self.settings = settings = settings.for_layer(self.linear, bool(kinds.coarse(model, [self.layer_name])))
         self.variant = (LINEAR_VARIANTS if self.linear else VARIANTS)[variant]
         self.exact = self.linear and variant in exact.VARIANTS  # solved in closed form, not optimized
         self.to_input = graph.input_fn(model, self.path)

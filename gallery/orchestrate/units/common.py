@@ -41,6 +41,7 @@ class Job:
     ranks: int = 0  # classes explained per photo (top-k, at most the model's classes)
     input: tuple[int, int] = (224, 224)  # the photos' input size
     exact: tuple[str, ...] = ()  # layers linear in the pixels (gallery.render.exact.linear)
+    coarse: tuple[str, ...] = ()  # layers that take the coarse contrast bound (gallery.render.kinds.coarse)
     trajectory: int = 0  # snapshots recorded per filter image (0: none)
     channels: Channels = RGB  # the model's input channels and which are shown as RGB
     caricatures: tuple[str, ...] = ()  # layers that draw a caricature of each paged photo
@@ -51,8 +52,12 @@ class Job:
     def caricature_key(self, digest: str, layer: str) -> str:
         """Named for the photo's content, the model, the layer and every setting that changes
         the optimization (the filter tiles' own, as the layer renders them)."""
-        settings = self.render.for_layer(layer in self.exact).key()
+        settings = self.settings(layer).key()
         return self.photo_key("caricature", digest, layer=layer, power=COSINE_POWER, **settings)
+
+    def settings(self, layer: str):
+        """The render settings ``layer``'s images are made with (:meth:`RenderSettings.for_layer`)."""
+        return self.render.for_layer(layer in self.exact, layer in self.coarse)
 
     def solved(self, layer: str, variant: str) -> bool:
         """Whether these images are made in closed form (:mod:`gallery.render.exact`)."""

@@ -353,7 +353,7 @@ def filter_key(job: Job, layer: str, index: int, variant: str, copy: int) -> str
     elif layer in job.exact:  # and only these when they came to be optimized on rectified means
         version["linear"] = LINEAR_VERSION
     return make_key(kind="filter", model=job.fingerprint, layer=layer, filter=index, variant=variant, copy=copy,
-                    preprocess=job.preprocess, **job.render.for_layer(layer in job.exact).key(), **version,
+                    preprocess=job.preprocess, **job.settings(layer).key(), **version,
                     **job.channels.key())
 
 

@@ -1,0 +1,44 @@
+"""Which layers take the wider contrast bound: the coarse layers of plain conv models.
+
+A filter image is held inside a ball (:func:`gallery.render.params.within_contrast`) so
+that it shades instead of posterizing. How wide the ball may be depends on the layer:
+
+* a layer that sees the tile at full or half resolution (output stride 1 or 2: VGG16's
+  block1 and block2) has units of small receptive fields (14 px for block2_conv2), and its
+  sparse filters spend the ball's whole budget on the few spots where they fire. At a
+  radius of 2.5 those spots already go black (VGG16-HED block2_conv2, 8 filters: corner
+  share 0.017 against the limit 0.005; 3: 0.040), so these keep the radius of 2;
+* a coarse layer (output stride 4 or more) spreads its pattern over the tile, and at a
+  radius of 3 stays unclipped while its activation rises by a third (block3_conv1 to
+  block5_conv3, 16 filters: README, Filter images as pictures);
+* a model with depthwise convolutions (MobileNetV2, EfficientNet-Lite0) gained nothing
+  from the wider ball (0.97-1.04x on four layers, 8 filters) and clipped more (clip
+  0.013-0.015, corner up to 0.004), so its layers keep the radius of 2.
+
+Layers linear in the pixels are not bounded at all (:meth:`gallery.config.RenderSettings.for_layer`).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from ..model import graph
+
+COARSE_STRIDE = 4  # a layer whose output is at most 1/4 of its input's side is coarse
+PROBE = 224  # the side strides are measured at, for a model that takes any size
+
+
+def strides(model: keras.Model, layers) -> dict[str, float]:
+    """Each layer's output stride: how many input pixels one of its units steps over."""
+    shape = model.inputs[0].shape
+    side = (int(shape[1]) if shape[1] else PROBE, int(shape[2]) if shape[2] else PROBE)
+    shapes = graph.output_shapes(model, side)
+    return {layer: side[0] / shapes[layer][0] for layer in layers}
+
+
+def coarse(model: keras.Model, layers) -> tuple[str, ...]:
+    """The layers of ``layers`` whose images take the coarse contrast bound (see above)."""
+    layers = list(layers)
+    if not layers or graph.has_depthwise(model):
+        return ()
+    return tuple(layer for layer, stride in strides(model, layers).items() if stride >= COARSE_STRIDE)
