@@ -272,7 +272,7 @@ OPTIONS: tuple[Option, ...] = (
            "decorrelated colour coordinates before the sigmoid, a ball that shades where the sigmoid's box alone "
            "posterizes; wider gives more contrast and activation, and past about 2.5 the sparse filters of fine layers "
            "go black (layers linear in the pixels are never bounded)", "render.contrast", type=slope, metavar="X"),
-    Option("--coarse-contrast", "--contrast for the coarse layers (output stride 4 or more) of a model without "
+    Option("--coarse-contrast", "--contrast for the coarse layers (output stride 4 or more) of an RGB model without "
            "depthwise convolutions, whose patterns spread over the tile and stay unclipped at 3",
            "render.coarse_contrast", type=slope, metavar="X", preset=True,
            show=lambda value: "--contrast's" if value is None else str(value)),

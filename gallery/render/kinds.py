@@ -1,4 +1,4 @@
-"""Which layers take the wider contrast bound: the coarse layers of plain conv models.
+"""Which layers take the wider contrast bound: the coarse layers of plain RGB conv models.
 
 A filter image is held inside a ball (:func:`gallery.render.params.within_contrast`) so
 that it shades instead of posterizing. How wide the ball may be depends on the layer:
@@ -13,7 +13,10 @@ that it shades instead of posterizing. How wide the ball may be depends on the l
   block5_conv3, 16 filters: README, Filter images as pictures);
 * a model with depthwise convolutions (MobileNetV2, EfficientNet-Lite0) gained nothing
   from the wider ball (0.97-1.04x on four layers, 8 filters) and clipped more (clip
-  0.013-0.015, corner up to 0.004), so its layers keep the radius of 2.
+  0.013-0.015, corner up to 0.004), so its layers keep the radius of 2;
+* so does a model that does not take RGB images: a grey model's one channel carries all of
+  the contrast, and VGG16-HED made grey went past the corner limit at 3 on block3_conv1
+  (0.006, tests/render/test_picture_limits.py); other channel counts are not measured.
 
 Layers linear in the pixels are not bounded at all (:meth:`gallery.config.RenderSettings.for_layer`).
 """
@@ -39,6 +42,6 @@ def strides(model: keras.Model, layers) -> dict[str, float]:
 def coarse(model: keras.Model, layers) -> tuple[str, ...]:
     """The layers of ``layers`` whose images take the coarse contrast bound (see above)."""
     layers = list(layers)
-    if not layers or graph.has_depthwise(model):
+    if not layers or graph.has_depthwise(model) or model.inputs[0].shape[-1] != 3:
         return ()
     return tuple(layer for layer, stride in strides(model, layers).items() if stride >= COARSE_STRIDE)

@@ -39,8 +39,13 @@ def test_layers_are_coarse_from_an_output_stride_of_four():
     assert kinds.coarse(nested, ["strided/s1", "strided/s2", "strided/s4", "strided/s8"]) == ("strided/s4", "strided/s8")
 
 
-def test_a_model_with_depthwise_convolutions_has_no_coarse_layer():
+def test_a_model_with_depthwise_convolutions_or_other_than_rgb_inputs_has_no_coarse_layer():
     assert kinds.coarse(tiny_transfer(), ["inner/c1", "inner/sep"]) == ()
+    keras = _keras()
+    for channels in (1, 4):
+        inputs = keras.Input((32, 32, channels))
+        x = keras.layers.Conv2D(2, 3, strides=4, padding="same", name="s4")(inputs)
+        assert kinds.coarse(keras.Model(inputs, x), ["s4"]) == ()
 
 
 def test_for_layer_folds_the_coarse_bound_into_the_one_bound_a_tile_is_keyed_by():

@@ -72,6 +72,25 @@ def test_the_limits_catch_the_posterized_recipe_they_replaced(hed):
 
 
 
+def test_the_coarse_bound_raises_a_coarse_layers_activation_and_would_blacken_a_fine_layer(hed):
+    """Why coarse layers alone take the wider ball (gallery.render.kinds): on block3_conv1
+    (stride 4) the default's radius of 3 beats the radius of 2 on every filter's robust
+    activation, within the limits (the test above); on block2_conv2 (stride 2) a radius of 3
+    darkens a sparse filter's blob to black. Filter 6 is the one of block2_conv2's first 8
+    that does so at 64 px (corner share 0.049, the others 0.000; at 128 px the median of 8
+    filters went to 0.040), and at the default radius of 2 it does not."""
+    scorer = Scorer(hed, "block3_conv1", caffe=True)
+    wide = scorer.robust(_tiles(hed, "block3_conv1"), FILTERS)
+    narrow = scorer.robust(_tiles(hed, "block3_conv1", coarse_contrast=None), FILTERS)
+    assert (wide > narrow).all(), (wide, narrow)
+    corner = {}
+    for radius in (2.0, 3.0):
+        settings = {**presets.preset("default", None, False), "size": SIZE, "contrast": radius}
+        sparse = FilterRenderer(hed, "block2_conv2", RenderSettings(**presets.render_part(settings)), "caffe")
+        corner[radius] = float(picture_scores.figures(sparse.images([6]))["corner"][0])
+    assert corner[2.0] <= LIMITS["corner"] < corner[3.0], corner
+
+
 def test_the_gpu_default_preset_meets_every_picture_limit_at_its_own_size(hed):
     """Long runs grow the finest frequencies: the GPU default's 512 steps at 1/f^1.5 left a
     2-pixel grating on block2_conv2 (checker 0.038 over 4 filters at 224 px); its steeper
