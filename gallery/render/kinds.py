@@ -12,7 +12,7 @@ that it shades instead of posterizing. How wide the ball may be depends on the l
   radius of 3 stays unclipped while its activation rises by a third (block3_conv1 to
   block5_conv3, 16 filters: README, Filter images as pictures);
 * a model with depthwise convolutions (MobileNetV2, EfficientNet-Lite0) gained nothing
-  from the wider ball (0.97-1.04x on four layers, 8 filters) and clipped more (clip
+  from the wider ball (0.99-1.04x on three layers, 8 filters) and clipped more (clip
   0.013-0.015, corner up to 0.004), so its layers keep the radius of 2;
 * so does a model that does not take RGB images: a grey model's one channel carries all of
   the contrast, and VGG16-HED made grey went past the corner limit at 3 on block3_conv1
