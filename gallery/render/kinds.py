@@ -26,6 +26,7 @@ from __future__ import annotations
 import keras
 
 from ..model import graph
+from ..photos.activations import input_size
 
 COARSE_STRIDE = 4  # a layer whose output is at most 1/4 of its input's side is coarse
 PROBE = 224  # the side strides are measured at, for a model that takes any size
@@ -33,8 +34,7 @@ PROBE = 224  # the side strides are measured at, for a model that takes any size
 
 def strides(model: keras.Model, layers) -> dict[str, float]:
     """Each layer's output stride: how many input pixels one of its units steps over."""
-    shape = model.inputs[0].shape
-    side = (int(shape[1]) if shape[1] else PROBE, int(shape[2]) if shape[2] else PROBE)
+    side = input_size(model, PROBE)
     shapes = graph.output_shapes(model, side)
     return {layer: side[0] / shapes[layer][0] for layer in layers}
 
