@@ -25,7 +25,9 @@ recipe: Adam 0.05, 1/f, Lucid's padded transforms, unbounded; in the preset's pr
 bf16 where the default is, unless ``:precision=float32`` says otherwise) at ``lucid@N`` steps or at
 ``lucid@time``, as many steps as fit in the first recipe's time (measured per step in this run),
 and any ``name:key=value;key=value`` over RenderSettings fields (``lr``, ``decay``,
-``steps``, ``contrast`` (``none`` for unbounded), ``transforms``, ``param``). Absolute times
+``steps``, ``contrast`` (``none`` for unbounded), ``transforms``, ``param``, and the kinds'
+``coarse_contrast``, ``coarse_decay``, ``depthwise_lr``, ``depthwise_decay``, which win over
+``contrast``, ``decay`` and ``lr`` on their layers unless set to ``none``). Absolute times
 on shared machines are noisy; compare within one run.
 """
 
@@ -43,11 +45,15 @@ from common import HED_VGG16, SHARED, machine  # first: it puts the repository o
 SAMPLES = SHARED / "samples"
 FIELDS = {"lr": "learning_rate", "decay": "decay", "steps": "steps", "contrast": "contrast",
           "transforms": "transforms", "param": "parameterization", "scales": "scales",
-          "precision": "precision"}
+          "precision": "precision", "coarse_contrast": "coarse_contrast", "coarse_decay": "coarse_decay",
+          "depthwise_lr": "depthwise_lr", "depthwise_decay": "depthwise_decay"}
+# The kinds' own settings (RenderSettings.KINDS) are off in both: every layer takes the recipe's.
 OLD = {"learning_rate": 0.2, "decay": 1.5, "steps": 64, "contrast": None, "transforms": "standard",
-       "parameterization": "fourier"}
+       "parameterization": "fourier", "coarse_contrast": None, "coarse_decay": None, "depthwise_lr": None,
+       "depthwise_decay": None}
 LUCID = {"learning_rate": 0.05, "decay": 1.0, "contrast": None, "transforms": "lucid",
-         "parameterization": "fourier"}
+         "parameterization": "fourier", "coarse_contrast": None, "coarse_decay": None, "depthwise_lr": None,
+         "depthwise_decay": None}
 
 
 def recipe(spec: str, base: dict) -> tuple[str, dict]:

@@ -135,6 +135,19 @@ class RenderSettings:
     # too). At 3 VGG16-HED block3_conv1 to block5_conv3 reach about a third more activation
     # at 64 steps, every picture limit still met (README, Filter images as pictures).
     coarse_contrast: float | None = 3.0
+    # The spectrum's slope for a coarse layer (None: ``decay``). Inside the wider ball, 1/f^1.25
+    # lets finer structure form within the 64 steps: VGG16-HED block3_conv1 reached a tenth more
+    # activation than at 1/f^1.5, every picture limit met (README, Filter images as pictures).
+    coarse_decay: float | None = 1.25
+    # Adam's step and the slope for the layers of a model with depthwise convolutions (None:
+    # ``learning_rate``, ``decay``). MobileNetV2 and EfficientNet-Lite0 are not held back by the
+    # ball but by the step: Lucid's 0.05 on a shallower spectrum rose 1.2-1.3x at 64 steps
+    # (0.1: a little less on all four fixture layers; README, Filter images as pictures).
+    depthwise_lr: float | None = 0.05
+    depthwise_decay: float | None = 1.25
+
+    # The fields that name a kind of layer (gallery.render.kinds), folded away by for_layer.
+    KINDS = ("coarse_contrast", "coarse_decay", "depthwise_lr", "depthwise_decay")
 
     def __post_init__(self):
         for name in ("size", "steps", "batch"):
@@ -150,10 +163,13 @@ class RenderSettings:
             raise GalleryError(f"transforms must be 'standard', 'lucid' or 'none', got {self.transforms!r}")
         if not valid_scales(self.scales):
             raise GalleryError(f"scales must be fractions in (0, 1] ending with 1, got {self.scales!r}")
-        for name in ("learning_rate", "decay"):
+        for name in ("learning_rate", "decay", "coarse_decay", "depthwise_lr", "depthwise_decay"):
             value = getattr(self, name)
+            if value is None and name not in ("learning_rate", "decay"):
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise GalleryError(f"{name} must be a finite number of at least 0, got {value!r}")
+                raise GalleryError(f"{name} must be a finite number of at least 0"
+                                   f"{'' if name in ('learning_rate', 'decay') else ' or None'}, got {value!r}")
         for name in ("contrast", "coarse_contrast"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -162,29 +178,33 @@ class RenderSettings:
         if self.precision not in PRECISIONS:
             raise GalleryError(f"precision must be {' or '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
 
-    def for_layer(self, linear: bool, coarse: bool = False) -> "RenderSettings":
-        """The settings a layer renders with: its ``contrast`` is the one bound it takes
-        (``coarse_contrast`` is folded in and cleared, so the key names what was used).
+    def for_layer(self, linear: bool, coarse: bool = False, depthwise: bool = False) -> "RenderSettings":
+        """The settings a layer renders with, its kind's fields (:data:`KINDS`) folded into
+        ``contrast``, ``decay`` and ``learning_rate`` and cleared, so a tile's key names what was used.
 
-        A layer linear in the pixels is not bounded: its tile must beat the photos' peak,
-        the strongest single unit, and the patch that drives a linear unit hardest is
-        saturated (each weight's sign at full scale), which a ball that spreads its budget
-        over the whole tile cannot reach (bench/first_layers.py: at contrast 3, 8 of 15 of
+        A layer linear in the pixels is not bounded and takes no kind's settings: its tile must
+        beat the photos' peak, the strongest single unit, and the patch that drives a linear unit
+        hardest is saturated (each weight's sign at full scale), which a ball that spreads its
+        budget over the whole tile cannot reach (bench/first_layers.py: at contrast 3, 8 of 15 of
         EfficientNet's stem filters fell short of a photo). A coarse layer
-        (:func:`gallery.render.kinds.coarse`) takes ``coarse_contrast`` where one is set."""
+        (:func:`gallery.render.kinds.coarse`) takes ``coarse_contrast`` (where the other layers
+        are bounded) and ``coarse_decay``; a layer of a model with depthwise convolutions
+        (``depthwise``) takes ``depthwise_lr`` and ``depthwise_decay``; each where one is set, the
+        step and slope on Fourier images alone (where they were measured)."""
+        cleared = {name: None for name in self.KINDS}
         if linear:
-            contrast = None
-        elif coarse and self.coarse_contrast is not None and self.contrast is not None:
-            contrast = self.coarse_contrast
-        else:
-            contrast = self.contrast
-        if contrast == self.contrast and self.coarse_contrast is None:
-            return self
-        return replace(self, contrast=contrast, coarse_contrast=None)
+            return replace(self, contrast=None, **cleared)
+        wanted = {"contrast": self.coarse_contrast if coarse and self.contrast is not None else None,
+                  "decay": self.coarse_decay if coarse else None}
+        if depthwise:
+            wanted.update({"learning_rate": self.depthwise_lr, "decay": self.depthwise_decay})
+        if self.parameterization != "fourier":  # measured on Fourier images only: the others keep theirs
+            wanted.update({"learning_rate": None, "decay": None})
+        return replace(self, **cleared, **{name: value for name, value in wanted.items() if value is not None})
 
     def key(self) -> dict:
         """The settings that affect the pixels; ``batch`` does not, so it is left out, and
-        neither is ``coarse_contrast``: a tile's settings (:meth:`for_layer`) fold it into ``contrast``."""
+        nor are the kinds' fields: a tile's settings (:meth:`for_layer`) fold them in."""
         return {
             "size": self.size,
             "steps": self.steps,

@@ -276,6 +276,16 @@ OPTIONS: tuple[Option, ...] = (
            "depthwise convolutions, whose patterns spread over the tile and stay unclipped at 3",
            "render.coarse_contrast", type=slope, metavar="X", preset=True,
            show=lambda value: "--contrast's" if value is None else str(value)),
+    Option("--coarse-decay", "--decay for those coarse layers: inside their wider ball a shallower slope forms finer "
+           "structure within the steps", "render.coarse_decay", type=slope, metavar="X", preset=True,
+           show=lambda value: "--decay's" if value is None else str(value)),
+    Option("--lr", "Adam's step size on the image's parameters", "render.learning_rate", type=slope, metavar="X"),
+    Option("--depthwise-lr", "--lr for the layers of a model with depthwise convolutions (MobileNet, EfficientNet), "
+           "which rise further at 64 steps with a smaller step than VGG16's layers", "render.depthwise_lr",
+           type=slope, metavar="X", preset=True, show=lambda value: "--lr's" if value is None else str(value)),
+    Option("--depthwise-decay", "--decay for the layers of a model with depthwise convolutions", "render.depthwise_decay",
+           type=slope, metavar="X", preset=True,
+           show=lambda value: "--decay's" if value is None else str(value)),
     Option("--seed", "random seed", "render.seed", type=seed, metavar="N"),
     Option("--batch", "images per optimization batch, halved automatically when memory runs out", "render.batch",
            type=positive, metavar="N", preset=True),

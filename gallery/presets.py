@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .config import FULL, HALF_THEN_FULL, BuildConfig
+from .config import FULL, HALF_THEN_FULL, BuildConfig, RenderSettings
 from .errors import GalleryError
 
 BF16 = "bfloat16"  # GPUs' tensor cores and CPUs' AMX units; tiles are still scored in float32
@@ -30,29 +30,29 @@ BF16 = "bfloat16"  # GPUs' tensor cores and CPUs' AMX units; tiles are still sco
 LONG_RUN_DECAY = 1.75
 LONGEST_RUN_DECAY = 2.0
 
-# The CPU default's coarse layers (gallery.render.kinds) take a wider contrast bound
-# (RenderSettings.coarse_contrast); presets of other lengths and sizes are not measured with
-# it, so they keep one bound for every layer.
-ONE_BOUND = {"coarse_contrast": None}
+# The CPU default's coarse layers and depthwise models (gallery.render.kinds) take settings of
+# their own (RenderSettings.KINDS: a wider contrast bound, a shallower slope, a smaller step);
+# presets of other lengths and sizes are not measured with them, so every layer takes theirs.
+ONE_KIND = {name: None for name in RenderSettings.KINDS}
 
 # Caricatures (gallery.render.caricature) are optimized like tiles, a batch of 8 photos per
 # layer: on a CPU, 3 layers of VGG16 cost minutes before the first tile of a first look, so
 # the CPU presets draw none unless asked (--caricatures auto); GPUs and the high preset do.
 PRESETS: dict[str, dict[str, dict]] = {
     "preview": {
-        "cpu": {"size": 96, "steps": 24, "scales": FULL, "batch": 16, "caricatures": (), **ONE_BOUND},
-        "gpu": {"size": 128, "steps": 128, "scales": HALF_THEN_FULL, "batch": 128, "precision": BF16, **ONE_BOUND},
+        "cpu": {"size": 96, "steps": 24, "scales": FULL, "batch": 16, "caricatures": (), **ONE_KIND},
+        "gpu": {"size": 128, "steps": 128, "scales": HALF_THEN_FULL, "batch": 128, "precision": BF16, **ONE_KIND},
     },
     "default": {
         "cpu": {"size": 128, "steps": 64, "scales": FULL, "batch": 16, "caricatures": ()},
         "gpu": {"size": 224, "steps": 512, "scales": HALF_THEN_FULL, "batch": 128, "precision": BF16,
-                "decay": LONG_RUN_DECAY, **ONE_BOUND},
+                "decay": LONG_RUN_DECAY, **ONE_KIND},
     },
     "high": {
         "cpu": {"size": 224, "steps": 512, "scales": FULL, "batch": 8, "variants": ("negative", "diversity"),
-                "decay": LONG_RUN_DECAY, **ONE_BOUND},
+                "decay": LONG_RUN_DECAY, **ONE_KIND},
         "gpu": {"size": 224, "steps": 1024, "scales": FULL, "batch": 64, "variants": ("negative", "diversity"),
-                "precision": BF16, "decay": LONGEST_RUN_DECAY, **ONE_BOUND},
+                "precision": BF16, "decay": LONGEST_RUN_DECAY, **ONE_KIND},
     },
 }
 

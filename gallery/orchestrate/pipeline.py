@@ -158,7 +158,7 @@ def _build(config: BuildConfig, cache: Cache, out: SiteFolder) -> dict:
                     cam_layers=tuple(about["cam_layers"]), methods=config.cam_methods,
                     ranks=min(config.top_k, about["classes"] or 0), input=size,
                     exact=tuple(layer for layer in selection if exact.linear(model, layer, preprocess)),
-                    coarse=kinds.coarse(model, graph.conv_layers(model)),
+                    coarse=kinds.coarse(model, graph.conv_layers(model)), depthwise=graph.has_depthwise(model),
                     trajectory=config.trajectory, channels=channels,
                     caricatures=caricature_layers(model, config, selection, channels),
                     curve_points=config.curve_points, randomize=config.randomize)
@@ -312,11 +312,19 @@ def _check_trajectory(config: BuildConfig) -> None:
                            "WebP; install a Pillow built with libwebp (the wheels on PyPI are), or leave it off")
 
 
+def _render_settings(job) -> dict:
+    """The settings an optimized layer renders with (a depthwise model's own step and slope
+    included), and what its coarse layers take instead, from the one rule (RenderSettings.for_layer)."""
+    usual = job.render.for_layer(False, False, job.depthwise).key()
+    coarse = job.render.for_layer(False, True, job.depthwise).key() if job.coarse else usual
+    changed = {name: value for name, value in coarse.items() if usual.get(name) != value}
+    return {**usual, **({"coarse layers": ", ".join(f"{k} {v}" for k, v in changed.items())} if changed else {})}
+
+
 def _manifest(fixed: dict, config: BuildConfig, job, gallery: Gallery, cache: Cache, status: dict | None):
     """The manifest of what the build knows now, and the files it publishes."""
     results = gallery.photos.results()
-    coarse = job.render.coarse_contrast if job.coarse and job.render.contrast is not None else None
-    settings = {"preset": config.preset, **job.render.key(), **({"coarse contrast": coarse} if coarse else {}),
+    settings = {"preset": config.preset, **_render_settings(job),
                 "filters": _describe(config.filters),
                 "variants": ", ".join(config.variants) or "none",
                 "photos": f"{len(results.photos)} ({sum(t.paged for t in results.photos)} with pages)",

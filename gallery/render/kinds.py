@@ -1,4 +1,6 @@
-"""Which layers take the wider contrast bound: the coarse layers of plain RGB conv models.
+"""Kinds of layer that render with settings of their own: the coarse layers of plain RGB
+conv models, and the layers of models with depthwise convolutions
+(:meth:`gallery.config.RenderSettings.for_layer` folds each kind's settings in).
 
 A filter image is held inside a ball (:func:`gallery.render.params.within_contrast`) so
 that it shades instead of posterizing. How wide the ball may be depends on the layer:
@@ -18,7 +20,13 @@ that it shades instead of posterizing. How wide the ball may be depends on the l
   the contrast, and VGG16-HED made grey went past the corner limit at 3 on block3_conv1
   (0.006, tests/render/test_picture_limits.py); other channel counts are not measured.
 
-Layers linear in the pixels are not bounded at all (:meth:`gallery.config.RenderSettings.for_layer`).
+Inside the wider ball a coarse layer also takes a shallower spectrum, 1/f^1.25 against the
+other layers' 1/f^1.5, which forms finer structure within the 64 steps (VGG16-HED block3_conv1
+to block5_conv3, 16 filters). A model with depthwise convolutions is held back by Adam's
+step instead: its layers take a smaller one on the same shallower spectrum (MobileNetV2 and
+EfficientNet-Lite0, two layers each, 16 filters; README, Filter images as pictures).
+
+Layers linear in the pixels are not bounded and take no kind's settings.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ def strides(model: keras.Model, layers) -> dict[str, float]:
 
 
 def coarse(model: keras.Model, layers) -> tuple[str, ...]:
-    """The layers of ``layers`` whose images take the coarse contrast bound (see above)."""
+    """The layers of ``layers`` whose images take the coarse layers' settings (see above)."""
     layers = list(layers)
     if not layers or graph.has_depthwise(model) or model.inputs[0].shape[-1] != 3:
         return ()

@@ -45,7 +45,8 @@ class FilterRenderer:
         self.layer_name = self.path.name
         # A layer linear in the pixels maximizes rectified means: its plain mean is degenerate.
         self.linear = exact.linear(model, layer, preprocess)
-        self.settings = settings = settings.for_layer(self.linear, bool(kinds.coarse(model, [self.layer_name])))
+        self.settings = settings = settings.for_layer(self.linear, bool(kinds.coarse(model, [self.layer_name])),
+                                                      graph.has_depthwise(model))
         self.variant = (LINEAR_VARIANTS if self.linear else VARIANTS)[variant]
         self.exact = self.linear and variant in exact.VARIANTS  # solved in closed form, not optimized
         self.to_input = graph.input_fn(model, self.path)

@@ -200,6 +200,8 @@ def test_presets_fill_what_the_flags_leave_and_differ_on_a_gpu(monkeypatch):
     monkeypatch.setattr(grad, "cpu_bf16", lambda: False)
     default = _config([])
     assert default.render == RenderSettings() and default.variants == ()
+    assert all(getattr(_config(["--preset", p]).render, name) is None for p in ("preview", "high")
+               for name in RenderSettings.KINDS)
     preview = _config(["--preset", "preview", "--steps", "7"])
     assert (preview.render.size, preview.render.steps) == (PRESETS["preview"]["cpu"]["size"], 7)
     high = _config(["--preset", "high", "--variants", "none", "--scales", "0.25,0.5,1"])
@@ -213,6 +215,12 @@ def test_presets_fill_what_the_flags_leave_and_differ_on_a_gpu(monkeypatch):
     # Long runs take a steeper spectrum (presets.LONG_RUN_DECAY); --decay overrides it.
     assert (gpu.render.decay, _config(["--decay", "1.25"]).render.decay) == (1.75, 1.25)
     assert _config(["--preset", "high"]).render.decay == 2.0 and _config(["--preset", "preview"]).render.decay == 1.5
+    # Only the CPU default gives the coarse layers and depthwise models settings of their own.
+    assert all(getattr(gpu.render, name) is None for name in RenderSettings.KINDS)
+    flagged = _config(["--coarse-decay", "1.1", "--depthwise-decay", "1.0", "--coarse-contrast", "2.5",
+                       "--lr", "0.3", "--depthwise-lr", "0.07"]).render
+    assert (flagged.coarse_decay, flagged.depthwise_decay, flagged.coarse_contrast) == (1.1, 1.0, 2.5)
+    assert (flagged.learning_rate, flagged.depthwise_lr) == (0.3, 0.07)
     # A CPU with AMX: bf16, unless the flags say otherwise.
     monkeypatch.setattr(grad, "accelerator", lambda: None)
     monkeypatch.setattr(grad, "cpu_bf16", lambda: True)

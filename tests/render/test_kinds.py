@@ -1,12 +1,14 @@
-"""Which layers take the coarse contrast bound, and that a build's cache keys and the
-renderer agree on it (gallery.render.kinds, RenderSettings.for_layer)."""
+"""Which layers take the coarse layers' and the depthwise models' settings, and that a
+build's cache keys, its manifest and the renderer agree on them (gallery.render.kinds,
+RenderSettings.for_layer)."""
 
 from __future__ import annotations
 
 import pytest
 
 from gallery.config import RenderSettings
-from gallery.orchestrate import units
+from gallery.model import graph
+from gallery.orchestrate import pipeline, units
 from gallery.render import exact, kinds
 from gallery.render.optimize import FilterRenderer
 
@@ -61,6 +63,28 @@ def test_for_layer_folds_the_coarse_bound_into_the_one_bound_a_tile_is_keyed_by(
         RenderSettings(coarse_contrast=0)
 
 
+def test_for_layer_folds_each_kinds_slope_and_step_into_the_ones_a_tile_is_keyed_by():
+    s = RenderSettings(learning_rate=0.2, decay=1.5, coarse_decay=1.25, depthwise_lr=0.07, depthwise_decay=1.1)
+    assert (s.for_layer(False).decay, s.for_layer(False).learning_rate) == (1.5, 0.2)
+    assert s.for_layer(False, coarse=True).key()["decay"] == 1.25
+    assert s.for_layer(False, coarse=True).key()["lr"] == 0.2
+    depthwise = s.for_layer(False, depthwise=True).key()
+    assert (depthwise["lr"], depthwise["decay"]) == (0.07, 1.1)
+    assert s.for_layer(True, depthwise=True).key() == s.for_layer(True).key()  # linear: no kind's settings
+    folded = s.for_layer(False, coarse=True)
+    assert all(getattr(folded, name) is None for name in RenderSettings.KINDS)  # the key names what was used
+    # A slope of 0 is a slope (a flat spectrum), not "unset".
+    assert RenderSettings(coarse_decay=0.0).for_layer(False, coarse=True).decay == 0.0
+    # MACO's spectrum is measured, not a slope, and its step was tuned on its own: kinds leave both.
+    maco = RenderSettings(parameterization="maco").for_layer(False, depthwise=True)
+    assert (maco.learning_rate, maco.decay) == (RenderSettings().learning_rate, RenderSettings().decay)
+    off = RenderSettings(coarse_decay=None, depthwise_lr=None, depthwise_decay=None)
+    assert off.for_layer(False, coarse=True, depthwise=True).key()["lr"] == off.learning_rate
+    for name in ("coarse_decay", "depthwise_lr", "depthwise_decay"):
+        with pytest.raises(Exception, match=f"{name} must be a finite number of at least 0 or None, got -1"):
+            RenderSettings(**{name: -1})
+
+
 def test_the_renderer_and_the_builds_cache_keys_agree_on_every_layers_bound():
     model = strided()
     settings = RenderSettings(size=16, steps=8, coarse_contrast=3.0)
@@ -72,3 +96,24 @@ def test_the_renderer_and_the_builds_cache_keys_agree_on_every_layers_bound():
         rendered = FilterRenderer(model, layer, settings, "none").settings
         assert rendered.key() == job.settings(layer).key()
         assert rendered.contrast == {"s1": None, "s2": 2.0, "s4": 3.0, "s8": 3.0}[layer]  # s1: linear in the pixels
+        assert rendered.decay == {"s1": 1.5, "s2": 1.5, "s4": 1.25, "s8": 1.25}[layer]
+    # The manifest names the fine layers' settings, then what the coarse ones take instead.
+    shown = pipeline._render_settings(job)
+    assert (shown["contrast"], shown["decay"], shown["coarse layers"]) == (2.0, 1.5, "decay 1.25, contrast 3.0")
+
+
+def test_a_depthwise_models_layers_take_its_step_and_slope_in_the_renderer_the_keys_and_the_manifest():
+    model = tiny_transfer()
+    settings = RenderSettings(size=16, steps=8, depthwise_lr=0.07, depthwise_decay=1.1)
+    layers = ("inner/c1", "inner/sep")
+    job = units.Job(fingerprint="f", render=settings, preprocess="none", selection={layer: (0,) for layer in layers},
+                    exact=tuple(layer for layer in layers if exact.linear(model, layer, "none")),
+                    coarse=kinds.coarse(model, layers), depthwise=graph.has_depthwise(model))
+    assert job.depthwise and job.coarse == () and job.exact == ("inner/c1",)
+    for layer in layers:
+        rendered = FilterRenderer(model, layer, settings, "none").settings
+        assert rendered.key() == job.settings(layer).key()
+    sep = job.settings("inner/sep")
+    assert (sep.learning_rate, sep.decay) == (0.07, 1.1)
+    shown = pipeline._render_settings(job)
+    assert (shown["lr"], shown["decay"]) == (0.07, 1.1) and "coarse layers" not in shown

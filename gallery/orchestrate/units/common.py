@@ -41,7 +41,8 @@ class Job:
     ranks: int = 0  # classes explained per photo (top-k, at most the model's classes)
     input: tuple[int, int] = (224, 224)  # the photos' input size
     exact: tuple[str, ...] = ()  # layers linear in the pixels (gallery.render.exact.linear)
-    coarse: tuple[str, ...] = ()  # layers that take the coarse contrast bound (gallery.render.kinds.coarse)
+    coarse: tuple[str, ...] = ()  # layers that take the coarse layers' settings (gallery.render.kinds.coarse)
+    depthwise: bool = False  # a model with depthwise convolutions, whose layers take its settings
     trajectory: int = 0  # snapshots recorded per filter image (0: none)
     channels: Channels = RGB  # the model's input channels and which are shown as RGB
     caricatures: tuple[str, ...] = ()  # layers that draw a caricature of each paged photo
@@ -57,7 +58,7 @@ class Job:
 
     def settings(self, layer: str):
         """The render settings ``layer``'s images are made with (:meth:`RenderSettings.for_layer`)."""
-        return self.render.for_layer(layer in self.exact, layer in self.coarse)
+        return self.render.for_layer(layer in self.exact, layer in self.coarse, self.depthwise)
 
     def solved(self, layer: str, variant: str) -> bool:
         """Whether these images are made in closed form (:mod:`gallery.render.exact`)."""
