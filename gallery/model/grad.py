@@ -101,6 +101,54 @@ def _guided_rule(cap: float | None) -> Callable:
                        "build with --backend tensorflow or jax")
 
 
+@lru_cache(maxsize=None)
+def input_conv(depthwise: bool, padding: str, kernel_size: tuple[int, int]) -> Callable | None:
+    """A stride-1 2-D convolution ``conv(x, kernel)`` (NHWC) whose gradient with respect to
+    ``x`` runs as a forward convolution, or ``None`` where the backend's own is kept.
+
+    The gradient of ``y = x ⋆ W`` (stride 1) with respect to ``x`` is the correlation of
+    ``dy``, padded by ``k − 1 − p`` where the forward padded by ``p``, with ``W`` flipped in
+    space and its in and out channels swapped (a depthwise kernel needs no swap; a 1×1
+    kernel is then a matrix product with ``Wᵀ``). TensorFlow's CPU kernels for that
+    gradient (Conv2DBackpropInput, DepthwiseConv2dNativeBackpropInput) took 1.1–4.9× the
+    time of the forward convolution of the same shapes on a 2-core AMD EPYC, this rule
+    1.0–1.4× (``bench/backward.py --kernels``), so the forward kernel computes it instead. The kernel's own
+    gradient is TensorFlow's, and is pruned when only the image is differentiated.
+    Elsewhere (JAX's XLA, torch) the backend's rule is kept.
+    """
+    if BACKEND != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    forward = padding.upper()
+    before = [(k - 1) // 2 if padding == "same" else 0 for k in kernel_size]
+    after = [k - 1 - b if padding == "same" else 0 for k, b in zip(kernel_size, before)]
+    pads = [[0, 0], *([k - 1 - b, k - 1 - a] for k, b, a in zip(kernel_size, before, after)), [0, 0]]
+    back = "SAME" if padding == "same" and all(k % 2 for k in kernel_size) else pads
+    pointwise = tuple(kernel_size) == (1, 1)
+    unit = [1, 1, 1, 1]
+
+    def to_input(dy, kernel):
+        if depthwise:
+            return tf.nn.depthwise_conv2d(dy, tf.reverse(kernel, [0, 1]), unit, back)
+        if pointwise:
+            shape = tf.shape(dy)
+            flat = tf.matmul(tf.reshape(dy, [-1, shape[3]]), kernel[0, 0], transpose_b=True)
+            return tf.reshape(flat, tf.concat([shape[:3], [-1]], 0))
+        return tf.nn.conv2d(dy, tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2]), 1, back)
+
+    def to_kernel(x, dy, kernel):
+        op = tf.raw_ops.DepthwiseConv2dNativeBackpropFilter if depthwise else tf.raw_ops.Conv2DBackpropFilter
+        return op(input=x, filter_sizes=tf.shape(kernel), out_backprop=dy, strides=unit, padding=forward)
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        y = tf.nn.depthwise_conv2d(x, kernel, unit, forward) if depthwise else tf.nn.conv2d(x, kernel, 1, forward)
+        return y, lambda dy: (to_input(dy, kernel), to_kernel(x, dy, kernel))
+
+    return conv
+
+
 def _detached(value):
     return value.detach() if hasattr(value, "detach") else value  # aux may be a plain number
 

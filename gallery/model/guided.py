@@ -20,20 +20,18 @@ later call of the compiled function keeps it.
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 
 import keras
 
 from ..errors import GalleryError
 from . import grad, graph
+from .swap import Swap
 
 RECTIFIERS = {"relu": None, "relu6": 6.0}  # activation functions by name → their cap
 OTHER_LAYERS = {keras.layers.LeakyReLU: "leaky_relu", keras.layers.PReLU: "prelu", keras.layers.ELU: "elu",
                 keras.layers.Softmax: "softmax"}
 
-_lock = threading.RLock()  # one guided trace at a time, so swaps never interleave
-_local = threading.local()
 
 
 def _kind(layer) -> tuple[str | None, float | None]:
@@ -82,35 +80,18 @@ def check(model: keras.Model) -> None:
             "Use gradcam, saliency or smoothgrad (--cam-method)")
 
 
-def _switch(original, cap):
-    def rectify(x, *args, **kwargs):
-        if getattr(_local, "depth", 0) > 0:
-            return grad.guided_relu(x, cap)
-        return original(x, *args, **kwargs)
-
-    return rectify
+_swap = Swap()  # one guided trace at a time, so swaps never interleave
 
 
 @contextmanager
 def guided_relus(model: keras.Model):
     """Within this block, in this thread, the model's rectifiers backpropagate guided."""
     rectifiers, _ = census(model)
-    with _lock:
-        saved = []
-        try:
-            for layer, cap in rectifiers:
-                # A ReLU layer computes in its call(); other layers call their activation attribute.
-                attr = "call" if isinstance(layer, keras.layers.ReLU) else "activation"
-                saved.append((layer, attr, attr in vars(layer), getattr(layer, attr)))
-                object.__setattr__(layer, attr, _switch(saved[-1][3], cap))  # past Keras's attribute tracking
-            _local.depth = getattr(_local, "depth", 0) + 1
-            try:
-                yield len(rectifiers)
-            finally:
-                _local.depth -= 1
-        finally:
-            for layer, attr, own, original in reversed(saved):
-                if own:
-                    object.__setattr__(layer, attr, original)
-                else:
-                    object.__delattr__(layer, attr)
+
+    def guided(cap):
+        return lambda original: lambda x, *args, **kwargs: grad.guided_relu(x, cap)
+
+    # A ReLU layer computes in its call(); other layers call their activation attribute.
+    with _swap([(layer, "call" if isinstance(layer, keras.layers.ReLU) else "activation", guided(cap))
+                for layer, cap in rectifiers]):
+        yield len(rectifiers)
