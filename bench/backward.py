@@ -4,15 +4,18 @@
     python bench/backward.py [--models vgg16_hed_notop,mobilenet_v2_imagenet,efficientnet_lite0_imagenet]
                              [--layers block2_conv2,...] [--filters 8] [--steps 64] [--preset default]
 
-For each layer, two renderers of the preset (this machine's CPU default unless told): one
-traced under ``gallery.model.backward.backend_rule()`` (TensorFlow's own gradient kernels,
-the baseline) and one as a build traces it (:mod:`gallery.model.backward`). *s/step* is the
-fastest of three 8-step chunks of the whole batch, taken in turns; *x* the baseline's time
-over the rule's, measured in this run. Then each renders the preset's full steps, and the
-tiles are compared: *robust* (``tests/tile_scores.py``, median over the filters), the
-largest difference of any 8-bit value, and the share of values that differ at all. The
-same gradient to float32 rounding gives equally strong tiles, not the same pixels (Adam's
-first steps turn rounding in the smallest gradients into full steps).
+For each layer, renderers of the preset (this machine's CPU default unless told) by three
+routes: *baseline*, traced under ``backward.backend_rule()`` and ``folding.unfolded()``
+(TensorFlow's own gradient kernels, the model as it is); *rule*, the image's gradient
+through forward convolutions (:mod:`gallery.model.backward`); *rule+fold*, as a build
+renders, also through the copy with batch normalization folded (:mod:`gallery.model.folding`;
+left out for a model with none). *s/step* is the fastest of three 8-step chunks of the
+whole batch, taken in turns; *x* the baseline's time over the route's, in this run. Then
+each renders the preset's full steps, and the tiles are compared: *robust*
+(``tests/tile_scores.py``, median over the filters), and the last route's against the
+baseline's: the largest difference of any 8-bit value, and the share of values that differ.
+The same function and gradient to float32 rounding give equally strong tiles, not the same
+pixels (Adam's first steps turn rounding in the smallest gradients into full steps).
 
 ``--kernels`` times single convolutions instead, 8 images each: the forward kernel, and
 forward plus the input's gradient through TensorFlow's kernel and through the rule; and,
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 import time
 from pathlib import Path
 
@@ -127,14 +131,14 @@ def main():
     import keras
 
     from gallery import load_model, presets
-    from gallery.model import backward, precision
+    from gallery.model import backward, folding, precision
     from gallery.render.schedule import CHUNK
     from tests.tile_scores import Scorer
 
     print(f"machine: {machine()}; keras {keras.__version__}, backend {keras.backend.backend()}; "
           f"preset {args.preset} for a CPU, filters 0-{args.filters - 1}")
-    print(f"{'model':<28} {'layer':<20} {'backend s/step':>14} {'rule s/step':>11} {'x':>5} "
-          f"{'robust':>7} {'(rule)':>7} {'max diff':>8} {'differ':>7}")
+    print("s/step: a step of the whole batch; x: the baseline's time over each route's; robust: median over "
+          "the filters; max diff, differ: the last route's tiles against the baseline's, in 8-bit levels")
     filters = list(range(args.filters))
     for stem in stems:
         preprocess, layers = LAYERS.get(stem, ("none", None))
@@ -142,21 +146,27 @@ def main():
         base = precision.settings_for(model, *(presets.render_part(
             presets.resolve(args.preset, None, {"steps": args.steps}, bf16)) for bf16 in (None, False)))
         base.pop("batch", None)
+        routes = {"baseline": (backward.backend_rule, folding.unfolded), "rule": (folding.unfolded,), "rule+fold": ()}
+        if folding.folded(model) is model:
+            routes.pop("rule+fold")  # nothing to fold: the same as the rule
         for layer in (args.layers or layers or "").split(","):
-            with backward.backend_rule():  # traced here, so its loops keep TensorFlow's kernels
-                stock = Renderer(model, layer, preprocess, base, filters)
-            rule = Renderer(model, layer, preprocess, base, filters)
-            rounds = [(stock.chunk_seconds(), rule.chunk_seconds()) for _ in range(3)]
-            before, after = (min(times) / CHUNK for times in zip(*rounds))
-            tiles = [renderer.render(base["steps"])[0] for renderer in (stock, rule)]
+            renderers = {}
+            for name, contexts in routes.items():
+                with ExitStack() as stack:  # traced inside, so each route's loops keep its kernels and copy
+                    for context in contexts:
+                        stack.enter_context(context())
+                    renderers[name] = Renderer(model, layer, preprocess, base, filters)
+            rounds = [[r.chunk_seconds() for r in renderers.values()] for _ in range(3)]
+            per_step = [min(times) / CHUNK for times in zip(*rounds)]
+            tiles = [r.render(base["steps"])[0] for r in renderers.values()]
             scorer = Scorer(model, layer, caffe=preprocess == "caffe")
             robust = [np.median(scorer.robust(t, filters)) for t in tiles]
-            diff = np.abs(tiles[0].astype(int) - tiles[1].astype(int))
-            print(f"{stem:<28} {layer:<20} {before:>14.3f} {after:>11.3f} {before / after:>5.2f} "
-                  f"{robust[0]:>7.1f} {robust[1]:>7.1f} {diff.max():>8d} {(diff > 0).mean():>7.3f}", flush=True)
+            diff = np.abs(tiles[0].astype(int) - tiles[-1].astype(int))
+            figures = "  ".join(f"{name} {step:.3f} s/step x{per_step[0] / step:.2f} robust {r:.1f}"
+                                for name, step, r in zip(renderers, per_step, robust))
+            print(f"{stem} {layer}: {figures}  max diff {diff.max()} differ {(diff > 0).mean():.3f}", flush=True)
             if args.sheets:
-                sheet([("TensorFlow's kernels", tiles[0]), ("the rule", tiles[1])],
-                      args.sheets / f"backward_{stem}_{layer}.png", columns=len(filters))
+                sheet(list(zip(renderers, tiles)), args.sheets / f"backward_{stem}_{layer}.png", columns=len(filters))
 
 
 if __name__ == "__main__":

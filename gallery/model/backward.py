@@ -4,7 +4,7 @@ A filter image's every step differentiates the network with respect to its input
 For a stride-1 convolution that gradient is itself a convolution (:func:`grad.input_conv`),
 and TensorFlow's CPU kernel for it took 1.1–4.9× the forward kernel's time on the same
 shapes; computed by the forward kernel, a renderer's step on VGG16-HED, MobileNetV2 and
-EfficientNet-Lite0 ran 1.07–1.19× faster (``python bench/backward.py``). The result is
+EfficientNet-Lite0 ran 1.01–1.29× faster in two runs (``python bench/backward.py``). The result is
 the same gradient to float32 rounding (a few parts in 10⁷); the tiles are as strong but
 not the same pixels, and keep their cache keys, which name the recipe, not the arithmetic.
 
@@ -19,17 +19,16 @@ a zero-filled upsampling of the gradient, took 1.4–1.9× TensorFlow's time the
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 
 import keras
 from keras import ops
 
 from . import grad, graph
-from .swap import Swap
+from .swap import Swap, ThreadFlag
 
 _swap = Swap()
-_local = threading.local()
+_backend = ThreadFlag()
 
 
 def eligible(layer) -> bool:
@@ -69,7 +68,7 @@ def input_gradients(model: keras.Model):
     """Within this block, in this thread, the model's eligible convolutions pass the
     gradient to their input through forward convolutions (TensorFlow; elsewhere a no-op)."""
     swaps = []
-    if getattr(_local, "backend", False):
+    if _backend:
         yield 0
         return
     for _, layer in graph.walk(model):
@@ -87,13 +86,7 @@ def input_gradients(model: keras.Model):
         yield count
 
 
-@contextmanager
 def backend_rule():
     """Within this block, in this thread, :func:`input_gradients` swaps nothing: functions
     traced here keep the backend's own gradients (``bench/backward.py``'s baseline)."""
-    before = getattr(_local, "backend", False)
-    _local.backend = True
-    try:
-        yield
-    finally:
-        _local.backend = before
+    return _backend()

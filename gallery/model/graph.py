@@ -400,6 +400,22 @@ def _consumers(container, tensor) -> list:
     return [layer for layer in container.layers if calls(layer) and _io(layer)[0] is tensor]
 
 
+def sole_consumer(container, layer):
+    """The one layer of ``container`` that reads ``layer``'s output, or ``None`` where
+    several do, none does, or the output is also one of the container's outputs."""
+    output = _io(layer)[1]
+    if any(output is out for out in container.outputs):
+        return None
+    readers = [other for other in container.layers
+               if any(any(t is output for t in node.input_tensors) for node in calls(other))]
+    return readers[0] if len(readers) == 1 and len(calls(readers[0])) == 1 else None
+
+
+def containers(model: keras.Model) -> list:
+    """The model and every model nested in it."""
+    return [model, *(layer for _, layer in walk(model, containers=True) if _is_container(layer))]
+
+
 def activation_name(layer) -> str | None:
     """The name of the activation a layer applies itself (``"relu"``, ``"linear"``), or
     ``None`` for a layer with no activation attribute."""

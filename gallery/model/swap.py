@@ -53,3 +53,22 @@ class Swap:
                         object.__setattr__(layer, attr, original)
                     else:
                         object.__delattr__(layer, attr)
+
+
+class ThreadFlag:
+    """A switch that is on within a block, in the thread that entered it (benches' baselines)."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def __bool__(self) -> bool:
+        return getattr(self._local, "on", False)
+
+    @contextmanager
+    def __call__(self):
+        before = bool(self)
+        self._local.on = True
+        try:
+            yield
+        finally:
+            self._local.on = before

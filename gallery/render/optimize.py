@@ -20,7 +20,7 @@ from keras import ops
 from ..channels import Channels
 from ..config import RenderSettings
 from ..errors import GalleryError
-from ..model import backward, grad, graph, precision, preprocess as prep
+from ..model import backward, folding, grad, graph, precision, preprocess as prep
 from . import exact, kinds, params, transforms
 from .objectives import LINEAR_VARIANTS, VARIANTS, channel, own_preactivation
 from .schedule import CHUNK, spans, stages
@@ -51,7 +51,7 @@ class FilterRenderer:
         self.exact = self.linear and variant in exact.VARIANTS  # solved in closed form, not optimized
         self.to_input = graph.input_fn(model, self.path)
         # The loop may run through a reduced-precision copy; scores always use ``model``.
-        fast = self._loop_model = precision.compute_copy(model, settings.precision)
+        fast = self._loop_model = precision.compute_copy(folding.folded(model), settings.precision)
         self._loop_input = self.to_input if fast is model else graph.input_fn(fast, graph.locate(fast, layer))
         self.preprocess = prep.resolve(preprocess)
         self.padding, self.samplers = transforms.pipeline(settings.transforms)
