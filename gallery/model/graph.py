@@ -396,8 +396,10 @@ def container_prefix(name: str) -> str:
 
 
 def _consumers(container, tensor) -> list:
-    """The layers of ``container`` called on ``tensor``."""
-    return [layer for layer in container.layers if calls(layer) and _io(layer)[0] is tensor]
+    """The layers of ``container`` called on ``tensor``, as any of their inputs (an Add's
+    second input reads it as surely as its first)."""
+    return [layer for layer in container.layers
+            if any(any(t is tensor for t in node.input_tensors) for node in calls(layer))]
 
 
 def sole_consumer(container, layer):
@@ -406,8 +408,7 @@ def sole_consumer(container, layer):
     output = _io(layer)[1]
     if any(output is out for out in container.outputs):
         return None
-    readers = [other for other in container.layers
-               if any(any(t is output for t in node.input_tensors) for node in calls(other))]
+    readers = _consumers(container, output)
     return readers[0] if len(readers) == 1 and len(calls(readers[0])) == 1 else None
 
 

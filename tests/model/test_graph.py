@@ -39,6 +39,15 @@ def test_follow_pointwise_walks_norm_and_activation():
     assert follow_pointwise(model, "top_conv") == "top_act"
 
 
+def test_follow_pointwise_stops_where_another_layer_also_reads_the_output():
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(conv)
+    x = keras.layers.Add(name="add")([x, conv])  # the conv's output is the Add's second input too
+    model = keras.Model(inputs, x)
+    assert follow_pointwise(model, "conv") == "conv"
+
+
 def test_has_classifier():
     assert has_classifier(tiny_classifier())
     assert not has_classifier(tiny_backbone())
