@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import ExitStack
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np

@@ -67,10 +67,10 @@ def _depthwise_call(layer, rule):
 def input_gradients(model: keras.Model):
     """Within this block, in this thread, the model's eligible convolutions pass the
     gradient to their input through forward convolutions (TensorFlow; elsewhere a no-op)."""
-    swaps = []
     if _backend:
         yield 0
         return
+    swaps = []
     for _, layer in graph.walk(model):
         rule = _rule(layer) if eligible(layer) else None
         if rule is None:

@@ -58,40 +58,42 @@ def pairs(model: keras.Model) -> list[tuple]:
                     or len(graph.calls(conv)) != 1):
                 continue
             bn = graph.sole_consumer(container, conv)
-            if type(bn) is keras.layers.BatchNormalization and _channel_axis(bn) and len(graph.calls(bn)) == 1:
+            if type(bn) is keras.layers.BatchNormalization and _channel_axis(bn):  # called once: sole_consumer
                 found.append((conv, bn))
     return found
 
 
+def _numpy(value) -> np.ndarray:
+    return keras.ops.convert_to_numpy(value).astype("float64")
+
+
 def _folded_weights(conv, bn) -> list[np.ndarray]:
-    kernel = keras.ops.convert_to_numpy(conv.kernel).astype("float64")
-    out = kernel.shape[2] * kernel.shape[3] if isinstance(conv, keras.layers.DepthwiseConv2D) else kernel.shape[3]
-    bias = keras.ops.convert_to_numpy(conv.bias).astype("float64") if conv.use_bias else np.zeros(out)
-    weight = lambda v, default: keras.ops.convert_to_numpy(v).astype("float64") if v is not None else default  # noqa: E731
-    gamma, beta = weight(bn.gamma, np.ones(out)), weight(bn.beta, np.zeros(out))
-    scale = gamma / np.sqrt(weight(bn.moving_variance, None) + bn.epsilon)
+    mean = _numpy(bn.moving_mean)  # one per output channel: the shape every other term takes
+    gamma = _numpy(bn.gamma) if bn.gamma is not None else np.ones_like(mean)
+    beta = _numpy(bn.beta) if bn.beta is not None else np.zeros_like(mean)
+    bias = _numpy(conv.bias) if conv.use_bias else np.zeros_like(mean)
+    scale = gamma / np.sqrt(_numpy(bn.moving_variance) + bn.epsilon)
+    kernel = _numpy(conv.kernel)
     # A depthwise kernel's output channel c·multiplier + m is kernel[..., c, m].
     kernel = kernel * (scale.reshape(kernel.shape[2:]) if isinstance(conv, keras.layers.DepthwiseConv2D) else scale)
-    bias = scale * (bias - weight(bn.moving_mean, None)) + beta
-    return [kernel.astype("float32"), bias.astype("float32")]
+    return [kernel.astype("float32"), (scale * (bias - mean) + beta).astype("float32")]
 
 
 def _copy(model: keras.Model, found: list[tuple]) -> keras.Model:
-    convs, norms = {id(c) for c, _ in found}, {id(b) for _, b in found}
+    folds, norms = {id(c): b for c, b in found}, {id(b) for _, b in found}
 
     def clone(layer):
         if id(layer) in norms:
             return Folded(name=layer.name)
         config = layer.get_config()
-        return layer.__class__.from_config({**config, "use_bias": True} if id(layer) in convs else config)
+        return layer.__class__.from_config({**config, "use_bias": True} if id(layer) in folds else config)
 
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    folds = {id(c): b for c, b in found}
     copies = dict(graph.walk(copy))
     for name, layer in graph.walk(model):
         if id(layer) in norms or not layer.weights:
             continue
-        weights = _folded_weights(layer, folds[id(layer)]) if id(layer) in convs else layer.get_weights()
+        weights = _folded_weights(layer, folds[id(layer)]) if id(layer) in folds else layer.get_weights()
         copies[name].set_weights(weights)
     return copy
 

@@ -33,7 +33,6 @@ OTHER_LAYERS = {keras.layers.LeakyReLU: "leaky_relu", keras.layers.PReLU: "prelu
                 keras.layers.Softmax: "softmax"}
 
 
-
 def _kind(layer) -> tuple[str | None, float | None]:
     """``("relu", cap)`` for a rectifier, ``(name, None)`` for another activation, ``(None, None)`` for none."""
     if isinstance(layer, keras.layers.ReLU):
