@@ -24,10 +24,10 @@ contrast bound: Adam 0.2, 1/f^1.5, 64 full-size steps, unbounded), ``lucid`` (Lu
 recipe: Adam 0.05, 1/f, Lucid's padded transforms, unbounded; in the preset's precision, so
 bf16 where the default is, unless ``:precision=float32`` says otherwise) at ``lucid@N`` steps or at
 ``lucid@time``, as many steps as fit in the first recipe's time (measured per step in this run),
-and any ``name:key=value;key=value`` over RenderSettings fields (``lr``, ``decay``,
+and any ``name:key=value;key=value`` over RenderSettings fields (``lr``, ``decay``, ``momentum``,
 ``steps``, ``contrast`` (``none`` for unbounded), ``transforms``, ``param``, and the kinds'
-``coarse_contrast``, ``coarse_decay``, ``depthwise_lr``, ``depthwise_decay``, which win over
-``contrast``, ``decay`` and ``lr`` on their layers unless set to ``none``). Absolute times
+``coarse_contrast``, ``coarse_decay``, ``depthwise_lr``, ``depthwise_decay``, ``depthwise_momentum``,
+which win over ``contrast``, ``decay``, ``lr`` and ``momentum`` on their layers unless set to ``none``). Absolute times
 on shared machines are noisy; compare within one run.
 """
 
@@ -46,14 +46,19 @@ SAMPLES = SHARED / "samples"
 FIELDS = {"lr": "learning_rate", "decay": "decay", "steps": "steps", "contrast": "contrast",
           "transforms": "transforms", "param": "parameterization", "scales": "scales",
           "precision": "precision", "coarse_contrast": "coarse_contrast", "coarse_decay": "coarse_decay",
-          "depthwise_lr": "depthwise_lr", "depthwise_decay": "depthwise_decay"}
+          "depthwise_lr": "depthwise_lr", "depthwise_decay": "depthwise_decay", "momentum": "momentum",
+          "depthwise_momentum": "depthwise_momentum"}
 # The kinds' own settings (RenderSettings.KINDS) are off in both: every layer takes the recipe's.
-OLD = {"learning_rate": 0.2, "decay": 1.5, "steps": 64, "contrast": None, "transforms": "standard",
-       "parameterization": "fourier", "coarse_contrast": None, "coarse_decay": None, "depthwise_lr": None,
-       "depthwise_decay": None}
-LUCID = {"learning_rate": 0.05, "decay": 1.0, "contrast": None, "transforms": "lucid",
-         "parameterization": "fourier", "coarse_contrast": None, "coarse_decay": None, "depthwise_lr": None,
-         "depthwise_decay": None}
+OLD = {"learning_rate": 0.2, "decay": 1.5, "momentum": 0.9, "steps": 64, "contrast": None, "transforms": "standard",
+       "parameterization": "fourier"}
+LUCID = {"learning_rate": 0.05, "decay": 1.0, "momentum": 0.9, "contrast": None, "transforms": "lucid",
+         "parameterization": "fourier"}
+
+
+def _every_layer_alike(settings: dict) -> dict:
+    from gallery.config import RenderSettings
+
+    return {**settings, **dict.fromkeys(RenderSettings.KINDS)}
 
 
 def recipe(spec: str, base: dict) -> tuple[str, dict]:
@@ -61,12 +66,12 @@ def recipe(spec: str, base: dict) -> tuple[str, dict]:
     if spec == "default":
         return spec, dict(base)
     if spec == "old":
-        return spec, {**base, **OLD}
+        return spec, _every_layer_alike({**base, **OLD})
     name, _, body = spec.partition(":")
     settings = dict(base)
     if name.startswith("lucid@"):  # Lucid's recipe, then any overrides (``lucid@time:precision=bfloat16``)
         steps = name.split("@", 1)[1]
-        settings = {**base, **LUCID, "steps": None if steps == "time" else int(steps)}
+        settings = _every_layer_alike({**base, **LUCID, "steps": None if steps == "time" else int(steps)})
     for item in filter(None, body.split(";")):
         key, _, value = item.partition("=")
         field = FIELDS[key.strip()]

@@ -62,14 +62,24 @@ def snapshots(text: str) -> int:
     return _integer(text, 2, "a number of snapshots, 2 or more")
 
 
-def slope(text: str) -> float:
+def _number(text: str, fits, expected: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number such as 1.5, got {text!r}")
+    if not math.isfinite(value) or not fits(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def slope(text: str) -> float:
+    return _number(text, lambda v: v > 0, "a positive number such as 1.5")
+
+
+def fraction(text: str) -> float:
+    return _number(text, lambda v: 0 <= v < 1, "a number from 0 to below 1 such as 0.9")
+
+
 
 
 def caricature_choice(text: str) -> tuple[str, ...] | str:
@@ -286,6 +296,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("--depthwise-decay", "--decay for the layers of a model with depthwise convolutions", "render.depthwise_decay",
            type=slope, metavar="X", preset=True,
            show=lambda value: "--decay's" if value is None else str(value)),
+    Option("--momentum", "Adam's beta1, how much of past steps' gradients each step keeps (0 to below 1)",
+           "render.momentum", type=fraction, metavar="X"),
+    Option("--depthwise-momentum", "--momentum for the layers of a model with depthwise convolutions, which rise "
+           "further at 64 steps with a shorter memory", "render.depthwise_momentum", type=fraction, metavar="X",
+           preset=True, show=lambda value: "--momentum's" if value is None else str(value)),
     Option("--seed", "random seed", "render.seed", type=seed, metavar="N"),
     Option("--batch", "images per optimization batch, halved automatically when memory runs out", "render.batch",
            type=positive, metavar="N", preset=True),

@@ -25,7 +25,7 @@ from . import exact, kinds, params, transforms
 from .objectives import LINEAR_VARIANTS, VARIANTS, channel, own_preactivation
 from .schedule import CHUNK, spans, stages
 
-ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
+ADAM_B2, ADAM_EPS = 0.999, 1e-8  # beta1 is the settings' momentum
 
 
 def filter_rng(seed: int, layer: str, index: int, copy: int = 0) -> np.random.Generator:
@@ -99,7 +99,7 @@ class FilterRenderer:
         if (canvas, length) in self._loops:
             return self._loops[(canvas, length)]
         resize = canvas if canvas != self.settings.size else None
-        lr = self.settings.learning_rate
+        lr, b1 = self.settings.learning_rate, self.settings.momentum
 
         def image_loss(x, targets, matrices):
             with backward.input_gradients(self._loop_model):  # traced here, so the loop keeps the rule
@@ -126,9 +126,9 @@ class FilterRenderer:
                 g, gathered = gradients(p, indices, mats, state[3:])
                 t = t0 + ops.cast(i, "float32") + 1.0
                 # Elementwise moments, so each image steps independently of its batch.
-                m = ADAM_B1 * m + (1 - ADAM_B1) * g
+                m = b1 * m + (1 - b1) * g
                 v = ADAM_B2 * v + (1 - ADAM_B2) * g * g
-                m_hat = m / (1 - ADAM_B1 ** t)
+                m_hat = m / (1 - b1 ** t)
                 v_hat = v / (1 - ADAM_B2 ** t)
                 return (p - lr * m_hat / (ops.sqrt(v_hat) + ADAM_EPS), m, v, *gathered)
 

@@ -64,12 +64,14 @@ def test_for_layer_folds_the_coarse_bound_into_the_one_bound_a_tile_is_keyed_by(
 
 
 def test_for_layer_folds_each_kinds_slope_and_step_into_the_ones_a_tile_is_keyed_by():
-    s = RenderSettings(learning_rate=0.2, decay=1.5, coarse_decay=1.25, depthwise_lr=0.07, depthwise_decay=1.1)
+    s = RenderSettings(learning_rate=0.2, decay=1.5, coarse_decay=1.25, depthwise_lr=0.07, depthwise_decay=1.1,
+                       depthwise_momentum=0.6)
     assert (s.for_layer(False).decay, s.for_layer(False).learning_rate) == (1.5, 0.2)
+    assert s.for_layer(False).momentum == 0.9 and "momentum" not in s.for_layer(False, coarse=True).key()
     assert s.for_layer(False, coarse=True).key()["decay"] == 1.25
     assert s.for_layer(False, coarse=True).key()["lr"] == 0.2
     depthwise = s.for_layer(False, depthwise=True).key()
-    assert (depthwise["lr"], depthwise["decay"]) == (0.07, 1.1)
+    assert (depthwise["lr"], depthwise["decay"], depthwise["momentum"]) == (0.07, 1.1, 0.6)
     assert s.for_layer(True, depthwise=True).key() == s.for_layer(True).key()  # linear: no kind's settings
     folded = s.for_layer(False, coarse=True)
     assert all(getattr(folded, name) is None for name in RenderSettings.KINDS)  # the key names what was used
@@ -77,9 +79,16 @@ def test_for_layer_folds_each_kinds_slope_and_step_into_the_ones_a_tile_is_keyed
     assert RenderSettings(coarse_decay=0.0).for_layer(False, coarse=True).decay == 0.0
     # MACO's spectrum is measured, not a slope, and its step was tuned on its own: kinds leave both.
     maco = RenderSettings(parameterization="maco").for_layer(False, depthwise=True)
-    assert (maco.learning_rate, maco.decay) == (RenderSettings().learning_rate, RenderSettings().decay)
-    off = RenderSettings(coarse_decay=None, depthwise_lr=None, depthwise_decay=None)
+    assert (maco.learning_rate, maco.decay, maco.momentum) == (0.2, 1.5, 0.9)
+    off = RenderSettings(coarse_decay=None, depthwise_lr=None, depthwise_decay=None, depthwise_momentum=None)
     assert off.for_layer(False, coarse=True, depthwise=True).key()["lr"] == off.learning_rate
+    # Adam's beta1 is named in a key only when it is not 0.9: tiles cached before it was a setting stay valid,
+    # and a changed one is re-rendered, never mixed in.
+    assert off.for_layer(False, depthwise=True).key() == {**off.key()} and "momentum" not in off.key()
+    assert RenderSettings(momentum=0.5).key() == {**off.key(), "momentum": 0.5}
+    for value in (1, 1.0, -0.1, True, float("nan")):
+        with pytest.raises(Exception, match=f"momentum must be a number in \\[0, 1\\), got {value!r}"):
+            RenderSettings(momentum=value)
     for name in ("coarse_decay", "depthwise_lr", "depthwise_decay"):
         with pytest.raises(Exception, match=f"{name} must be a finite number of at least 0 or None, got -1"):
             RenderSettings(**{name: -1})
@@ -104,7 +113,7 @@ def test_the_renderer_and_the_builds_cache_keys_agree_on_every_layers_bound():
 
 def test_a_depthwise_models_layers_take_its_step_and_slope_in_the_renderer_the_keys_and_the_manifest():
     model = tiny_transfer()
-    settings = RenderSettings(size=16, steps=8, depthwise_lr=0.07, depthwise_decay=1.1)
+    settings = RenderSettings(size=16, steps=8, depthwise_lr=0.07, depthwise_decay=1.1, depthwise_momentum=0.6)
     layers = ("inner/c1", "inner/sep")
     job = units.Job(fingerprint="f", render=settings, preprocess="none", selection={layer: (0,) for layer in layers},
                     exact=tuple(layer for layer in layers if exact.linear(model, layer, "none")),
@@ -114,6 +123,6 @@ def test_a_depthwise_models_layers_take_its_step_and_slope_in_the_renderer_the_k
         rendered = FilterRenderer(model, layer, settings, "none").settings
         assert rendered.key() == job.settings(layer).key()
     sep = job.settings("inner/sep")
-    assert (sep.learning_rate, sep.decay) == (0.07, 1.1)
+    assert (sep.learning_rate, sep.decay, sep.momentum) == (0.07, 1.1, 0.6)
     shown = pipeline._render_settings(job)
-    assert (shown["lr"], shown["decay"]) == (0.07, 1.1) and "coarse layers" not in shown
+    assert (shown["lr"], shown["decay"], shown["momentum"]) == (0.07, 1.1, 0.6) and "coarse layers" not in shown
