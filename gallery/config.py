@@ -148,7 +148,7 @@ class RenderSettings:
     depthwise_lr: float | None = 0.05
     depthwise_decay: float | None = 1.25
     # Adam's beta1 there (None: ``momentum``). A shorter memory of past gradients let their
-    # tiles rise 1.06-1.13x further in the same 64 steps (README, Each kind's slope and step).
+    # tiles rise 1.06-1.13x further in the same 64 steps (README, Adam's momentum on the depthwise models).
     depthwise_momentum: float | None = 0.5
 
     # The fields that name a kind of layer (gallery.render.kinds), folded away by for_layer.
